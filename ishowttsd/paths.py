@@ -1,0 +1,58 @@
+"""Where the daemon's sockets, state and caches live, found the same way by every tool."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def runtime_dir(env: dict[str, str] | None = None) -> Path:
+    """systemd's ``$RUNTIME_DIRECTORY``, else ``$XDG_RUNTIME_DIR/ishowtts``, else ``/tmp/ishowtts-$UID``."""
+    env = dict(os.environ) if env is None else env
+    if env.get("RUNTIME_DIRECTORY"):
+        # systemd may pass several colon-separated directories; the first is ours.
+        return Path(env["RUNTIME_DIRECTORY"].split(":")[0])
+    if env.get("XDG_RUNTIME_DIR"):
+        return Path(env["XDG_RUNTIME_DIR"]) / "ishowtts"
+    return Path(f"/tmp/ishowtts-{os.getuid()}")
+
+
+def state_dir(env: dict[str, str] | None = None) -> Path:
+    """systemd's ``$STATE_DIRECTORY``, else ``$XDG_STATE_HOME/ishowtts``, else ``~/.local/state/ishowtts``."""
+    env = dict(os.environ) if env is None else env
+    if env.get("STATE_DIRECTORY"):
+        return Path(env["STATE_DIRECTORY"].split(":")[0])
+    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "ishowtts"
+
+
+def cache_dir(env: dict[str, str] | None = None) -> Path:
+    """systemd's ``$CACHE_DIRECTORY``, else ``$XDG_CACHE_HOME/ishowtts``, else ``~/.cache/ishowtts``."""
+    env = dict(os.environ) if env is None else env
+    if env.get("CACHE_DIRECTORY"):
+        return Path(env["CACHE_DIRECTORY"].split(":")[0])
+    base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "ishowtts"
+
+
+def default_endpoint(name: str, env: dict[str, str] | None = None) -> str:
+    """The default ipc endpoint of socket ``name`` (``control``, ``ingest``, ``pcm``)."""
+    return f"ipc://{runtime_dir(env) / (name + '.sock')}"
+
+
+def control_endpoint(env: dict[str, str] | None = None) -> str:
+    """The endpoint a client uses to reach the daemon: ``$ISHOWTTS_CONTROL`` overrides the default."""
+    env = dict(os.environ) if env is None else env
+    return env.get("ISHOWTTS_CONTROL") or default_endpoint("control", env)
+
+
+def ingest_endpoint(env: dict[str, str] | None = None) -> str:
+    """The endpoint a chat bot connects its PUB to: ``$ISHOWTTS_INGEST`` overrides the default."""
+    env = dict(os.environ) if env is None else env
+    return env.get("ISHOWTTS_INGEST") or default_endpoint("ingest", env)
+
+
+def pcm_endpoint(env: dict[str, str] | None = None) -> str:
+    """The endpoint to subscribe to for PCM and events: ``$ISHOWTTS_PCM`` overrides the default."""
+    env = dict(os.environ) if env is None else env
+    return env.get("ISHOWTTS_PCM") or default_endpoint("pcm", env)
