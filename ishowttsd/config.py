@@ -123,9 +123,9 @@ def load(path: Path | None) -> Settings:
 
 
 def _endpoint(t: Table, name: str, default: str) -> str:
-    v = t.str(name, default)
+    v = t.string(name, default)
     if "://" not in v:
-        raise t.error(name, f"expected a ZeroMQ endpoint like ipc:///run/x.sock or tcp://127.0.0.1:5555, got {v!r}")
+        raise t.error(name, f"expected a ZeroMQ endpoint (ipc:///run/x.sock, tcp://host:port), got {v!r}")
     return v
 
 
@@ -137,7 +137,7 @@ def parse(doc: dict[str, Any], file: Path | None) -> Settings:
     daemon = DaemonSettings(
         log_level=t.choice("log_level", d.log_level, ("debug", "info", "warning", "error")),
         log_format=t.choice("log_format", d.log_format, ("console", "json")),
-        drain_timeout_s=t.float("drain_timeout_s", d.drain_timeout_s, min=0),
+        drain_timeout_s=t.number("drain_timeout_s", d.drain_timeout_s, min=0),
         state_dir=t.path("state_dir", d.state_dir) or d.state_dir,
         cache_dir=t.path("cache_dir", d.cache_dir) or d.cache_dir,
     )
@@ -150,8 +150,8 @@ def parse(doc: dict[str, Any], file: Path | None) -> Settings:
         ingest=_endpoint(t, "ingest", z.ingest),
         ingest_connect=t.str_list("ingest_connect", ()),
         pcm=_endpoint(t, "pcm", z.pcm),
-        max_message_bytes=t.int("max_message_bytes", z.max_message_bytes, min=1024, max=64 << 20),
-        pcm_hwm=t.int("pcm_hwm", z.pcm_hwm, min=1),
+        max_message_bytes=t.integer("max_message_bytes", z.max_message_bytes, min=1024, max=64 << 20),
+        pcm_hwm=t.integer("pcm_hwm", z.pcm_hwm, min=1),
     )
     for i, ep in enumerate(zmq_s.ingest_connect):
         if "://" not in ep:
@@ -170,7 +170,7 @@ def parse(doc: dict[str, Any], file: Path | None) -> Settings:
         model=t.path("model", None),
         config=t.path("config", None),
         length_scale=t.opt_float("length_scale", min=0.1, max=10),
-        deterministic=t.bool("deterministic", False),
+        deterministic=t.flag("deterministic", False),
     )
     t.finish()
 
@@ -187,7 +187,7 @@ def parse(doc: dict[str, Any], file: Path | None) -> Settings:
     audio = AudioSettings(
         sinks=sinks,
         device=dev,
-        latency=t.float("latency", AudioSettings().latency, min=0.0, max=5.0),
+        latency=t.number("latency", AudioSettings().latency, min=0.0, max=5.0),
         sample_rate=t.opt_int("sample_rate", min=8000, max=192000),
     )
     t.finish()
@@ -195,12 +195,10 @@ def parse(doc: dict[str, Any], file: Path | None) -> Settings:
     t = root.table("queue")
     q = QueueSettings()
     queue = QueueSettings(
-        max_jobs=t.int("max_jobs", q.max_jobs, min=1, max=100000),
-        max_text_chars=t.int("max_text_chars", q.max_text_chars, min=1, max=1_000_000),
+        max_jobs=t.integer("max_jobs", q.max_jobs, min=1, max=100000),
+        max_text_chars=t.integer("max_text_chars", q.max_text_chars, min=1, max=1_000_000),
     )
     t.finish()
 
     root.finish()
-    return Settings(
-        file=file, daemon=daemon, zmq=zmq_s, engine=engine, piper=piper, audio=audio, queue=queue
-    )
+    return Settings(file=file, daemon=daemon, zmq=zmq_s, engine=engine, piper=piper, audio=audio, queue=queue)

@@ -69,7 +69,7 @@ class Table:
         return p
 
     # -- typed getters ---------------------------------------------------------------------
-    def str(self, name: str, default: str) -> str:
+    def string(self, name: str, default: str) -> str:
         v = self._get(name, default)
         if not isinstance(v, str):
             raise self.error(name, f"expected a string, got {_typename(v)} {v!r}")
@@ -84,25 +84,25 @@ class Table:
         return v
 
     def choice(self, name: str, default: str, choices: Sequence[str]) -> str:
-        v = self.str(name, default)
+        v = self.string(name, default)
         if v not in choices:
             raise self.error(name, f"must be one of {', '.join(repr(c) for c in choices)}, got {v!r}")
         return v
 
-    def bool(self, name: str, default: bool) -> bool:
+    def flag(self, name: str, default: bool) -> bool:
         v = self._get(name, default)
         if not isinstance(v, bool):
             raise self.error(name, f"expected true or false, got {_typename(v)} {v!r}")
         return v
 
-    def int(self, name: str, default: int, *, min: int | None = None, max: int | None = None) -> int:
+    def integer(self, name: str, default: int, *, min: int | None = None, max: int | None = None) -> int:
         v = self._get(name, default)
         if isinstance(v, bool) or not isinstance(v, int):
             raise self.error(name, f"expected an integer, got {_typename(v)} {v!r}")
         self._check_range(name, v, min, max)
         return v
 
-    def float(
+    def number(
         self, name: str, default: float, *, min: float | None = None, max: float | None = None
     ) -> float:
         v = self._get(name, default)
@@ -114,12 +114,12 @@ class Table:
     def opt_float(self, name: str, *, min: float | None = None, max: float | None = None) -> float | None:
         if self._get(name, None) is None:
             return None
-        return self.float(name, 0.0, min=min, max=max)
+        return self.number(name, 0.0, min=min, max=max)
 
     def opt_int(self, name: str, *, min: int | None = None, max: int | None = None) -> int | None:
         if self._get(name, None) is None:
             return None
-        return self.int(name, 0, min=min, max=max)
+        return self.integer(name, 0, min=min, max=max)
 
     def str_list(self, name: str, default: Sequence[str]) -> tuple[str, ...]:
         v = self._get(name, list(default))

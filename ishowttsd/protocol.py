@@ -99,7 +99,7 @@ def _text(obj: Mapping[str, Any], max_chars: int) -> str:
     if not isinstance(v, str):
         raise ProtocolError("bad_request", f"field 'text' must be a string, got {type(v).__name__}")
     if len(v) > max_chars:
-        raise ProtocolError("text_too_long", f"field 'text' has {len(v)} characters; the limit is {max_chars}")
+        raise ProtocolError("text_too_long", f"field 'text' has {len(v)} characters; limit {max_chars}")
     return v
 
 
