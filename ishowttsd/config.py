@@ -72,8 +72,8 @@ class AudioSettings:
     """ALSA/PortAudio output device by name (substring) or index; None is the default device."""
     latency: float = 0.1
     """Output latency in seconds that PortAudio is asked for."""
-    sample_rate: int | None = None
-    """Rate the device is opened at; None opens it at the engine's rate (no resampling)."""
+    idle_close_s: float = 3.0
+    """Seconds of silence after which the output device is closed (and free for other programs)."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,22 @@ class QueueSettings:
     max_jobs: int = 200
     max_text_chars: int = 2000
     """A ``say`` or chat text longer than this is rejected (chat filters may truncate first)."""
+    max_audio_s: float = 900.0
+    """Bound on the estimated seconds of speech waiting in the queue."""
+    max_per_user: int = 0
+    """At most this many queued chat lines per user (0: no limit)."""
+
+
+@dataclass(frozen=True)
+class DebugSettings:
+    """Fault-injection knobs for tests and drills; all off by default."""
+
+    chunk_delay_s: float = 0.0
+    """Extra seconds per audio chunk, counted as synthesis time (simulates a slow GPU)."""
+    fail_marker: str = ""
+    """A job whose text contains this string fails inside the engine (simulates an engine exception)."""
+    hang_marker: str = ""
+    """A job whose text contains this string hangs the worker (simulates a stuck kernel)."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +108,7 @@ class Settings:
     piper: PiperSettings = field(default_factory=PiperSettings)
     audio: AudioSettings = field(default_factory=AudioSettings)
     queue: QueueSettings = field(default_factory=QueueSettings)
+    debug: DebugSettings = field(default_factory=DebugSettings)
 
 
 def find_config(explicit: str | os.PathLike[str] | None, env: dict[str, str] | None = None) -> Path | None:
@@ -188,7 +205,7 @@ def parse(doc: dict[str, Any], file: Path | None) -> Settings:
         sinks=sinks,
         device=dev,
         latency=t.number("latency", AudioSettings().latency, min=0.0, max=5.0),
-        sample_rate=t.opt_int("sample_rate", min=8000, max=192000),
+        idle_close_s=t.number("idle_close_s", AudioSettings().idle_close_s, min=0.1, max=3600),
     )
     t.finish()
 
@@ -197,8 +214,27 @@ def parse(doc: dict[str, Any], file: Path | None) -> Settings:
     queue = QueueSettings(
         max_jobs=t.integer("max_jobs", q.max_jobs, min=1, max=100000),
         max_text_chars=t.integer("max_text_chars", q.max_text_chars, min=1, max=1_000_000),
+        max_audio_s=t.number("max_audio_s", q.max_audio_s, min=1),
+        max_per_user=t.integer("max_per_user", q.max_per_user, min=0),
+    )
+    t.finish()
+
+    t = root.table("debug")
+    debug = DebugSettings(
+        chunk_delay_s=t.number("chunk_delay_s", 0.0, min=0, max=3600),
+        fail_marker=t.string("fail_marker", ""),
+        hang_marker=t.string("hang_marker", ""),
     )
     t.finish()
 
     root.finish()
-    return Settings(file=file, daemon=daemon, zmq=zmq_s, engine=engine, piper=piper, audio=audio, queue=queue)
+    return Settings(
+        file=file,
+        daemon=daemon,
+        zmq=zmq_s,
+        engine=engine,
+        piper=piper,
+        audio=audio,
+        queue=queue,
+        debug=debug,
+    )

