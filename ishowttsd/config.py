@@ -17,6 +17,7 @@ import tomlkit.exceptions
 
 from ishowttsd import paths
 from ishowttsd.confread import ConfigError, Table
+from ishowttsd.watchdog import WatchdogSettings, parse_watchdog
 
 SYSTEM_CONFIG = Path("/etc/ishowtts/ishowtts.toml")
 ENGINE_KINDS = ("auto", "f5", "piper")
@@ -109,6 +110,7 @@ class Settings:
     audio: AudioSettings = field(default_factory=AudioSettings)
     queue: QueueSettings = field(default_factory=QueueSettings)
     debug: DebugSettings = field(default_factory=DebugSettings)
+    watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
 
 
 def find_config(explicit: str | os.PathLike[str] | None, env: dict[str, str] | None = None) -> Path | None:
@@ -227,6 +229,8 @@ def parse(doc: dict[str, Any], file: Path | None) -> Settings:
     )
     t.finish()
 
+    watchdog = parse_watchdog(root.table("watchdog"))
+
     root.finish()
     return Settings(
         file=file,
@@ -237,4 +241,5 @@ def parse(doc: dict[str, Any], file: Path | None) -> Settings:
         audio=audio,
         queue=queue,
         debug=debug,
+        watchdog=watchdog,
     )
