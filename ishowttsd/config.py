@@ -17,6 +17,7 @@ import tomlkit.exceptions
 
 from ishowttsd import paths
 from ishowttsd.confread import ConfigError, Table
+from ishowttsd.engine.f5.settings import F5Settings, VoiceSettings, parse_f5, parse_voices
 from ishowttsd.watchdog import WatchdogSettings, parse_watchdog
 
 SYSTEM_CONFIG = Path("/etc/ishowtts/ishowtts.toml")
@@ -107,6 +108,8 @@ class Settings:
     zmq: ZmqSettings = field(default_factory=ZmqSettings)
     engine: EngineSettings = field(default_factory=EngineSettings)
     piper: PiperSettings = field(default_factory=PiperSettings)
+    f5: F5Settings = field(default_factory=F5Settings)
+    voices: tuple[VoiceSettings, ...] = ()
     audio: AudioSettings = field(default_factory=AudioSettings)
     queue: QueueSettings = field(default_factory=QueueSettings)
     debug: DebugSettings = field(default_factory=DebugSettings)
@@ -193,6 +196,9 @@ def parse(doc: dict[str, Any], file: Path | None) -> Settings:
     )
     t.finish()
 
+    f5 = parse_f5(root.table("f5"), daemon.state_dir)
+    voices = parse_voices(root.tables("voices"))
+
     t = root.table("audio")
     sinks = t.str_list("sinks", AudioSettings().sinks)
     for s in sinks:
@@ -238,6 +244,8 @@ def parse(doc: dict[str, Any], file: Path | None) -> Settings:
         zmq=zmq_s,
         engine=engine,
         piper=piper,
+        f5=f5,
+        voices=voices,
         audio=audio,
         queue=queue,
         debug=debug,

@@ -6,8 +6,12 @@ the tests of plain code never load torch.
 
 from __future__ import annotations
 
-from ishowttsd.config import Settings
+from typing import TYPE_CHECKING
+
 from ishowttsd.engine.base import Engine, StartupError
+
+if TYPE_CHECKING:  # config imports engine.f5.settings: a runtime import here would be circular
+    from ishowttsd.config import Settings
 
 __all__ = ["Engine", "StartupError", "create_engine"]
 
