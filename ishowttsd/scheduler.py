@@ -141,11 +141,7 @@ class Scheduler:
         """The oldest job of the lowest priority that ``incoming`` may displace."""
         r = RANK[incoming.priority]
         lowest = RANK["text"]
-        candidates = [
-            j
-            for j in self._queue
-            if RANK[j.priority] > r or (RANK[j.priority] == r == lowest)
-        ]
+        candidates = [j for j in self._queue if RANK[j.priority] > r or (RANK[j.priority] == r == lowest)]
         if not candidates:
             return None
         worst = max(RANK[j.priority] for j in candidates)

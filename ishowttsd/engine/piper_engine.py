@@ -75,7 +75,9 @@ class PiperEngine:
         if self._settings.deterministic:
             kwargs.update(noise_scale=0.0, noise_w_scale=0.0)
         self._syn_config = SynthesisConfig(**kwargs)
-        _log.info("piper loaded", model=str(model), rate=self._rate, load_s=round(time.perf_counter() - t0, 3))
+        _log.info(
+            "piper loaded", model=str(model), rate=self._rate, load_s=round(time.perf_counter() - t0, 3)
+        )
 
     def warmup(self, progress: Progress) -> None:
         progress("warming up Piper")
@@ -113,7 +115,9 @@ class PiperEngine:
                 return
             pcm = float_to_int16(chunk.audio_float_array)
             t1 = time.perf_counter()
-            yield AudioChunk(pcm=pcm, rate=int(chunk.sample_rate), timings={"model": t1 - t0, "total": t1 - t0})
+            yield AudioChunk(
+                pcm=pcm, rate=int(chunk.sample_rate), timings={"model": t1 - t0, "total": t1 - t0}
+            )
             t0 = time.perf_counter()
 
     def close(self) -> None:

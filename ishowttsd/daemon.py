@@ -1,0 +1,244 @@
+"""``ishowttsd``: the daemon in the foreground (systemd runs it as ``Type=notify``).
+
+Lifecycle: settings → sockets bound (clients may queue work during warm-up) → worker loads and
+warms the engine (STATUS= progress, EXTEND_TIMEOUT_USEC) → READY=1 → serve, ticking the
+watchdog → SIGTERM: STOPPING=1, refuse new work, let the current job finish (bounded) → exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+import zmq
+
+from ishowttsd import __version__, config, log
+from ishowttsd.config import ConfigError, Settings
+from ishowttsd.engine import create_engine
+from ishowttsd.engine.base import StartupError
+from ishowttsd.notify import Notifier
+from ishowttsd.outbox import Outbox
+from ishowttsd.scheduler import Limits, Scheduler
+from ishowttsd.server import Server
+from ishowttsd.sinks import Sink
+from ishowttsd.sinks.pcm import PcmSink
+from ishowttsd.worker import Worker
+
+EXIT_OK = 0
+EXIT_CONFIG = 2
+"""The configuration is invalid (the message names the file and key)."""
+EXIT_STARTUP = 3
+"""The daemon never started: engine files missing, sockets in use, ..."""
+
+WARMUP_EXTEND_S = 120.0
+"""How far each warm-up progress line pushes systemd's start timeout out."""
+
+_log = log.get("ishowttsd")
+
+
+class Signals:
+    """Signal flags, read by the main loop; a second SIGTERM/SIGINT forces an exit."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.reload = threading.Event()
+        self._count = 0
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_hup)
+
+    def _on_stop(self, signum: int, frame: FrameType | None) -> None:
+        self._count += 1
+        if self._count > 1:
+            _log.warning("second stop signal: exiting now")
+            sys.exit(EXIT_OK)
+        self.stop.set()
+
+    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
+        self.reload.set()
+
+
+class Daemon:
+    def __init__(self, settings: Settings, notifier: Notifier | None = None) -> None:
+        self.settings = settings
+        self.notifier = notifier or Notifier()
+        self.signals = Signals()
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        self.outbox = Outbox(self.ctx)
+        q = settings.queue
+        self.scheduler = Scheduler(Limits(q.max_jobs, q.max_audio_s, q.max_per_user))
+        self.engine, why = create_engine(settings)
+        _log.info("engine chosen", engine=self.engine.name, why=why)
+        self.sinks: list[Sink] = [PcmSink(self.outbox, publish="pcm" in settings.audio.sinks)]
+        if "alsa" in settings.audio.sinks:
+            from ishowttsd.sinks.alsa import AlsaSink
+
+            self.sinks.append(AlsaSink(settings.audio, settings.audio.idle_close_s))
+        self.worker = Worker(
+            self.engine, self.scheduler, self.sinks, self.outbox, settings.debug, self._warmup_progress
+        )
+        self.server = Server(
+            settings,
+            self.scheduler,
+            self.outbox,
+            self.ctx,
+            status_extra=self._status_extra,
+            voices=self._voices,
+            voice_ids=self._voice_ids,
+        )
+        self.ready = False
+        self.engine_why = why
+
+    # -- callbacks from the server and worker ------------------------------------------------------
+    def _warmup_progress(self, line: str) -> None:
+        _log.info("starting", step=line)
+        self.notifier.extend_timeout(WARMUP_EXTEND_S, status=line)
+
+    def _voices(self) -> list[dict[str, Any]]:
+        if not self.ready:
+            return []
+        default = self.engine.default_voice()
+        return [{**vars(v), "default": v.id == default} for v in self.engine.voices()]
+
+    def _voice_ids(self) -> set[str] | None:
+        """Known voice ids, or None while warming up (a voice can't be checked yet)."""
+        if not self.ready:
+            return None
+        return {v.id for v in self.engine.voices()}
+
+    def _status_extra(self) -> dict[str, Any]:
+        last = self.worker.last_result
+        return {
+            "ready": self.ready,
+            "version": __version__,
+            "engine": self.engine.name,
+            "engine_why": self.engine_why,
+            "default_voice": self.engine.default_voice() if self.ready else None,
+            "warmup_s": round(self.worker.warmup_s, 3),
+            "jobs": dict(self.worker.counters),
+            "last_job": {
+                "audio_s": round(last.audio_s, 3),
+                "synth_s": round(last.synth_s, 4),
+                "rtf": round(last.rtf, 5),
+            }
+            if last
+            else None,
+            "sinks": list(self.settings.audio.sinks),
+        }
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def run(self) -> int:
+        self.signals.install()
+        self.notifier.status("loading engine")
+        self.worker.start()
+        try:
+            while not self.signals.stop.is_set():
+                self.server.poll_once(250)
+                if not self.ready and self.worker.ready.is_set():
+                    if self.worker.startup_error is not None:
+                        return self._startup_failed(self.worker.startup_error)
+                    self.ready = True
+                    names = ", ".join(v.id for v in self.engine.voices())
+                    status = f"ready: {self.engine.name} ({names}), warm-up {self.worker.warmup_s:.1f} s"
+                    self.notifier.ready(status)
+                    _log.info("ready", engine=self.engine.name, warmup_s=round(self.worker.warmup_s, 3))
+                    self.server.publish_event({"event": "ready", "engine": self.engine.name})
+                if self.signals.reload.is_set():
+                    self.signals.reload.clear()
+                    self.reload()
+            return self.shutdown()
+        finally:
+            self.close()
+
+    def reload(self) -> None:
+        """SIGHUP: re-read voices (in the worker, between jobs) and filters."""
+        _log.info("reload requested (SIGHUP)")
+        self.worker.reload_requested.set()
+
+    def _startup_failed(self, err: BaseException) -> int:
+        _log.error("engine failed to start", error=str(err), kind=type(err).__name__)
+        self.notifier.send(STATUS=f"failed: {err}", ERRNO=1)
+        return EXIT_STARTUP
+
+    def shutdown(self) -> int:
+        self.notifier.stopping("stopping: finishing the current job")
+        _log.info("stopping", drain_timeout_s=self.settings.daemon.drain_timeout_s)
+        left = self.scheduler.close()
+        for job in left:
+            job.cancel.cancel("shutdown")
+            self.server._emit(job, "cancelled", reason="shutdown")
+        deadline = time.monotonic() + self.settings.daemon.drain_timeout_s
+        while self.scheduler.current is not None and time.monotonic() < deadline:
+            self.server.poll_once(50)
+        cur = self.scheduler.current
+        if cur is not None:
+            self.scheduler.stop_current("shutdown")
+            end = time.monotonic() + 2.0
+            while self.scheduler.current is not None and time.monotonic() < end:
+                self.server.poll_once(50)
+        self.worker.stopping.set()
+        self.server.flush_outbox()
+        return EXIT_OK
+
+    def close(self) -> None:
+        self.worker.stopping.set()
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as e:
+                _log.warning("sink close failed", sink=sink.name, error=str(e))
+        self.server.close()
+        self.outbox.close()
+        self.notifier.close()
+        self.ctx.term()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ishowttsd",
+        description="Chat-to-speech daemon. Exit codes: 0 stopped cleanly, 2 invalid configuration, "
+        "3 failed to start (engine files, sockets).",
+    )
+    p.add_argument(
+        "--config",
+        metavar="PATH",
+        help="TOML settings (default: $ISHOWTTS_CONFIG, "
+        "else /etc/ishowtts/ishowtts.toml if present, else built-in defaults)",
+    )
+    p.add_argument("--check-config", action="store_true", help="validate the settings and exit")
+    p.add_argument("--version", action="version", version=f"ishowttsd {__version__}")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    path = config.find_config(args.config)
+    try:
+        settings = config.load(path)
+    except ConfigError as e:
+        print(f"ishowttsd: invalid configuration: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    log.configure(settings.daemon.log_level, settings.daemon.log_format)
+    if args.check_config:
+        print(f"ishowttsd: {path or 'built-in defaults'}: configuration OK")
+        return EXIT_OK
+    _log.info("starting", version=__version__, config=str(path or "built-in defaults"))
+    try:
+        daemon = Daemon(settings)
+    except (StartupError, OSError, zmq.ZMQError) as e:
+        _log.error("cannot start", error=str(e))
+        Notifier().send(STATUS=f"failed: {e}", ERRNO=1)
+        return EXIT_STARTUP
+    return daemon.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
