@@ -1,0 +1,242 @@
+"""Test support: run the real daemon as a subprocess on ipc sockets in a temp dir, and talk to it.
+
+Nothing here stands in for the product: the daemon, its engine and ZeroMQ run for real.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tomlkit
+import zmq
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def short_tmpdir() -> Path:
+    """ipc paths must stay under ~100 bytes, so sockets live in a short /tmp dir."""
+    return Path(tempfile.mkdtemp(prefix="itt-", dir="/tmp"))
+
+
+def base_settings(d: Path) -> dict[str, Any]:
+    return {
+        "daemon": {
+            "log_level": "info",
+            "state_dir": str(d / "state"),
+            "cache_dir": str(d / "cache"),
+            "drain_timeout_s": 5.0,
+        },
+        "zmq": {
+            "control": f"ipc://{d}/control.sock",
+            "ingest": f"ipc://{d}/ingest.sock",
+            "pcm": f"ipc://{d}/pcm.sock",
+        },
+        "engine": {"kind": "piper"},
+        "piper": {"deterministic": True},
+        "audio": {"sinks": ["pcm"]},
+    }
+
+
+@dataclass
+class Events:
+    """A SUB on the daemon's PUB socket, collecting events and PCM frames as they arrive."""
+
+    sock: zmq.Socket[Any]
+    events: list[dict[str, Any]] = field(default_factory=list)
+    pcm: dict[str, list[tuple[dict[str, Any], bytes]]] = field(default_factory=dict)
+
+    def pump(self, timeout_s: float = 0.05) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            if not self.sock.poll(max(0, int(left * 1000))):
+                return
+            while True:
+                try:
+                    frames = self.sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                if frames[0] == b"event":
+                    self.events.append(json.loads(frames[1]))
+                elif frames[0].startswith(b"pcm"):
+                    hdr = json.loads(frames[1])
+                    self.pcm.setdefault(hdr["job"], []).append((hdr, frames[2]))
+
+    def wait_for(self, pred: Any, timeout_s: float = 30.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        seen = 0
+        while time.monotonic() < deadline:
+            for ev in self.events[seen:]:
+                if pred(ev):
+                    return ev
+            seen = len(self.events)
+            self.pump(0.1)
+        raise AssertionError(f"no matching event within {timeout_s}s; last events: {self.events[-5:]}")
+
+    def audio(self, job: str) -> np.ndarray:
+        frames = sorted(self.pcm.get(job, []), key=lambda hf: hf[0]["seq"])
+        return np.frombuffer(b"".join(p for _, p in frames), dtype="<i2")
+
+    def close(self) -> None:
+        self.sock.close(0)
+
+
+class Daemon:
+    """A running ``ishowttsd`` process with its config, sockets and log."""
+
+    def __init__(self, d: Path, settings: dict[str, Any], env: Mapping[str, str] | None = None) -> None:
+        self.dir = d
+        self.settings = settings
+        self.config = d / "ishowtts.toml"
+        self.config.write_text(tomlkit.dumps(settings))
+        self.control = settings["zmq"]["control"]
+        self.ingest = settings["zmq"]["ingest"]
+        self.pcm_endpoint = settings["zmq"]["pcm"]
+        self.log = d / "daemon.log"
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        self._env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._socks: list[zmq.Socket[Any]] = []
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "ishowttsd.daemon", "--config", str(self.config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self._env,
+                cwd=self.dir,
+            )
+
+    # -- sockets ------------------------------------------------------------------------------------
+    def subscribe(self, topic: bytes = b"") -> Events:
+        s = self.ctx.socket(zmq.SUB)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.RCVHWM, 0)
+        s.setsockopt(zmq.SUBSCRIBE, topic)
+        s.connect(self.pcm_endpoint)
+        self._socks.append(s)
+        return Events(s)
+
+    def dealer(self) -> zmq.Socket[Any]:
+        s = self.ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(self.control)
+        self._socks.append(s)
+        return s
+
+    def bot(self) -> zmq.Socket[Any]:
+        """A chat bot's PUB, connected to our ingest SUB."""
+        s = self.ctx.socket(zmq.PUB)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.SNDHWM, 0)
+        s.connect(self.ingest)
+        self._socks.append(s)
+        return s
+
+    def request(self, obj: Mapping[str, Any] | bytes, timeout_s: float = 10.0,
+                sock: zmq.Socket[Any] | None = None) -> dict[str, Any]:
+        """Send one request on a fresh DEALER and return the first reply."""
+        s = sock or self.dealer()
+        s.send(obj if isinstance(obj, bytes) else json.dumps(obj).encode())
+        if not s.poll(int(timeout_s * 1000)):
+            raise AssertionError(f"no reply to {obj!r} within {timeout_s}s; log:\n{self.log_text()[-3000:]}")
+        reply: dict[str, Any] = json.loads(s.recv_multipart()[0])
+        return reply
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        s = self.dealer()
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited {self.proc.returncode}; log:\n{self.log_text()[-3000:]}")
+            s.send(b'{"op": "ping"}')
+            if s.poll(500):
+                if json.loads(s.recv_multipart()[0]).get("ready"):
+                    return
+                time.sleep(0.1)
+        raise AssertionError(f"daemon not ready within {timeout_s}s; log:\n{self.log_text()[-3000:]}")
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout_s: float = 15.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return int(self.proc.returncode)
+
+    def close(self) -> None:
+        self.stop()
+        for s in self._socks:
+            s.close(0)
+        self.ctx.term()
+
+
+@contextlib.contextmanager
+def running_daemon(
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    ready: bool = True,
+    d: Path | None = None,
+) -> Iterator[Daemon]:
+    d = d or short_tmpdir()
+    settings = deep_merge(base_settings(d), overrides or {})
+    daemon = Daemon(d, settings, env)
+    daemon.start()
+    try:
+        if ready:
+            daemon.wait_ready()
+        yield daemon
+    finally:
+        daemon.close()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def collect_until_terminal(sock: zmq.Socket[Any], timeout_s: float = 30.0) -> list[dict[str, Any]]:
+    """Read replies on a DEALER until a terminal event (done/cancelled/dropped/error)."""
+    out: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not sock.poll(100):
+            continue
+        frames = sock.recv_multipart()
+        ev = json.loads(frames[0])
+        out.append(ev)
+        if ev.get("event") in ("done", "cancelled", "dropped", "error"):
+            return out
+    raise AssertionError(f"no terminal event within {timeout_s}s: {out}")
