@@ -1,0 +1,389 @@
+"""The chat moderation pipeline: one :class:`ChatMessage` in, one :class:`Accept` or :class:`Drop` out.
+
+Plain code (no sockets, no engine, injectable clock), applied in this order; each step is off
+when its setting is (docs/CHAT.md lists the keys):
+
+ 1. ``ignored`` / ``banned``: users on ``ignore_users``, or banned / timed out by a moderator.
+ 2. ``stale``: the line's ``ts`` is already older than its staleness limit.
+ 3. emotes: the bot's emote ranges (on the raw text, whose offsets they are), then ``emote_names``.
+ 4. sanitise: control characters and lone surrogates removed, whitespace runs made one space.
+ 5. links: removed or replaced (``urls``, ``url_replacement``).
+ 6. repeats: runs of one word, then of one character, cut (``max_repeat_tokens``/``_chars``).
+ 7. blocklist: ``drop`` the line (``blocked``), or ``mask``/``replace`` the word.
+ 8. ``[[chat.replace]]`` regular expressions, in file order.
+ 9. ``[chat.lexicon]`` pronunciations.
+10. ``empty``: nothing speakable left.
+11. limits, for ``text`` priority only: ``duplicate`` (same normalised text in the channel within
+    ``duplicate_window_s``), ``cooldown`` (per user), ``rate_limited`` (global window).
+12. truncation to ``max_chars`` and ``max_seconds`` (the announce prefix counted), at a word.
+
+The announce prefix and the staleness check at the job's turn are applied by :meth:`Pipeline.at_turn`,
+which the worker calls just before speaking: only then is "the same user spoke last" known.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import regex
+
+from ishowttsd import log
+from ishowttsd.chat.filters import collapse_chars, collapse_tokens, replace_urls, strip_emote_ranges
+from ishowttsd.chat.settings import ChatSettings
+from ishowttsd.chat.state import ChatState
+from ishowttsd.chat.text import estimate_seconds, skeleton, truncate
+from ishowttsd.chat.words import WordMatcher, mask
+from ishowttsd.protocol import ChatMessage
+
+_log = log.get(__name__)
+
+REPLACE_TIMEOUT_S = 0.05
+"""A ``[[chat.replace]]`` pattern that backtracks longer than this on one line is skipped for it:
+a streamer's regex must never stall the socket loop on a hostile 10,000-character line."""
+
+DROP_REASONS = (
+    "ignored",
+    "banned",
+    "stale",
+    "blocked",
+    "empty",
+    "duplicate",
+    "cooldown",
+    "rate_limited",
+)
+
+_WS = regex.compile(r"\s+")
+_NON_WORD = regex.compile(r"[^\w]+")
+
+
+class Clock(Protocol):
+    def time(self) -> float:
+        """Unix seconds (stored in the journal: it must survive a restart)."""
+        ...
+
+    def monotonic(self) -> float:
+        """Seconds for windows and cooldowns (immune to wall-clock steps)."""
+        ...
+
+
+class SystemClock:
+    def time(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+@dataclass(frozen=True)
+class Note:
+    """One kind of change the pipeline made to a line, for the ``filtered`` event."""
+
+    step: str
+    """``emotes``, ``urls``, ``repeats``, ``blocklist``, ``replace``, ``lexicon``, ``truncated``, ..."""
+    count: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"step": self.step, "count": self.count}
+
+
+@dataclass(frozen=True)
+class Accept:
+    text: str
+    """The line to speak (announce prefix not yet added: see :meth:`Pipeline.at_turn`)."""
+    priority: str
+    voice: str | None
+    user: str | None
+    channel: str | None
+    platform: str | None
+    message_id: str | None
+    accepted_at: float
+    """Unix seconds."""
+    expires_at: float | None
+    """Unix seconds after which the line is stale; None: never."""
+    seconds: float
+    """Estimated seconds of speech, announce prefix included (for the queue's bound)."""
+    original: str
+    notes: tuple[Note, ...] = ()
+
+    accepted = True
+
+
+@dataclass(frozen=True)
+class Drop:
+    reason: str
+    """Machine-readable, one of :data:`DROP_REASONS`."""
+    detail: str
+    """For people: why, with the numbers."""
+    text: str
+    """The line as it stood when dropped (blocked words masked)."""
+    priority: str = "text"
+    user: str | None = None
+    channel: str | None = None
+    message_id: str | None = None
+    notes: tuple[Note, ...] = ()
+
+    accepted = False
+
+
+Decision = Accept | Drop
+
+
+def _sanitise(text: str) -> str:
+    """Drop control characters (bells, escapes), lone surrogates and non-characters; one space per run."""
+    if not text.isprintable():
+        text = "".join(
+            c
+            for c in text
+            if c.isprintable() or c.isspace() or unicodedata.category(c) in ("Cf", "Mn", "Me", "Mc")
+        )
+    return _WS.sub(" ", text).strip()
+
+
+def normalise_for_duplicates(text: str) -> str:
+    """Case, accents, marks, punctuation and spacing removed: "LOL!!" and "lol" are the same line."""
+    key = _NON_WORD.sub(" ", skeleton(text)[0]).strip()
+    return key or text
+
+
+class Pipeline:
+    """The ``[chat]`` rules, compiled. Build a new one on SIGHUP and pass it the old :attr:`state`."""
+
+    def __init__(
+        self, settings: ChatSettings, state: ChatState | None = None, clock: Clock | None = None
+    ) -> None:
+        self.settings = settings
+        self.state = state if state is not None else ChatState()
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        s = settings
+        self._ignored = frozenset(s.ignore_users)
+        self._emote_names: WordMatcher[None] = WordMatcher([(w, None) for w in s.emote_names])
+        self._block: WordMatcher[tuple[str, str]] = WordMatcher(
+            [(w, (r.action, r.replacement)) for r in s.blocklist for w in r.words]
+        )
+        self._lexicon: WordMatcher[str] = WordMatcher(list(s.lexicon.items()))
+        self._replace = [
+            (regex.compile(r.pattern, regex.IGNORECASE if r.ignore_case else 0), r.replacement)
+            for r in s.replace
+        ]
+        self._tokens = tuple(t.encode("utf-8") for t in s.moderator_tokens)
+
+    @property
+    def counters(self) -> Counter[str]:
+        """``accepted``, ``dropped.<reason>``, ``replaced.<step>``: for the ``status`` reply."""
+        return self.state.counters
+
+    # -- intake ----------------------------------------------------------------------------------------------
+    def priority_of(self, msg: ChatMessage) -> str:
+        return self.settings.priorities.get(msg.kind, "text")
+
+    def process(self, msg: ChatMessage) -> Decision:
+        d = self._process(msg)
+        if isinstance(d, Accept):
+            self.counters["accepted"] += 1
+        else:
+            self.counters[f"dropped.{d.reason}"] += 1
+        for n in d.notes:
+            self.counters[f"replaced.{n.step}"] += n.count
+        return d
+
+    def _process(self, msg: ChatMessage) -> Decision:
+        s = self.settings
+        wall, mono = self.clock.time(), self.clock.monotonic()
+        prio = self.priority_of(msg)
+        user = (msg.user or "").casefold()
+        notes: list[Note] = []
+
+        def drop(reason: str, detail: str, text: str) -> Drop:
+            return Drop(reason, detail, text, prio, msg.user, msg.channel, msg.id, tuple(notes))
+
+        if user and user in self._ignored:
+            return drop("ignored", f"user {msg.user!r} is on chat.ignore_users", msg.text)
+        left = self.state.muted_left(user, mono) if user else 0.0
+        if left > 0:
+            what = "banned" if left == float("inf") else f"timed out for {left:.0f} s more"
+            return drop("banned", f"user {msg.user!r} is {what}", msg.text)
+
+        limit = self.stale_limit(prio)
+        posted = min(msg.ts, wall) if msg.ts is not None else wall
+        if limit > 0 and wall - posted > limit:
+            return drop("stale", f"posted {wall - posted:.0f} s ago; limit {limit:g} s", msg.text)
+
+        text = msg.text
+        if s.strip_emotes and msg.emotes:
+            text, n = strip_emote_ranges(text, msg.emotes)
+            if n:
+                notes.append(Note("emotes", n))
+        if self._emote_names:
+            text, n = self._emote_names.sub(text, lambda _span, _p: "")
+            if n:
+                notes.append(Note("emotes", n))
+        text = _sanitise(text)
+        if s.urls != "keep":
+            text, n = replace_urls(text, s.url_replacement if s.urls == "replace" else "")
+            if n:
+                notes.append(Note("urls", n))
+        text, n1 = collapse_tokens(text, s.max_repeat_tokens)
+        text, n2 = collapse_chars(text, s.max_repeat_chars)
+        if n1 + n2:
+            notes.append(Note("repeats", n1 + n2))
+
+        if self._block:
+            dropped = False
+
+            def block(span: str, payload: tuple[str, str]) -> str:
+                nonlocal dropped
+                action, replacement = payload
+                if action == "drop":
+                    dropped = True
+                return replacement if action == "replace" else mask(span, s.mask_char)
+
+            text, n = self._block.sub(text, block)
+            if n:
+                notes.append(Note("blocklist", n))
+            if dropped:
+                return drop("blocked", "contains a word on a chat.blocklist rule with action = drop", text)
+        for i, (pattern, replacement) in enumerate(self._replace):
+            try:
+                text, n = pattern.subn(replacement, text, timeout=REPLACE_TIMEOUT_S)
+            except TimeoutError:
+                _log.warning("chat_replace_timeout", rule=f"chat.replace[{i}]", chars=len(text))
+                notes.append(Note("replace_timeout", 1))
+                continue
+            if n:
+                notes.append(Note("replace", n))
+        if self._lexicon:
+            text, n = self._lexicon.sub(text, lambda _span, say: say)
+            if n:
+                notes.append(Note("lexicon", n))
+        text = _WS.sub(" ", text).strip()
+        if not skeleton(text)[0].strip():
+            return drop("empty", "nothing speakable left after the chat filters", text)
+
+        dup_key = (msg.channel or "", normalise_for_duplicates(text))
+        if prio == "text":
+            if s.duplicate_window_s > 0 and self.state.seen_within(dup_key, mono, s.duplicate_window_s):
+                return drop("duplicate", f"same text in this channel within {s.duplicate_window_s:g} s", text)
+            if user and s.user_cooldown_s > 0:
+                wait = self.state.cooldown_left(user, mono, s.user_cooldown_s)
+                if wait > 0:
+                    return drop("cooldown", f"user {msg.user!r} may speak again in {wait:.1f} s", text)
+            if s.rate_limit_messages > 0:
+                count = self.state.rate_count(mono, s.rate_limit_window_s)
+                if count >= s.rate_limit_messages:
+                    return drop(
+                        "rate_limited",
+                        f"{count} lines in the last {s.rate_limit_window_s:g} s; "
+                        f"limit chat.rate_limit_messages = {s.rate_limit_messages}",
+                        text,
+                    )
+
+        reserve = estimate_seconds(self._prefix(msg.user, msg.channel, msg.platform), s.chars_per_second)
+        max_seconds = max(s.max_seconds - reserve, 1.0 / s.chars_per_second) if s.max_seconds > 0 else 0.0
+        text, cut = truncate(text, s.max_chars, max_seconds, s.chars_per_second)
+        if cut:
+            notes.append(Note("truncated", 1))
+
+        if prio == "text":
+            # Remember only what a limit that is on will ask about: off limits keep no state.
+            if s.duplicate_window_s > 0:
+                self.state.note_text(dup_key, mono)
+            if user and s.user_cooldown_s > 0:
+                self.state.note_user(user, mono)
+            if s.rate_limit_messages > 0:
+                self.state.note_accept(mono)
+        return Accept(
+            text=text,
+            priority=prio,
+            voice=s.voices.get(user) if user in s.voices else msg.voice,
+            user=msg.user,
+            channel=msg.channel,
+            platform=msg.platform,
+            message_id=msg.id,
+            accepted_at=wall,
+            expires_at=posted + limit if limit > 0 else None,
+            seconds=estimate_seconds(text, s.chars_per_second) + reserve,
+            original=msg.text,
+            notes=tuple(notes),
+        )
+
+    # -- at the job's turn -----------------------------------------------------------------------------------
+    def stale_limit(self, priority: str) -> float:
+        """Seconds a line of ``priority`` may wait; 0: forever (paid lines are never dropped for age)."""
+        if priority == "text":
+            return self.settings.stale_after_s
+        if priority == "message":
+            return self.settings.stale_after_message_s
+        return 0.0
+
+    def is_stale(self, expires_at: float | None, now: float | None = None) -> bool:
+        now = self.clock.time() if now is None else now
+        return expires_at is not None and now > expires_at
+
+    def at_turn(
+        self,
+        text: str,
+        *,
+        user: str | None,
+        expires_at: float | None,
+        channel: str | None = None,
+        platform: str | None = None,
+        priority: str = "text",
+        message_id: str | None = None,
+    ) -> str | Drop:
+        """Call when a job is about to be spoken: the final text, or a ``stale`` :class:`Drop`."""
+        now = self.clock.time()
+        if self.is_stale(expires_at, now):
+            assert expires_at is not None
+            self.counters["dropped.stale"] += 1
+            return Drop(
+                "stale",
+                f"waited past its staleness limit by {now - expires_at:.0f} s",
+                text,
+                priority,
+                user,
+                channel,
+                message_id,
+            )
+        key = user.casefold() if user else None
+        same = key is not None and key == self.state.last_speaker
+        self.state.last_speaker = key
+        if not self.settings.announce or not user or (same and self.settings.announce_skip_same_user):
+            return text
+        return self.settings.announce.format(
+            user=self._speakable_user(user), text=text, channel=channel or "", platform=platform or ""
+        )
+
+    def _speakable_user(self, user: str) -> str:
+        # "xX_Gamer_Xx" reads better as words; a blocked word in a user name is masked like in text.
+        name = _WS.sub(" ", user.replace("_", " ")).strip()
+        if self._block:
+            name, _ = self._block.sub(
+                name, lambda span, p: p[1] if p[0] == "replace" else mask(span, self.settings.mask_char)
+            )
+        if self._lexicon:
+            name, _ = self._lexicon.sub(name, lambda _span, say: say)
+        return name
+
+    def _prefix(self, user: str | None, channel: str | None, platform: str | None) -> str:
+        if not self.settings.announce or not user:
+            return ""
+        return self.settings.announce.format(
+            user=self._speakable_user(user), text="", channel=channel or "", platform=platform or ""
+        )
+
+    # -- moderation ------------------------------------------------------------------------------------------
+    def authorised(self, token: object) -> bool:
+        """Whether a bot's ``token`` is one of ``chat.moderator_tokens`` (constant-time compare)."""
+        if not isinstance(token, str) or not self._tokens:
+            return False
+        given = token.encode("utf-8")
+        return any(hmac.compare_digest(given, t) for t in self._tokens)
+
+    def mute(self, user: str, seconds: float | None) -> None:
+        """A ``ban`` (``seconds`` None) or ``timeout``: drop the user's next lines as ``banned``."""
+        self.state.mute(user.casefold(), self.clock.monotonic(), seconds)
