@@ -16,6 +16,7 @@ import tomlkit
 import tomlkit.exceptions
 
 from ishowttsd import paths
+from ishowttsd.chat.settings import ChatSettings, parse_chat
 from ishowttsd.confread import ConfigError, Table
 from ishowttsd.engine.f5.settings import F5Settings, VoiceSettings, parse_f5, parse_voices
 from ishowttsd.watchdog import WatchdogSettings, parse_watchdog
@@ -114,6 +115,7 @@ class Settings:
     queue: QueueSettings = field(default_factory=QueueSettings)
     debug: DebugSettings = field(default_factory=DebugSettings)
     watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
+    chat: ChatSettings = field(default_factory=ChatSettings)
 
 
 def find_config(explicit: str | os.PathLike[str] | None, env: dict[str, str] | None = None) -> Path | None:
@@ -236,6 +238,7 @@ def parse(doc: dict[str, Any], file: Path | None) -> Settings:
     t.finish()
 
     watchdog = parse_watchdog(root.table("watchdog"))
+    chat = parse_chat(root.table("chat"))
 
     root.finish()
     return Settings(
@@ -250,4 +253,5 @@ def parse(doc: dict[str, Any], file: Path | None) -> Settings:
         queue=queue,
         debug=debug,
         watchdog=watchdog,
+        chat=chat,
     )
