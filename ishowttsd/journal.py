@@ -1,0 +1,281 @@
+"""A crash-safe record of accepted jobs (SQLite, WAL) so a daemon that dies loses no speech.
+
+Every accepted job is written before its ``queued`` acknowledgement goes out; the worker marks
+it ``started`` and then ``finished`` (or ``dropped``). On start, jobs that were accepted or
+started but not finished and are not past their ``expires_at`` are handed back in speaking
+order (priority, then acceptance order) to be queued again and reported as ``replayed``.
+
+A job is marked finished *before* its ``done`` event is sent: if the process dies between the
+two, the job was spoken and is not replayed (no one hears it twice). A job killed while speaking
+is replayed from the start, since the listener did not hear all of it.
+
+Storage errors never crash the daemon: a full disk (or the ``journal_max_mb`` cap) raises
+:class:`JournalFull` for that one job, which is refused with an error event; bookkeeping
+failures after acceptance are logged and counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ishowttsd import log
+from ishowttsd.protocol import PRIORITIES
+
+_log = log.get(__name__)
+
+FILENAME = "journal.sqlite3"
+SCHEMA_VERSION = 1
+STATES = ("accepted", "started", "finished", "dropped")
+_RANK_SQL = "CASE priority " + " ".join(f"WHEN '{p}' THEN {i}" for i, p in enumerate(PRIORITIES)) + " END"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    id          TEXT NOT NULL UNIQUE,
+    priority    TEXT NOT NULL,
+    text        TEXT NOT NULL,
+    voice       TEXT,
+    user        TEXT,
+    channel     TEXT,
+    platform    TEXT,
+    kind        TEXT,
+    msg_id      TEXT,
+    source      TEXT NOT NULL,
+    accepted_at REAL NOT NULL,
+    expires_at  REAL,
+    state       TEXT NOT NULL DEFAULT 'accepted',
+    reason      TEXT,
+    updated_at  REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+"""
+
+
+class JournalError(RuntimeError):
+    """Writing a job failed; ``code`` goes into the job's ``error`` event."""
+
+    def __init__(self, message: str, code: str = "journal_error") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class JournalFull(JournalError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "journal_full")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One journalled job: what is needed to speak it again after a restart."""
+
+    id: str
+    priority: str
+    text: str
+    source: str
+    """``control`` (a client) or ``chat`` (a bot); a replayed job keeps its original source here."""
+    accepted_at: float
+    """Unix seconds."""
+    expires_at: float | None = None
+    """Unix seconds after which it is stale; None: never."""
+    voice: str | None = None
+    user: str | None = None
+    channel: str | None = None
+    platform: str | None = None
+    kind: str | None = None
+    msg_id: str | None = None
+    state: str = "accepted"
+
+
+@dataclass(frozen=True)
+class Replay:
+    pending: list[Entry]
+    """Unfinished, unexpired jobs in speaking order."""
+    expired: list[Entry]
+    """Unfinished jobs past their staleness limit (now marked dropped)."""
+
+
+def _classify(e: sqlite3.Error, what: str) -> JournalError:
+    msg = str(e)
+    if isinstance(e, sqlite3.OperationalError) and "full" in msg:  # "database or disk is full"
+        return JournalFull(f"journal cannot store the job ({what}): {msg}")
+    return JournalError(f"journal {what} failed: {msg}")
+
+
+class Journal:
+    """One SQLite file; safe to call from the I/O thread and the worker (one lock, short statements)."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        sync: str = "normal",
+        max_bytes: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = path
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.counters = {"written": 0, "write_errors": 0, "replayed": 0, "pruned": 0}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = self._open(sync, max_bytes)
+        except sqlite3.DatabaseError as e:
+            # A journal we cannot read must not keep the daemon from speaking: set it aside, loudly.
+            aside = path.with_name(f"{path.name}.corrupt-{int(self._clock())}")
+            _log.error(
+                "journal unreadable; moved aside, starting empty",
+                path=str(path),
+                moved_to=str(aside),
+                error=str(e),
+            )
+            path.rename(aside)
+            for suffix in ("-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    Path(str(path) + suffix).unlink()
+            self._db = self._open(sync, max_bytes)
+
+    def _open(self, sync: str, max_bytes: int | None) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
+            db.executescript(_SCHEMA)
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise sqlite3.DatabaseError(f"schema version {version}; this daemon knows {SCHEMA_VERSION}")
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            if max_bytes is not None:
+                page = db.execute("PRAGMA page_size").fetchone()[0]
+                db.execute(f"PRAGMA max_page_count={max(2, max_bytes // page)}")
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    @classmethod
+    def in_dir(
+        cls,
+        state_dir: Path,
+        *,
+        sync: str = "normal",
+        max_bytes: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> Journal:
+        """The daemon's journal: ``<state_dir>/journal.sqlite3``."""
+        return cls(state_dir / FILENAME, sync=sync, max_bytes=max_bytes, clock=clock)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- writes -----------------------------------------------------------------------------------
+    def add(self, entry: Entry) -> None:
+        """Record an accepted job (committed when this returns). Raises :class:`JournalError`."""
+        try:
+            with self._tx() as db:
+                db.execute(
+                    "INSERT INTO jobs (id, priority, text, voice, user, channel, platform, kind, msg_id,"
+                    " source, accepted_at, expires_at, state, updated_at)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,'accepted',?)",
+                    (
+                        entry.id, entry.priority, entry.text, entry.voice, entry.user, entry.channel,
+                        entry.platform, entry.kind, entry.msg_id, entry.source, entry.accepted_at,
+                        entry.expires_at, self._clock(),
+                    ),
+                )  # fmt: skip
+        except sqlite3.IntegrityError:
+            raise JournalError(f"job id {entry.id!r} is already in the journal", "duplicate_id") from None
+        except UnicodeEncodeError as e:  # a lone surrogate ("\\ud800" in JSON) cannot be stored or spoken
+            raise JournalError(f"text is not valid Unicode: {e.reason} at {e.start}", "bad_text") from None
+        except sqlite3.Error as e:
+            self.counters["write_errors"] += 1
+            raise _classify(e, f"job {entry.id}") from None
+        self.counters["written"] += 1
+
+    def _set_state(self, job_id: str, state: str, reason: str | None) -> bool:
+        try:
+            with self._tx() as db:
+                cur = db.execute(
+                    "UPDATE jobs SET state=?, reason=?, updated_at=? WHERE id=? AND state NOT IN"
+                    " ('finished','dropped')",
+                    (state, reason, self._clock(), job_id),
+                )
+                return cur.rowcount > 0
+        except sqlite3.Error as e:
+            # The job was already accepted and is being spoken: log, never take the worker down.
+            self.counters["write_errors"] += 1
+            _log.error("journal update failed", job=job_id, state=state, error=str(e))
+            return False
+
+    def started(self, job_id: str) -> bool:
+        return self._set_state(job_id, "started", None)
+
+    def finished(self, job_id: str) -> bool:
+        return self._set_state(job_id, "finished", None)
+
+    def dropped(self, job_id: str, reason: str) -> bool:
+        """Cancelled, stale, removed by a moderator, failed: it will not be replayed."""
+        return self._set_state(job_id, "dropped", reason)
+
+    def prune(self, keep_s: float = 0.0) -> int:
+        """Delete finished and dropped jobs last touched more than ``keep_s`` seconds ago."""
+        cutoff = self._clock() - keep_s
+        try:
+            with self._tx() as db:
+                n = db.execute(
+                    "DELETE FROM jobs WHERE state IN ('finished','dropped') AND updated_at <= ?", (cutoff,)
+                ).rowcount
+        except sqlite3.Error as e:
+            _log.error("journal prune failed", error=str(e))
+            return 0
+        self.counters["pruned"] += n
+        return int(n)
+
+    # -- start-up --------------------------------------------------------------------------------------
+    def replay(self) -> Replay:
+        """Unfinished jobs: the unexpired ones to queue again (speaking order), the expired ones dropped."""
+        now = self._clock()
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, priority, text, source, accepted_at, expires_at, voice, user, channel,"
+                f" platform, kind, msg_id, state FROM jobs WHERE state IN ('accepted','started')"
+                f" ORDER BY {_RANK_SQL}, seq"
+            ).fetchall()
+        pending: list[Entry] = []
+        expired: list[Entry] = []
+        for r in rows:
+            e = Entry(*r)
+            (expired if e.expires_at is not None and e.expires_at < now else pending).append(e)
+        for e in expired:
+            self.dropped(e.id, "stale")
+        self.counters["replayed"] += len(pending)
+        return Replay(pending, expired)
+
+    def states(self) -> dict[str, str]:
+        """Job id -> state (for tests and diagnostics)."""
+        with self._lock:
+            return dict(self._db.execute("SELECT id, state FROM jobs").fetchall())
+
+    def count(self, state: str | None = None) -> int:
+        with self._lock:
+            if state is None:
+                return int(self._db.execute("SELECT count(*) FROM jobs").fetchone()[0])
+            return int(self._db.execute("SELECT count(*) FROM jobs WHERE state=?", (state,)).fetchone()[0])
