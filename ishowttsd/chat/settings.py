@@ -148,6 +148,18 @@ def _blocklist(root: Table) -> tuple[BlockRule, ...]:
     return tuple(out)
 
 
+_GROUP_REF = regex.compile(r"\\(\d+)|\\g<([^>]*)>")
+
+
+def _check_groups(t: Table, compiled: regex.Pattern[str], replacement: str) -> None:
+    """A replacement naming a group the pattern lacks would fail on the first match, live: fail now."""
+    for m in _GROUP_REF.finditer(replacement):
+        ref = m.group(1) or m.group(2)
+        ok = int(ref) <= compiled.groups if ref.isdigit() else ref in compiled.groupindex
+        if not ok:
+            raise t.error("replacement", f"refers to group {ref!r}, which the pattern does not have")
+
+
 def _replace(root: Table) -> tuple[ReplaceRule, ...]:
     out = []
     for t in root.tables("replace"):
@@ -160,9 +172,9 @@ def _replace(root: Table) -> tuple[ReplaceRule, ...]:
         )
         try:
             compiled = regex.compile(rule.pattern, regex.IGNORECASE if rule.ignore_case else 0)
-            compiled.sub(rule.replacement, "")  # bad group references only show on use
-        except (regex.error, IndexError) as e:
+        except regex.error as e:
             raise t.error("pattern", f"not a valid regular expression: {e}") from None
+        _check_groups(t, compiled, rule.replacement)
         t.finish()
         out.append(rule)
     return tuple(out)

@@ -1,0 +1,300 @@
+"""The whole [chat] pipeline: order of steps, limits that drop with a reason, announce, reload."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ishowttsd import config
+from ishowttsd.chat import Accept, ChatSettings, Drop, Pipeline, parse_chat
+from ishowttsd.confread import ConfigError, Table
+from ishowttsd.protocol import ChatMessage
+
+T0 = 1_700_000_000.0
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.wall = T0
+        self.mono = 1000.0
+
+    def time(self) -> float:
+        return self.wall
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def advance(self, s: float) -> None:
+        self.wall += s
+        self.mono += s
+
+
+def chat(text: str, user: str = "viewer", **kw: Any) -> ChatMessage:
+    return ChatMessage(text=text, user=user, channel=kw.pop("channel", "#stream"), **kw)
+
+
+def make(clock: FakeClock | None = None, **chat_keys: Any) -> Pipeline:
+    return Pipeline(parse_chat(Table(chat_keys, "chat", None)), clock=clock or FakeClock())
+
+
+def accept(d: Accept | Drop) -> Accept:
+    assert isinstance(d, Accept), d
+    return d
+
+
+def drop(d: Accept | Drop, reason: str) -> Drop:
+    assert isinstance(d, Drop), d
+    assert d.reason == reason, d
+    assert d.detail
+    return d
+
+
+def test_defaults_clean_a_real_spam_line() -> None:
+    p = make()
+    d = accept(
+        p.process(
+            chat(
+                "Kappa OMG loooooool LUL LUL LUL LUL check https://clips.twitch.tv/Abc-123 !!!!!!!!",
+                emotes=((0, 4),),
+            )
+        )
+    )
+    assert d.text == "OMG loool LUL LUL check link !!!"
+    assert {n.step for n in d.notes} == {"emotes", "urls", "repeats"}
+    assert d.priority == "text" and d.expires_at == T0 + 120
+    assert p.counters["accepted"] == 1 and p.counters["replaced.urls"] == 1
+
+
+def test_priority_by_kind_and_mapping() -> None:
+    p = make(priorities={"sub": "message"})
+    assert accept(p.process(chat("thanks for the bits", kind="paid"))).priority == "important"
+    assert accept(p.process(chat("mod here", kind="mod"))).priority == "message"
+    assert accept(p.process(chat("I subbed", kind="sub"))).priority == "message"
+    assert accept(p.process(chat("hello", kind="raid"))).priority == "text"
+
+
+def test_ignore_list_is_casefolded() -> None:
+    p = make(ignore_users=["Nightbot"])
+    drop(p.process(chat("Follow the rules!", user="NIGHTBOT")), "ignored")
+    accept(p.process(chat("hi", user="nightbotfan")))
+
+
+def test_blocklist_actions_in_a_pipeline() -> None:
+    p = make(
+        blocklist=[
+            {"words": ["slur"], "action": "drop"},
+            {"words": ["heck"], "action": "mask"},
+            {"words": ["darn"], "action": "replace", "replacement": "dang"},
+        ]
+    )
+    assert accept(p.process(chat("oh HECK, darn it"))).text == "oh ****, dang it"
+    d = drop(p.process(chat("you s̸l̸u̸r̸ and heck")), "blocked")
+    assert "slur" not in d.text and "heck" not in d.text  # the event shows it masked
+    assert p.counters["dropped.blocked"] == 1
+
+
+def test_replacements_in_order_then_lexicon() -> None:
+    p = make(
+        replace=[
+            {"pattern": r"\bu\b", "replacement": "you"},
+            {"pattern": r"you you", "replacement": "you"},
+            {"pattern": r"(\d+)k\b", "replacement": r"\1 thousand"},
+        ],
+        lexicon={"GG": "good game", "pog": "pogg"},
+    )
+    d = accept(p.process(chat("u u got 5k viewers gg POG")))
+    assert d.text == "you got 5 thousand viewers good game pogg"
+    assert [n.step for n in d.notes] == ["replace", "replace", "replace", "lexicon"]
+
+
+def test_hostile_replace_pattern_times_out_instead_of_stalling() -> None:
+    p = make(replace=[{"pattern": r"(a|aa)+$", "replacement": "x"}], max_repeat_chars=0, max_chars=0)
+    d = accept(p.process(chat("a" * 40 + "!")))
+    assert any(n.step == "replace_timeout" for n in d.notes)
+
+
+def test_empty_after_filters() -> None:
+    p = make()
+    drop(p.process(chat("Kappa", emotes=((0, 4),))), "empty")
+    drop(make(urls="remove").process(chat("https://example.com")), "empty")
+    drop(p.process(chat("\u200b\u200d \u0301\x07")), "empty")  # format, marks, controls: nothing to say
+    assert accept(p.process(chat("🔥🔥🔥"))).text == "🔥🔥🔥"  # emoji: the engine decides what to say
+
+
+def test_duplicates_per_channel_within_window() -> None:
+    clock = FakeClock()
+    p = make(clock, duplicate_window_s=30)
+    accept(p.process(chat("First!", user="a")))
+    drop(p.process(chat("first", user="b")), "duplicate")
+    drop(p.process(chat("FIRST!!!", user="c")), "duplicate")
+    drop(p.process(chat("Fírst", user="c2")), "duplicate")
+    accept(p.process(chat("first", user="d", channel="#other")))  # another channel
+    clock.advance(31)
+    accept(p.process(chat("first", user="e")))
+    # paid messages are never dropped as duplicates
+    accept(p.process(chat("first", user="f", kind="paid")))
+
+
+def test_cooldown_drops_with_reason() -> None:
+    clock = FakeClock()
+    p = make(clock, user_cooldown_s=10, duplicate_window_s=0)
+    accept(p.process(chat("one", user="Spammer")))
+    d = drop(p.process(chat("two", user="spammer")), "cooldown")
+    assert "spammer" in d.detail.lower() and "s" in d.detail
+    accept(p.process(chat("hi", user="other")))
+    clock.advance(10.5)
+    accept(p.process(chat("three", user="spammer")))
+    accept(p.process(chat("tip", user="spammer", kind="paid")))  # paid is never rate limited
+
+
+def test_global_rate_limit_sliding_window() -> None:
+    clock = FakeClock()
+    p = make(clock, rate_limit_messages=3, rate_limit_window_s=10)
+    for i in range(3):
+        accept(p.process(chat(f"msg {i}", user=f"u{i}")))
+        clock.advance(1)
+    drop(p.process(chat("msg 3", user="u3")), "rate_limited")
+    accept(p.process(chat("mod says hi", user="m", kind="mod")))
+    clock.advance(7.5)  # the first one left the window
+    accept(p.process(chat("msg 4", user="u4")))
+    drop(p.process(chat("msg 5", user="u5")), "rate_limited")
+    assert p.counters["dropped.rate_limited"] == 2
+
+
+def test_dropped_lines_do_not_use_up_limits() -> None:
+    clock = FakeClock()
+    p = make(clock, rate_limit_messages=2, user_cooldown_s=5)
+    accept(p.process(chat("a", user="x")))
+    drop(p.process(chat("a", user="y")), "duplicate")
+    drop(p.process(chat("b", user="x")), "cooldown")
+    accept(p.process(chat("c", user="y")))  # the drops did not count towards the rate
+
+
+def test_stale_at_intake_and_at_turn() -> None:
+    clock = FakeClock()
+    p = make(clock, stale_after_s=60, stale_after_message_s=300)
+    drop(p.process(chat("old line", ts=T0 - 61)), "stale")
+    d = accept(p.process(chat("recent", ts=T0 - 30)))
+    assert d.expires_at == T0 + 30
+    assert accept(p.process(chat("future ts", ts=T0 + 999))).expires_at == T0 + 60  # skewed bot clock
+    m = accept(p.process(chat("mod line", kind="mod")))
+    paid = accept(p.process(chat("paid line", kind="paid")))
+    assert m.expires_at == T0 + 300 and paid.expires_at is None
+    clock.advance(31)
+    turn = p.at_turn(d.text, user=d.user, expires_at=d.expires_at)
+    assert isinstance(turn, Drop) and turn.reason == "stale"
+    assert p.at_turn(paid.text, user=paid.user, expires_at=paid.expires_at) == "paid line"
+    clock.advance(10_000)
+    assert p.at_turn(paid.text, user=paid.user, expires_at=None) == "paid line"
+
+
+def test_announce_and_skip_same_user() -> None:
+    p = make(announce="{user} says: {text}")
+    assert p.at_turn("hi", user="Cool_Cat_99", expires_at=None) == "Cool Cat 99 says: hi"
+    assert p.at_turn("again", user="cool_cat_99", expires_at=None) == "again"
+    assert p.at_turn("me", user="bob", expires_at=None) == "bob says: me"
+    assert p.at_turn("no user", user=None, expires_at=None) == "no user"
+    q = make(announce="{user} in {channel}: {text}", announce_skip_same_user=False)
+    assert q.at_turn("a", user="bob", channel="#x", expires_at=None) == "bob in #x: a"
+    assert q.at_turn("b", user="bob", channel="#x", expires_at=None) == "bob in #x: b"
+
+
+def test_blocked_word_in_a_user_name_is_masked_in_the_announce() -> None:
+    p = make(announce="{user} says: {text}", blocklist=[{"words": ["heck"], "action": "mask"}])
+    assert p.at_turn("hi", user="heck_lord", expires_at=None) == "**** lord says: hi"
+
+
+def test_voice_map_overrides_bot_voice() -> None:
+    p = make(voices={"VIPUser": "f5-clone"})
+    assert accept(p.process(chat("hi", user="vipuser"))).voice == "f5-clone"
+    assert accept(p.process(chat("hi2", user="other", voice="joe"))).voice == "joe"
+    assert accept(p.process(chat("hi3", user="other2"))).voice is None
+
+
+def test_truncation_reserves_the_announce() -> None:
+    p = make(max_chars=0, max_seconds=5, announce="{user} says: {text}")
+    long = "this is a long line " * 20
+    d = accept(p.process(chat(long, user="someone")))
+    assert any(n.step == "truncated" for n in d.notes)
+    assert d.seconds <= 5.0 + 1e-6
+    final = p.at_turn(d.text, user=d.user, expires_at=None)
+    assert isinstance(final, str) and final.startswith("someone says: this is")
+
+
+def test_ten_thousand_char_line_through_everything() -> None:
+    p = make(blocklist=[{"words": ["heck"], "action": "mask"}], lexicon={"gg": "good game"})
+    line = ("gg heck https://x.com/" + "a" * 50 + " 你好 👩\u200d👩\u200d👧 Z̵A̸L̷G̶O̴ مرحبا ") * 100
+    d = accept(p.process(chat(line[:10_000])))
+    assert len(d.text) <= 300
+    assert d.text.startswith("good game **** link")
+
+
+def test_mute_from_ban_and_timeout() -> None:
+    clock = FakeClock()
+    p = make(clock)
+    p.mute("Troll", None)
+    p.mute("hothead", 60)
+    drop(p.process(chat("hi", user="troll")), "banned")
+    drop(p.process(chat("hi", user="HotHead")), "banned")
+    clock.advance(61)
+    accept(p.process(chat("sorry", user="hothead")))
+    drop(p.process(chat("still", user="troll")), "banned")
+
+
+def test_moderator_tokens() -> None:
+    token = "s3cret-token-0123456789"
+    p = make(moderator_tokens=[token])
+    assert p.authorised(token)
+    assert not p.authorised(token + "x")
+    assert not p.authorised(None)
+    assert not p.authorised(123)
+    assert not make().authorised("")  # no tokens configured: no bot is authorised
+
+
+def test_reload_keeps_state() -> None:
+    clock = FakeClock()
+    p = make(clock, user_cooldown_s=30, announce="{user}: {text}")
+    accept(p.process(chat("one", user="a")))
+    p.at_turn("one", user="a", expires_at=None)
+    q = Pipeline(parse_chat(Table({"user_cooldown_s": 30, "announce": "{user} said {text}"}, "chat", None)),
+                 state=p.state, clock=clock)  # fmt: skip
+    drop(q.process(chat("two", user="a")), "cooldown")
+    drop(q.process(chat("one", user="b")), "duplicate")
+    assert q.at_turn("x", user="a", expires_at=None) == "x"  # a spoke last, across the reload
+    assert q.counters["accepted"] == 1 and q.counters["dropped.cooldown"] == 1
+
+
+def test_off_limits_keep_no_state() -> None:
+    p = make(duplicate_window_s=0)
+    for i in range(1000):
+        accept(p.process(chat("same", user=f"u{i}")))
+    assert not p.state.recent and not p.state.last_by_user and not p.state.accepted
+
+
+@pytest.mark.parametrize(
+    ("keys", "where"),
+    [
+        ({"announce": "{usr}: {text}"}, "chat.announce"),
+        ({"announce": "{user} only"}, "chat.announce"),
+        ({"blocklist": [{"words": ["x"], "action": "replace"}]}, "chat.blocklist[0].replacement"),
+        ({"blocklist": [{"words": ["x"], "action": "hide"}]}, "chat.blocklist[0].action"),
+        ({"blocklist": [{"action": "drop"}]}, "chat.blocklist[0].words"),
+        ({"replace": [{"pattern": "(unclosed"}]}, "chat.replace[0].pattern"),
+        ({"replace": [{"pattern": "a", "replacement": r"\9"}]}, "chat.replace[0].replacement"),
+        ({"priorities": {"paid": "urgent"}}, "chat.priorities.paid"),
+        ({"urls": "hide"}, "chat.urls"),
+        ({"mask_char": "**"}, "chat.mask_char"),
+        ({"moderator_tokens": ["short"]}, "chat.moderator_tokens[0]"),
+        ({"max_chars": -1}, "chat.max_chars"),
+        ({"cooldown": 5}, "chat.cooldown"),
+    ],
+)
+def test_config_errors_name_the_key(keys: dict[str, Any], where: str) -> None:
+    with pytest.raises(ConfigError) as ei:
+        config.parse({"chat": keys}, None)
+    assert ei.value.key == where, ei.value
+
+
+def test_defaults_match_the_dataclass() -> None:
+    assert config.parse({}, None).chat == ChatSettings()
