@@ -1,0 +1,623 @@
+"""The fast GPU sampling path over f5's own DiT weights.
+
+What makes it fast, each a measured choice (docs/PERFORMANCE.md has the numbers):
+
+* **What does not change is computed once per job, not per step.** The input projection is
+  linear in ``[x, cond, text]``; the ``cond`` and ``text`` parts (and the text encoder in front
+  of them) are fixed for the whole ODE solve, so only ``W_x @ x`` runs per step, and it is
+  shared by the conditional and the unconditional CFG halves. The time embedding and every
+  block's AdaLN modulation depend only on the timestep, so they are computed once per
+  schedule for all steps.
+* **Static shapes.** Sequences are padded up to a length bucket and padded keys are masked out
+  of attention (and the conv positional embedding), so a padded job computes exactly what the
+  unpadded stock path computes; one CUDA graph per (batch, bucket) replays all NFE steps with
+  no host sync and no per-kernel launch cost.
+* **Fewer, larger kernels.** Q, K and V are one GEMM; attention goes through SDPA
+  (flash/cuDNN); ``torch.compile`` (regional: one transformer block, reused by all blocks)
+  fuses norms, modulation, rotary embedding, gates and residuals.
+* **Optional fp8 matmuls** (Hopper): weights quantised once per output channel, activations per
+  token, through ``torch._scaled_mm``. Off unless configured: it changes numerics.
+
+The ODE state stays fp32 (it is tiny: 100 channels); the DiT runs in the configured dtype.
+Stock semantics kept: CFG ``v = c + (c - u) * cfg_strength`` on one batched forward, Euler
+steps on f5's EPSS timesteps with sway sampling, reference frames replaced by the cond mel.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ishowttsd import log
+
+_log = log.get(__name__)
+
+DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+FP8_MAX = 448.0  # largest finite float8_e4m3fn
+MASKED_LOGIT = -5000.0
+"""Added to padded keys' logits: exp() of it is 0, and divided by the softmax scale it still fits fp16."""
+
+
+def timesteps(nfe: int, sway: float | None, use_epss: bool = True) -> Tensor:
+    """The stock schedule (``CFM.sample``): EPSS where f5 defines it, else uniform; then sway. fp32, CPU."""
+    from f5_tts.model.utils import get_epss_timesteps
+
+    if use_epss:
+        t = get_epss_timesteps(nfe, device="cpu", dtype=torch.float32)
+    else:
+        t = torch.linspace(0, 1, nfe + 1, dtype=torch.float32)
+    if sway is not None:
+        t = t + sway * (torch.cos(torch.pi / 2 * t) - 1 + t)
+    return t
+
+
+def bucket_for(frames: int, granularity: int) -> int:
+    """Smallest multiple of ``granularity`` that holds ``frames`` (granularity 0 means no padding)."""
+    if granularity <= 0:
+        return frames
+    return -(-frames // granularity) * granularity
+
+
+# --------------------------------------------------------------------------------------------
+# The fused forward: plain functions over tensors, so one torch.compile of ``_block`` serves
+# every block (weights are arguments, not constants) and CUDA-graph capture sees no Python state.
+
+
+class Linear(NamedTuple):
+    """A linear layer in the fast path's own layout: bf16/fp16/fp32 weight, or fp8 + per-row scales.
+
+    A NamedTuple of tensors, so torch.compile guards on shapes only and one compiled block
+    serves every block's weights.
+    """
+
+    weight: Tensor  # [out, in] in the compute dtype (kept also for fp8, for checks and fallbacks)
+    bias: Tensor | None
+    wq_t: Tensor | None = None  # fp8 e4m3, [in, out] column-major view of [out, in]
+    w_scale: Tensor | None = None  # fp32 [1, out]
+
+
+def _linear(x: Tensor, lin: Linear) -> Tensor:
+    if lin.wq_t is None:
+        return F.linear(x, lin.weight, lin.bias)
+    return _fp8_linear(x, lin)
+
+
+def _fp8_linear(x: Tensor, lin: Linear) -> Tensor:
+    """Rowwise-scaled fp8 GEMM: per-token activation scales, per-output-channel weight scales."""
+    assert lin.wq_t is not None and lin.w_scale is not None
+    shape = x.shape
+    x2 = x.reshape(-1, shape[-1])
+    amax = x2.abs().amax(dim=-1, keepdim=True).float().clamp(min=1e-6)
+    scale = amax / FP8_MAX
+    xq = (x2.float() / scale).to(torch.float8_e4m3fn)
+    y = torch._scaled_mm(xq, lin.wq_t, scale_a=scale, scale_b=lin.w_scale, out_dtype=torch.bfloat16)
+    if lin.bias is not None:
+        y = y + lin.bias
+    return y.reshape(*shape[:-1], y.shape[-1])
+
+
+def quantize_fp8(lin: Linear) -> Linear:
+    w = lin.weight.float()
+    amax = w.abs().amax(dim=1, keepdim=True).clamp(min=1e-8)  # [out, 1]
+    scale = amax / FP8_MAX
+    wq = (w / scale).to(torch.float8_e4m3fn)  # [out, in] row-major
+    bias = lin.bias.to(torch.bfloat16) if lin.bias is not None else None
+    return Linear(lin.weight, bias, wq_t=wq.t(), w_scale=scale.t().contiguous())
+
+
+def _rope(t: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """x_transformers' interleaved rotary embedding, computed in fp32 like the stock path."""
+    tf = t.float()
+    pairs = tf.unflatten(-1, (-1, 2))
+    rot = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
+    return (tf * cos + rot * sin).to(t.dtype)
+
+
+def _attention(q: Tensor, k: Tensor, v: Tensor, kbias: Tensor | None, mode: str) -> Tensor:
+    """SDPA with padded keys masked out. ``kbias``: [B, N] additive (0 valid, large negative padded).
+
+    ``augment`` appends one channel to q (1) and k (the bias) so the mask rides inside a
+    flash-attention kernel, which takes no mask argument; ``sdpa`` passes it as ``attn_mask``
+    (memory-efficient or cuDNN kernels).
+    """
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    if kbias is None:
+        return F.scaled_dot_product_attention(q, k, v)
+    if mode == "sdpa":
+        mask = kbias[:, None, None, :].to(q.dtype)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    b, h, n, d = q.shape
+    pad = 8  # keeps the head dim a multiple of 8, as flash requires
+    zeros = torch.zeros(b, h, n, pad - 1, dtype=q.dtype, device=q.device)
+    ones = torch.ones(b, h, n, 1, dtype=q.dtype, device=q.device)
+    q2 = torch.cat((q, ones, zeros), dim=-1)
+    kb = (kbias / scale).to(k.dtype)[:, None, :, None].expand(b, h, n, 1)
+    k2 = torch.cat((k, kb, zeros), dim=-1)
+    v2 = torch.cat((v, zeros, torch.zeros_like(ones)), dim=-1)
+    out = F.scaled_dot_product_attention(q2, k2, v2, scale=scale)
+    return out[..., :d]
+
+
+def _block(
+    x: Tensor,
+    mod: Tensor,
+    cos: Tensor,
+    sin: Tensor,
+    kbias: Tensor | None,
+    qkv: Linear,
+    out: Linear,
+    ff1: Linear,
+    ff2: Linear,
+    heads: int,
+    attn_mode: str,
+) -> Tensor:
+    """One DiT block (``f5_tts.model.modules.DiTBlock``) with precomputed modulation ``mod`` [6, D]."""
+    b, n, d = x.shape
+    sh_msa, sc_msa, g_msa, sh_mlp, sc_mlp, g_mlp = mod.unbind(0)
+    h = F.layer_norm(x, (d,), eps=1e-6) * (1 + sc_msa) + sh_msa
+    q, k, v = _linear(h, qkv).to(x.dtype).view(b, n, 3, heads, d // heads).permute(2, 0, 3, 1, 4).unbind(0)
+    q = _rope(q, cos, sin)
+    k = _rope(k, cos, sin)
+    a = _attention(q, k, v, kbias, attn_mode).transpose(1, 2).reshape(b, n, d)
+    x = x + g_msa * _linear(a, out).to(x.dtype)
+    h = F.layer_norm(x, (d,), eps=1e-6) * (1 + sc_mlp) + sh_mlp
+    f = F.gelu(_linear(h, ff1), approximate="tanh")
+    return x + g_mlp * _linear(f, ff2).to(x.dtype)
+
+
+@dataclass
+class BlockWeights:
+    qkv: Linear
+    out: Linear
+    ff1: Linear
+    ff2: Linear
+
+
+class FusedDiT:
+    """f5's DiT re-laid for the fast path. Reads the weights; never changes the source module."""
+
+    def __init__(
+        self, dit: Any, dtype: torch.dtype, *, fp8: bool = False, attn_mode: str = "augment"
+    ) -> None:
+        self.dit = dit
+        self.dtype = dtype
+        self.fp8 = fp8
+        self.attn_mode = attn_mode
+        self.device = next(dit.parameters()).device
+        self.heads: int = dit.transformer_blocks[0].attn.heads
+        self.dim: int = dit.dim
+        mel_dim = dit.proj_out.out_features
+        self.mel_dim = mel_dim
+
+        def cast(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.detach().to(dtype)
+
+        w_in = dit.input_embed.proj.weight.detach()
+        self.w_x = w_in[:, :mel_dim].to(dtype)
+        self.conv = dit.input_embed.conv_pos_embed.conv1d
+        self.conv_w = [cast(self.conv[i].weight) for i in (0, 2)]
+        self.conv_b = [cast(self.conv[i].bias) for i in (0, 2)]
+        self.conv_groups: int = self.conv[0].groups
+        self.conv_pad: int = self.conv[0].padding[0]
+        if dit.long_skip_connection is not None:
+            raise ValueError("fast path supports long_skip_connection=False (F5TTS_v1_Base layout)")
+        self.blocks: list[BlockWeights] = []
+        for blk in dit.transformer_blocks:
+            at = blk.attn
+            if at.q_norm is not None or at.processor.pe_attn_head is not None:
+                raise ValueError(
+                    "fast path supports qk_norm=None and pe_attn_head=None (F5TTS_v1_Base layout)"
+                )
+            wqkv = torch.cat([at.to_q.weight, at.to_k.weight, at.to_v.weight]).detach().to(dtype)
+            bqkv = torch.cat([at.to_q.bias, at.to_k.bias, at.to_v.bias]).detach().to(dtype)
+            bw = BlockWeights(
+                qkv=Linear(wqkv, bqkv),
+                out=Linear(at.to_out[0].weight.detach().to(dtype), cast(at.to_out[0].bias)),
+                ff1=Linear(blk.ff.ff[0][0].weight.detach().to(dtype), cast(blk.ff.ff[0][0].bias)),
+                ff2=Linear(blk.ff.ff[2].weight.detach().to(dtype), cast(blk.ff.ff[2].bias)),
+            )
+            if fp8:
+                bw = BlockWeights(*(quantize_fp8(lin) for lin in (bw.qkv, bw.out, bw.ff1, bw.ff2)))
+            self.blocks.append(bw)
+        self.w_out = dit.proj_out.weight.detach().to(dtype)
+        self.b_out = dit.proj_out.bias.detach().to(dtype)
+        self._block_fn: Callable[..., Tensor] = _block
+        self._rope_cache: dict[int, tuple[Tensor, Tensor]] = {}
+
+    # ---- per schedule -------------------------------------------------------------------
+    @torch.no_grad()
+    def modulations(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """AdaLN parameters for every step and block: ([S, depth, 6, D], [S, 2, D]) in the model dtype.
+
+        Computed in fp32 from the fp32 schedule (the stock path rounds t to the model dtype first).
+        """
+        dit = self.dit
+
+        def lin(m: Any, x: Tensor) -> Tensor:
+            return F.linear(x, m.weight.float(), m.bias.float())
+
+        tt = t.to(self.device, torch.float32)
+        mlp = dit.time_embed.time_mlp  # Linear, SiLU, Linear
+        temb = lin(mlp[2], F.silu(lin(mlp[0], dit.time_embed.time_embed(tt).float())))
+        silu = F.silu(temb)
+        per_block = [lin(blk.attn_norm.linear, silu).unflatten(-1, (6, -1)) for blk in dit.transformer_blocks]
+        final = lin(dit.norm_out.linear, silu)
+        mods = torch.stack(per_block, dim=1).to(self.dtype)  # [S, depth, 6, D]
+        return mods, final.unflatten(-1, (2, -1)).to(self.dtype)  # AdaLN_Final: (scale, shift)
+
+    def rope(self, n: int) -> tuple[Tensor, Tensor]:
+        if n not in self._rope_cache:
+            freqs, _ = self.dit.rotary_embed.forward_from_seq_len(n)  # [1, n, dh] fp32
+            f = freqs.to(self.device, torch.float32)[:, None]  # [1, 1, n, dh]
+            self._rope_cache[n] = (f.cos(), f.sin())
+        return self._rope_cache[n]
+
+    # ---- per job ------------------------------------------------------------------------
+    @property
+    def param_dtype(self) -> torch.dtype:
+        dtype: torch.dtype = next(self.dit.parameters()).dtype
+        return dtype
+
+    @torch.no_grad()
+    def project_conditioning(self, cond_in: Tensor, text_in: Tensor) -> Tensor:
+        """``W_c cond + W_t text + b`` for the (2, N, ·) guided conditioning of the reference
+        sampler's :func:`prepare`, in fp32, then cast: the part of the input projection that is
+        the same at every step."""
+        w = self.dit.input_embed.proj.weight.float()
+        m = self.mel_dim
+        out = F.linear(cond_in.float(), w[:, m : 2 * m]) + F.linear(text_in.float(), w[:, 2 * m :])
+        out = out + self.dit.input_embed.proj.bias.float()
+        return out.to(self.dtype)
+
+    # ---- per step -----------------------------------------------------------------------
+    def velocity(
+        self,
+        x: Tensor,
+        consts: Tensor,
+        kmask: Tensor | None,
+        kbias: Tensor | None,
+        mods: Tensor,
+        final: Tensor,
+        cfg_strength: float,
+    ) -> Tensor:
+        """CFG velocity for state ``x`` [B, N, mel] (fp32). ``consts``: [2B, N, D] (cond halves first).
+
+        ``kmask``: [2B, N] bool valid-frame mask (None: no padding); ``kbias`` its additive form.
+        """
+        n = x.shape[1]
+        hx = F.linear(x.to(self.dtype), self.w_x)
+        h = torch.cat((hx, hx)) + consts  # [2B, N, D]
+        c = h.transpose(1, 2)
+        if kmask is not None:
+            km = kmask[:, None, :]
+            c = c.masked_fill(~km, 0.0)
+        for i in range(2):
+            c = F.conv1d(c, self.conv_w[i], self.conv_b[i], padding=self.conv_pad, groups=self.conv_groups)
+            c = F.mish(c)
+            if kmask is not None:
+                c = c.masked_fill(~km, 0.0)
+        h = h + c.transpose(1, 2)
+        cos, sin = self.rope(n)
+        for blk, mod in zip(self.blocks, mods.unbind(0), strict=True):
+            h = self._block_fn(
+                h, mod, cos, sin, kbias, blk.qkv, blk.out, blk.ff1, blk.ff2, self.heads, self.attn_mode
+            )
+        scale, shift = final.unbind(0)
+        h = F.layer_norm(h, (self.dim,), eps=1e-6) * (1 + scale) + shift
+        pred = F.linear(h, self.w_out, self.b_out).float()
+        pc, pu = pred.chunk(2)
+        return pc + (pc - pu) * cfg_strength
+
+    def compile_blocks(self, mode: str = "default", dynamic: bool | None = None) -> None:
+        """Compile one block function; every block (and every step) reuses it."""
+        import torch._dynamo
+
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        kwargs: dict[str, Any] = {"dynamic": dynamic}
+        if mode != "default":
+            kwargs["mode"] = mode
+        self._block_fn = torch.compile(_block, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# Batches of jobs on static buffers, replayed through CUDA graphs. The loop itself is the
+# reference sampler's (``sampler.sample``) with the fused velocity as its step function.
+
+
+@dataclass
+class FastJob:
+    """One chunk to synthesise, as the reference sampler takes it.
+
+    ``ref_mel``: (R, D) reference mel; ``text``: (1, T) token ids (-1 padded); ``frames``: total
+    length N (``sampler.total_frames``); ``noise``: (N, D) initial state (``sampler.make_noise``).
+    """
+
+    ref_mel: Tensor
+    text: Tensor
+    frames: int
+    noise: Tensor
+    consts: Tensor | None = None  # (2, N, dim): the fixed input-projection part, cond then uncond
+
+    @property
+    def ref_frames(self) -> int:
+        return int(self.ref_mel.shape[0])
+
+
+class _Plan:
+    """Static buffers (and, on CUDA, one captured graph) for one (batch, frames, masked) shape."""
+
+    def __init__(self, fs: FastSampler, batch: int, frames: int, masked: bool) -> None:
+        f = fs.fused
+        dev, dt = f.device, f.dtype
+        self.fs, self.batch, self.frames, self.masked = fs, batch, frames, masked
+        self.x = torch.zeros(batch, frames, f.mel_dim, device=dev, dtype=torch.float32)
+        self.consts = torch.zeros(2 * batch, frames, f.dim, device=dev, dtype=dt)
+        self.kmask = torch.ones(2 * batch, frames, device=dev, dtype=torch.bool)
+        self.kbias = torch.zeros(2 * batch, frames, device=dev, dtype=torch.float32)
+        self.ref_mel = torch.zeros(batch, frames, f.mel_dim, device=dev, dtype=torch.float32)
+        self.ref_mask = torch.zeros(batch, frames, 1, device=dev, dtype=torch.bool)
+        self.cond = _sampler().Conditioning(
+            dit=f.dit, cond_in=self.x, text_in=self.x, rope=(None, 1.0), ref_mel=self.ref_mel,
+            ref_mask=self.ref_mask, cfg_strength=fs.cfg.cfg_strength, t=fs.schedule.to(dev),
+        )  # fmt: skip
+        self.out: Tensor | None = None
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self._calls = 0
+
+    def _step(self, x: Tensor, t: Tensor, c: Any) -> Tensor:
+        """The reference sampler's step signature; the step index picks the precomputed AdaLN."""
+        i = self._calls
+        self._calls += 1
+        fs = self.fs
+        km, kb = (self.kmask, self.kbias) if self.masked else (None, None)
+        return fs.fused.velocity(x, self.consts, km, kb, fs.mods[i], fs.final[i], fs.cfg.cfg_strength)
+
+    def _loop(self) -> Tensor:
+        self._calls = 0
+        out: Tensor = _sampler().sample(self.cond, self.x, step=self._step)
+        return out
+
+    def capture(self) -> None:
+        """Warm up on a side stream (compiles, autotunes), then capture the whole NFE loop."""
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self._loop()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.fs.pool):
+            self.out = self._loop()
+        self.graph = graph
+
+    def run(self) -> Tensor:
+        if self.graph is None:
+            return self._loop()
+        self.graph.replay()
+        assert self.out is not None
+        return self.out
+
+
+def _sampler() -> Any:
+    from ishowttsd.engine.f5 import sampler
+
+    return sampler
+
+
+class FastSampler:
+    """Samples mels for one or many jobs at once; shapes bucketed, loops graph-captured on CUDA.
+
+    On CPU it runs the same fused code eagerly in fp32 (the tests' check that fast == stock).
+    """
+
+    def __init__(
+        self,
+        dit: Any,
+        cfg: Any,
+        *,
+        dtype: str = "bf16",
+        fp8: bool = False,
+        compile: bool = True,
+        compile_mode: str = "default",
+        compile_dynamic: bool | None = None,
+        cuda_graph: bool = True,
+        bucket_frames: int = 32,
+        attn_mode: str = "augment",
+    ) -> None:
+        self.device = next(dit.parameters()).device
+        if self.device.type != "cuda":
+            dtype, fp8, compile, cuda_graph = "fp32", False, False, False
+        if fp8 and dtype != "bf16":
+            raise ValueError("fp8 matmuls write bf16: set dtype = 'bf16' with fp8 = true")
+        self.cfg = cfg
+        self.fused = FusedDiT(dit, DTYPES[dtype], fp8=fp8, attn_mode=attn_mode)
+        if compile:
+            self.fused.compile_blocks(compile_mode, compile_dynamic)
+        self.schedule = _sampler().timesteps(cfg, "cpu", torch.float32)
+        self.mods, self.final = self.fused.modulations(self.schedule)
+        self.cuda_graph = cuda_graph
+        self.bucket = bucket_frames
+        self.plans: dict[tuple[int, int, bool], _Plan] = {}
+        self.pool = torch.cuda.graph_pool_handle() if cuda_graph else None
+        self.options = {
+            "dtype": dtype, "fp8": fp8, "compile": compile_mode if compile else "none",
+            "compile_dynamic": compile_dynamic, "cuda_graph": cuda_graph, "bucket_frames": bucket_frames,
+            "attn_mode": attn_mode,
+        }  # fmt: skip
+
+    def plan(self, batch: int, frames: int, masked: bool) -> _Plan:
+        """The plan for this shape, built (and captured) on first use; warm-up calls this ahead."""
+        key = (batch, frames, masked)
+        p = self.plans.get(key)
+        if p is None:
+            t0 = time.perf_counter()
+            p = _Plan(self, batch, frames, masked)
+            if self.cuda_graph:
+                p.capture()
+            self.plans[key] = p
+            _log.info("fast plan ready", batch=batch, frames=frames, masked=masked, graph=self.cuda_graph,
+                      seconds=round(time.perf_counter() - t0, 3))  # fmt: skip
+        return p
+
+    def shape_for(self, frame_counts: Sequence[int], slots: int | None = None) -> tuple[int, int, bool]:
+        """(batch slots, bucket frames, masked) that a batch of these lengths runs as."""
+        n = len(frame_counts)
+        b = max(n, slots or n)
+        bucket = bucket_for(max(frame_counts), self.bucket)
+        masked = b > n or any(f != bucket for f in frame_counts)
+        return b, bucket, masked
+
+    @torch.no_grad()
+    def prepare(self, job: FastJob) -> FastJob:
+        """The job's fixed conditioning, through the reference sampler's ``prepare``."""
+        if job.consts is None:
+            f = self.fused
+            c = _sampler().prepare(
+                f.dit,
+                job.ref_mel[None].to(f.device, f.param_dtype),
+                job.text.to(f.device),
+                job.frames,
+                self.cfg,
+            )
+            job.consts = f.project_conditioning(c.cond_in, c.text_in)
+        return job
+
+    @torch.no_grad()
+    def sample(self, jobs: Sequence[FastJob], slots: int | None = None) -> list[Tensor]:
+        """Mel (N_i, D) fp32 per job, reference frames pasted back, like ``sampler.sample``.
+
+        All jobs run as one padded, masked batch; ``slots`` pads the batch dimension too (so a
+        graph captured for B slots serves fewer jobs). Nothing here waits for the GPU.
+        """
+        n = len(jobs)
+        b, frames, masked = self.shape_for([j.frames for j in jobs], slots)
+        p = self.plan(b, frames, masked)
+        for j in jobs:
+            self.prepare(j)
+        p.x.zero_()
+        p.consts.zero_()
+        p.ref_mel.zero_()
+        p.ref_mask.zero_()
+        p.kmask.zero_()
+        for i, j in enumerate(jobs):
+            assert j.consts is not None
+            f, r = j.frames, j.ref_frames
+            p.x[i, :f].copy_(j.noise[:f], non_blocking=True)
+            p.consts[i, :f].copy_(j.consts[0])
+            p.consts[b + i, :f].copy_(j.consts[1])
+            p.ref_mel[i, :r].copy_(j.ref_mel, non_blocking=True)
+            p.ref_mask[i, :r] = True
+            p.kmask[i, :f] = True
+            p.kmask[b + i, :f] = True
+        for i in range(n, b):
+            # idle slots: one valid key, so no softmax row is empty (their output is dropped)
+            p.kmask[i, 0] = True
+            p.kmask[b + i, 0] = True
+        if masked:
+            p.kbias.copy_((~p.kmask).float() * MASKED_LOGIT)
+        out = p.run()
+        return [out[i, : j.frames] for i, j in enumerate(jobs)]
+
+
+# --------------------------------------------------------------------------------------------
+# From mel to PCM on the host: Vocos in the same stream, int16 on the GPU, pinned async copies.
+
+
+@dataclass
+class Pcm:
+    """One job's audio on the host, and where its time went."""
+
+    samples: Any  # numpy int16, mono
+    stages: dict[str, float]
+    """Seconds by stage from CUDA events (``prepare``, ``dit``, ``vocoder``, ``copy``), per batch."""
+
+
+class FastPipeline:
+    """Jobs in, 16-bit PCM out: the fast sampler, then Vocos (fp32) on each job's generated
+    frames, then an async copy into pinned memory; the host waits once, on the last event."""
+
+    def __init__(self, fs: FastSampler, vocoder: Any) -> None:
+        self.fs, self.vocoder = fs, vocoder
+        self.cuda = fs.device.type == "cuda"
+        # Two pinned buffers, used in turn: one enqueue may run ahead of the previous finish().
+        self._pinned: list[Tensor | None] = [None, None]
+        self._turn = 0
+
+    def _host(self, n: int) -> Tensor:
+        self._turn ^= 1
+        buf = self._pinned[self._turn]
+        if buf is None or buf.numel() < n:
+            buf = torch.empty(max(n, 1 << 20), dtype=torch.int16, pin_memory=self.cuda)
+            self._pinned[self._turn] = buf
+        return buf
+
+    def _event(self) -> Any:
+        if not self.cuda:
+            return _HostEvent()
+        e = torch.cuda.Event(enable_timing=True)
+        e.record()
+        return e
+
+    @torch.no_grad()
+    def enqueue(self, jobs: Sequence[FastJob], slots: int | None = None) -> Callable[[], list[Pcm]]:
+        """Queue all GPU work for ``jobs``; returns a function that waits and hands out the PCM.
+
+        Between the two calls the host is free: the streaming engine queues the next chunk's DiT
+        here before it waits for this chunk's audio, so Vocos and copies overlap the next chunk.
+        """
+        e0 = self._event()
+        for j in jobs:
+            self.fs.prepare(j)
+        e1 = self._event()
+        mels = self.fs.sample(jobs, slots)
+        e2 = self._event()
+        waves = []
+        for j, mel in zip(jobs, mels, strict=True):
+            gen = mel[j.ref_frames :].T[None].float()  # (1, D, frames) as Vocos.decode takes it
+            w = self.vocoder.decode(gen)[0]
+            waves.append((w.clamp(-1.0, 1.0) * 32767.0).round().to(torch.int16))
+        e3 = self._event()
+        total = sum(int(w.numel()) for w in waves)
+        host = self._host(total)
+        offs = []
+        o = 0
+        for w in waves:
+            host[o : o + w.numel()].copy_(w, non_blocking=True)
+            offs.append((o, int(w.numel())))
+            o += w.numel()
+        e4 = self._event()
+
+        def finish() -> list[Pcm]:
+            e4.synchronize()
+            stages = {
+                "prepare": e0.elapsed_time(e1) / 1e3,
+                "dit": e1.elapsed_time(e2) / 1e3,
+                "vocoder": e2.elapsed_time(e3) / 1e3,
+                "copy": e3.elapsed_time(e4) / 1e3,
+            }
+            return [Pcm(host[a : a + n].numpy().copy(), stages) for a, n in offs]
+
+        return finish
+
+    def run(self, jobs: Sequence[FastJob], slots: int | None = None) -> list[Pcm]:
+        return self.enqueue(jobs, slots)()
+
+
+class _HostEvent:
+    """CPU stand-in for ``torch.cuda.Event``: wall-clock stamps (work is synchronous there)."""
+
+    def __init__(self) -> None:
+        self.t = time.perf_counter()
+
+    def synchronize(self) -> None:
+        return None
+
+    def elapsed_time(self, other: _HostEvent) -> float:
+        return (other.t - self.t) * 1e3
