@@ -14,6 +14,9 @@ PYTHON="${PYTHON:-python3}"
 TORCH_VERSION="2.13.0"
 APT_PACKAGES=(libportaudio2 libasound2 alsa-utils)
 
+# pip on the workplace machines warns about every configured local index it does not find.
+pip_in() { local venv="$1"; shift; "$venv/bin/pip" "$@" 2> >(grep -v "^WARNING: Location" >&2); }
+
 say() { printf 'install.sh: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
@@ -46,13 +49,13 @@ install_torch() {
     if is_jetson; then
         # JetPack's CUDA torch: PyPI's aarch64 wheels are CPU-only. See docs/INSTALL.md.
         if [ -n "${JETPACK_TORCH_WHEEL:-}" ]; then
-            "$venv/bin/pip" install -q "$JETPACK_TORCH_WHEEL"
+            pip_in "$venv" install -q "$JETPACK_TORCH_WHEEL"
         else
-            "$venv/bin/pip" install -q --index-url "${JETPACK_TORCH_INDEX:-https://pypi.jetson-ai-lab.io/jp6/cu126}" torch
+            pip_in "$venv" install -q --index-url "${JETPACK_TORCH_INDEX:-https://pypi.jetson-ai-lab.io/jp6/cu126}" torch
         fi
     else
         # On x86_64 this is a CPU build (a local wheel on the workplace machines: ~20 s).
-        "$venv/bin/pip" install -q "torch==${TORCH_VERSION}"
+        pip_in "$venv" install -q "torch==${TORCH_VERSION}"
     fi
 }
 
@@ -83,13 +86,13 @@ make_venv() {
     fi
     export PIP_DISABLE_PIP_VERSION_CHECK=1
     "$venv/bin/python" -c "import torch" >/dev/null 2>&1 || install_torch "$venv"
-    "$venv/bin/pip" install -q -r "$HERE/requirements/lock.txt"
-    "$venv/bin/pip" install -q --no-deps -r "$HERE/requirements/f5-nodeps.txt"
+    pip_in "$venv" install -q -r "$HERE/requirements/lock.txt"
+    pip_in "$venv" install -q --no-deps -r "$HERE/requirements/f5-nodeps.txt"
     fix_torchaudio "$venv"
     if [ "$extras" = "dev" ]; then
-        "$venv/bin/pip" install -q --no-deps -e "$HERE"
+        pip_in "$venv" install -q --no-deps -e "$HERE"
     else
-        "$venv/bin/pip" install -q --no-deps "$HERE"
+        pip_in "$venv" install -q --no-deps "$HERE"
     fi
     "$venv/bin/python" -c "import ishowttsd.daemon, piper, zmq, torch, vocos" || die "import check failed in $venv"
     echo "$want" >"$stamp"
