@@ -100,6 +100,13 @@ class DebugSettings:
     """A job whose text contains this string fails inside the engine (simulates an engine exception)."""
     hang_marker: str = ""
     """A job whose text contains this string hangs the worker (simulates a stuck kernel)."""
+    oom_marker: str = ""
+    """A job whose text contains this string fails after its first chunk with torch's "CUDA out of
+    memory" RuntimeError (simulates a GPU allocation failure mid-job)."""
+    host_oom_marker: str = ""
+    """The same, raising MemoryError (simulates the host running out of memory mid-job)."""
+    warmup_delay_s: float = 0.0
+    """Extra seconds of warm-up (interrupted by shutdown): makes SIGTERM-during-warm-up testable."""
 
 
 @dataclass(frozen=True)
@@ -234,6 +241,9 @@ def parse(doc: dict[str, Any], file: Path | None) -> Settings:
         chunk_delay_s=t.number("chunk_delay_s", 0.0, min=0, max=3600),
         fail_marker=t.string("fail_marker", ""),
         hang_marker=t.string("hang_marker", ""),
+        oom_marker=t.string("oom_marker", ""),
+        host_oom_marker=t.string("host_oom_marker", ""),
+        warmup_delay_s=t.number("warmup_delay_s", 0.0, min=0, max=3600),
     )
     t.finish()
 

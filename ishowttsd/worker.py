@@ -87,6 +87,9 @@ class Worker(threading.Thread):
         try:
             t0 = time.perf_counter()
             self.engine.load(self._progress)
+            if self.debug.warmup_delay_s > 0:
+                self._progress(f"debug warm-up delay {self.debug.warmup_delay_s:g} s")
+                self.stopping.wait(self.debug.warmup_delay_s)
             self.engine.warmup(self._progress)
             self.warmup_s = time.perf_counter() - t0
             _log.info("engine warm", engine=self.engine.name, warmup_s=round(self.warmup_s, 3))
@@ -152,6 +155,7 @@ class Worker(threading.Thread):
                 self.heartbeat = self._clock()
                 for sink in self.sinks:
                     sink.write(job, chunk)
+                self._debug_oom(job)
                 if job.cancel.cancelled:
                     break
                 self.scheduler.wait_while_paused(job.cancel, timeout=3600)
@@ -189,6 +193,13 @@ class Worker(threading.Thread):
             )
             for listener in self.job_listeners:
                 listener(job, result)
+
+    def _debug_oom(self, job: Job) -> None:
+        """Test knobs ([debug]): fail mid-job (a chunk already out) the way an allocator would."""
+        if self.debug.oom_marker and self.debug.oom_marker in job.text:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB ([debug] oom_marker)")
+        if self.debug.host_oom_marker and self.debug.host_oom_marker in job.text:
+            raise MemoryError("[debug] host_oom_marker")
 
     def _debug_delay(self, job: Job) -> None:
         """Test knobs ([debug]): slow each chunk, or hang like a stuck GPU kernel would."""
