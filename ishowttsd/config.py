@@ -8,7 +8,7 @@ exactly what ``etc/ishowtts.toml`` in the repository spells out).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ SYSTEM_CONFIG = Path("/etc/ishowtts/ishowtts.toml")
 ENGINE_KINDS = ("auto", "f5", "piper")
 SINK_KINDS = ("alsa", "pcm")
 
-__all__ = ["ConfigError", "Settings", "find_config", "load", "parse"]
+__all__ = ["ConfigError", "Settings", "find_config", "load", "parse", "replace"]
 
 
 @dataclass(frozen=True)

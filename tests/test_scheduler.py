@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from ishowttsd.scheduler import Job, Limits, QueueFull, Scheduler
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def job(i: str, prio: str = "text", user: str | None = None, source: str = "chat", text: str = "hi") -> Job:
+    return Job(id=i, text=text, priority=prio, user=user, source=source)
+
+
+def test_priority_then_fifo() -> None:
+    s = Scheduler(Limits(max_jobs=10))
+    for j in (job("t1"), job("m1", "message"), job("t2"), job("i1", "important"), job("m2", "message")):
+        s.submit(j)
+    order = []
+    while (j := s.next(0)) is not None:
+        order.append(j.id)
+        s.done(j)
+    assert order == ["i1", "m1", "m2", "t1", "t2"]
+
+
+def test_full_queue_drops_oldest_chat_first() -> None:
+    s = Scheduler(Limits(max_jobs=3))
+    s.submit(job("t1"))
+    s.submit(job("m1", "message"))
+    s.submit(job("t2"))
+    dropped = s.submit(job("i1", "important"))
+    assert [d.id for d in dropped] == ["t1"]
+    dropped = s.submit(job("t3"))
+    assert [d.id for d in dropped] == ["t2"]
+    assert [j.id for j in s.queued()] == ["i1", "m1", "t3"]
+
+
+def test_full_of_messages_refuses_new_message_and_loses_nothing() -> None:
+    s = Scheduler(Limits(max_jobs=2))
+    s.submit(job("m1", "message"))
+    s.submit(job("m2", "message"))
+    with pytest.raises(QueueFull):
+        s.submit(job("m3", "message"))
+    with pytest.raises(QueueFull):
+        s.submit(job("t1"))
+    assert [j.id for j in s.queued()] == ["m1", "m2"]
+
+
+def test_audio_seconds_bound() -> None:
+    s = Scheduler(Limits(max_jobs=100, max_audio_s=10))
+    s.submit(job("a", text="x" * 75))  # ~5 s
+    s.submit(job("b", text="x" * 75))  # ~10 s
+    dropped = s.submit(job("c", text="x" * 75))
+    assert [d.id for d in dropped] == ["a"]
+    assert sum(j.est_seconds for j in s.queued()) <= 10
+
+
+def test_per_user_fairness() -> None:
+    s = Scheduler(Limits(max_jobs=100, max_per_user=2))
+    s.submit(job("a1", user="spammer"))
+    s.submit(job("a2", user="spammer"))
+    with pytest.raises(QueueFull, match="spammer"):
+        s.submit(job("a3", user="spammer"))
+    s.submit(job("b1", user="other"))
+
+
+def test_remove_cancels_current_and_queued() -> None:
+    s = Scheduler(Limits())
+    s.submit(job("a"))
+    s.submit(job("b"))
+    cur = s.next(0)
+    assert cur is not None and cur.id == "a"
+    removed = s.remove(lambda j: True, "cancelled")
+    assert {j.id for j in removed} == {"a", "b"}
+    assert cur.cancel.cancelled and cur.cancel.reason == "cancelled"
+    assert len(s) == 0
+
+
+def test_pause_blocks_next_until_resume() -> None:
+    clock = Clock()
+    s = Scheduler(Limits(), clock=clock)
+    s.pause()
+    s.submit(job("a"))
+    assert s.next(0) is None
+    got: list[Job | None] = []
+    t = threading.Thread(target=lambda: got.append(Scheduler.next(s, 5.0)))
+    s._clock = __import__("time").monotonic  # real time for the blocking wait
+    t.start()
+    s.resume()
+    t.join(5)
+    assert got and got[0] is not None and got[0].id == "a"
+
+
+def test_closed_scheduler_refuses_and_returns_leftovers() -> None:
+    s = Scheduler(Limits())
+    s.submit(job("a"))
+    assert [j.id for j in s.close()] == ["a"]
+    with pytest.raises(QueueFull):
+        s.submit(job("b"))
