@@ -171,6 +171,15 @@ def test_dropped_lines_do_not_use_up_limits() -> None:
     accept(p.process(chat("c", user="y")))  # the drops did not count towards the rate
 
 
+def test_wall_clock_step_does_not_make_the_queue_stale() -> None:
+    clock = FakeClock()
+    p = make(clock, stale_after_s=60)
+    d = accept(p.process(chat("hello")))
+    deadline = p.deadline(d.ttl_s)
+    clock.wall += 86400 * 200  # NTP fixes a board that booted in the past
+    assert p.at_turn(d.text, user=d.user, deadline=deadline) == "hello"
+
+
 def test_stale_at_intake_and_at_turn() -> None:
     clock = FakeClock()
     p = make(clock, stale_after_s=60, stale_after_message_s=300)
@@ -181,28 +190,33 @@ def test_stale_at_intake_and_at_turn() -> None:
     m = accept(p.process(chat("mod line", kind="mod")))
     paid = accept(p.process(chat("paid line", kind="paid")))
     assert m.expires_at == T0 + 300 and paid.expires_at is None
-    clock.advance(31)
-    turn = p.at_turn(d.text, user=d.user, expires_at=d.expires_at)
+    assert d.ttl_s == 30 and paid.ttl_s is None
+    deadline = p.deadline(d.ttl_s)
+    clock.advance(29)
+    assert p.at_turn(d.text, user=d.user, deadline=deadline) == "recent"
+    clock.advance(2)
+    turn = p.at_turn(d.text, user=d.user, deadline=deadline)
     assert isinstance(turn, Drop) and turn.reason == "stale"
-    assert p.at_turn(paid.text, user=paid.user, expires_at=paid.expires_at) == "paid line"
+    assert p.counters["dropped.stale"] == 2
+    assert p.at_turn(paid.text, user=paid.user, deadline=p.deadline(paid.ttl_s)) == "paid line"
     clock.advance(10_000)
-    assert p.at_turn(paid.text, user=paid.user, expires_at=None) == "paid line"
+    assert p.at_turn(paid.text, user=paid.user, deadline=None) == "paid line"
 
 
 def test_announce_and_skip_same_user() -> None:
     p = make(announce="{user} says: {text}")
-    assert p.at_turn("hi", user="Cool_Cat_99", expires_at=None) == "Cool Cat 99 says: hi"
-    assert p.at_turn("again", user="cool_cat_99", expires_at=None) == "again"
-    assert p.at_turn("me", user="bob", expires_at=None) == "bob says: me"
-    assert p.at_turn("no user", user=None, expires_at=None) == "no user"
+    assert p.at_turn("hi", user="Cool_Cat_99", deadline=None) == "Cool Cat 99 says: hi"
+    assert p.at_turn("again", user="cool_cat_99", deadline=None) == "again"
+    assert p.at_turn("me", user="bob", deadline=None) == "bob says: me"
+    assert p.at_turn("no user", user=None, deadline=None) == "no user"
     q = make(announce="{user} in {channel}: {text}", announce_skip_same_user=False)
-    assert q.at_turn("a", user="bob", channel="#x", expires_at=None) == "bob in #x: a"
-    assert q.at_turn("b", user="bob", channel="#x", expires_at=None) == "bob in #x: b"
+    assert q.at_turn("a", user="bob", channel="#x", deadline=None) == "bob in #x: a"
+    assert q.at_turn("b", user="bob", channel="#x", deadline=None) == "bob in #x: b"
 
 
 def test_blocked_word_in_a_user_name_is_masked_in_the_announce() -> None:
     p = make(announce="{user} says: {text}", blocklist=[{"words": ["heck"], "action": "mask"}])
-    assert p.at_turn("hi", user="heck_lord", expires_at=None) == "**** lord says: hi"
+    assert p.at_turn("hi", user="heck_lord", deadline=None) == "**** lord says: hi"
 
 
 def test_voice_map_overrides_bot_voice() -> None:
@@ -218,7 +232,7 @@ def test_truncation_reserves_the_announce() -> None:
     d = accept(p.process(chat(long, user="someone")))
     assert any(n.step == "truncated" for n in d.notes)
     assert d.seconds <= 5.0 + 1e-6
-    final = p.at_turn(d.text, user=d.user, expires_at=None)
+    final = p.at_turn(d.text, user=d.user, deadline=None)
     assert isinstance(final, str) and final.startswith("someone says: this is")
 
 
@@ -256,12 +270,12 @@ def test_reload_keeps_state() -> None:
     clock = FakeClock()
     p = make(clock, user_cooldown_s=30, announce="{user}: {text}")
     accept(p.process(chat("one", user="a")))
-    p.at_turn("one", user="a", expires_at=None)
+    p.at_turn("one", user="a", deadline=None)
     q = Pipeline(parse_chat(Table({"user_cooldown_s": 30, "announce": "{user} said {text}"}, "chat", None)),
                  state=p.state, clock=clock)  # fmt: skip
     drop(q.process(chat("two", user="a")), "cooldown")
     drop(q.process(chat("one", user="b")), "duplicate")
-    assert q.at_turn("x", user="a", expires_at=None) == "x"  # a spoke last, across the reload
+    assert q.at_turn("x", user="a", deadline=None) == "x"  # a spoke last, across the reload
     assert q.counters["accepted"] == 1 and q.counters["dropped.cooldown"] == 1
 
 

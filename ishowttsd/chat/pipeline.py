@@ -104,7 +104,9 @@ class Accept:
     accepted_at: float
     """Unix seconds."""
     expires_at: float | None
-    """Unix seconds after which the line is stale; None: never."""
+    """Unix seconds after which the line is stale; None: never (stored in the journal)."""
+    ttl_s: float | None
+    """Seconds from now until it is stale; None: never (for a monotonic deadline in this process)."""
     seconds: float
     """Estimated seconds of speech, announce prefix included (for the queue's bound)."""
     original: str
@@ -306,6 +308,7 @@ class Pipeline:
             message_id=msg.id,
             accepted_at=wall,
             expires_at=posted + limit if limit > 0 else None,
+            ttl_s=posted + limit - wall if limit > 0 else None,
             seconds=estimate_seconds(text, s.chars_per_second) + reserve,
             original=msg.text,
             notes=tuple(notes),
@@ -320,29 +323,35 @@ class Pipeline:
             return self.settings.stale_after_message_s
         return 0.0
 
-    def is_stale(self, expires_at: float | None, now: float | None = None) -> bool:
-        now = self.clock.time() if now is None else now
-        return expires_at is not None and now > expires_at
+    def deadline(self, ttl_s: float | None) -> float | None:
+        """A monotonic deadline ``ttl_s`` from now (the form :meth:`at_turn` takes)."""
+        return None if ttl_s is None else self.clock.monotonic() + ttl_s
+
+    def is_stale(self, deadline: float | None) -> bool:
+        """Whether a monotonic ``deadline`` (see :meth:`deadline`) has passed."""
+        return deadline is not None and self.clock.monotonic() > deadline
 
     def at_turn(
         self,
         text: str,
         *,
         user: str | None,
-        expires_at: float | None,
+        deadline: float | None,
         channel: str | None = None,
         platform: str | None = None,
         priority: str = "text",
         message_id: str | None = None,
     ) -> str | Drop:
-        """Call when a job is about to be spoken: the final text, or a ``stale`` :class:`Drop`."""
-        now = self.clock.time()
-        if self.is_stale(expires_at, now):
-            assert expires_at is not None
+        """Call when a job is about to be spoken: the final text, or a ``stale`` :class:`Drop`.
+
+        ``deadline`` is monotonic (a wall-clock step, such as NTP fixing a Jetson's clock after
+        boot, must not make the whole queue stale at once).
+        """
+        if deadline is not None and self.is_stale(deadline):
             self.counters["dropped.stale"] += 1
             return Drop(
                 "stale",
-                f"waited past its staleness limit by {now - expires_at:.0f} s",
+                f"waited {self.clock.monotonic() - deadline:.0f} s past its staleness limit",
                 text,
                 priority,
                 user,
