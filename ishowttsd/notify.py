@@ -17,6 +17,7 @@ from ishowttsd import log
 _log = log.get(__name__)
 
 MAX_STATUS_CHARS = 400
+SEND_TIMEOUT_S = 1.0
 
 
 def _clean(value: str) -> str:
@@ -59,6 +60,9 @@ class Notifier:
             try:
                 if self._sock is None:
                     self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                    # A datagram send blocks while the receiver's queue is full (only 10 deep by
+                    # default, net.unix.max_dgram_qlen): a busy PID 1 must not freeze the main loop.
+                    self._sock.settimeout(SEND_TIMEOUT_S)
                 self._sock.sendto(payload, self._addr)
                 return True
             except OSError as e:
