@@ -26,12 +26,14 @@ calls it from its main loop and passes the time in, so the tests drive it with a
 
 from __future__ import annotations
 
+import functools
 import statistics
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from ishowttsd import log
 from ishowttsd.confread import Table
@@ -159,9 +161,22 @@ def time_calibration(
     return out
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _locked(fn: Callable[Concatenate[Watchdog, _P], _R]) -> Callable[Concatenate[Watchdog, _P], _R]:
+    @functools.wraps(fn)
+    def inner(self: Watchdog, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with self._lock:
+            return fn(self, *args, **kwargs)
+
+    return inner
+
+
 class Watchdog:
-    """Heartbeat and RTF monitor. Not thread-safe by itself: call it from one thread (the main loop)
-    or hold a lock; ``job_finished`` may be handed over from the worker through a queue or a lock.
+    """Heartbeat and RTF monitor. Thread-safe: ``job_finished`` comes from the worker thread,
+    ``tick`` from the main loop.
 
     Lifecycle, as the daemon calls it:
 
@@ -201,12 +216,15 @@ class Watchdog:
         self.pings = 0
         self.jobs_counted = 0
         self.trigger_reason: str | None = None
+        self._lock = threading.RLock()
 
     # -- lifecycle ---------------------------------------------------------------------------------
+    @_locked
     def start_warmup(self) -> None:
         self.phase = "warmup"
         self._warm_samples.clear()
 
+    @_locked
     def warmup_done(self, samples: Sequence[Sample] | Baseline | None = None) -> None:
         """End of warm-up: fix the baseline from ``samples`` (plus any jobs reported during warm-up)."""
         if isinstance(samples, Baseline):
@@ -230,6 +248,7 @@ class Watchdog:
         return thread_alive and (now - heartbeat) < stall_s
 
     # -- the RTF monitor ---------------------------------------------------------------------------
+    @_locked
     def job_finished(self, audio_s: float, synth_s: float, text_chars: int = 0) -> float | None:
         """Record a completed job. Returns its normalised RTF, or None when it was not counted."""
         sample = Sample(audio_s=audio_s, synth_s=synth_s, chars=text_chars)
@@ -293,6 +312,7 @@ class Watchdog:
         self._notify.watchdog_trigger(reason)
 
     # -- the heartbeat -----------------------------------------------------------------------------
+    @_locked
     def tick(self, now: float | None = None, worker_alive: bool = True) -> bool:
         """Call about every 0.5 s. Sends WATCHDOG=1 when one is due and the worker is alive.
 
@@ -320,6 +340,7 @@ class Watchdog:
         self.pings += 1
         return self._notify.watchdog()
 
+    @_locked
     def snapshot(self) -> dict[str, Any]:
         """Plain values for the daemon's ``status`` reply."""
         drift = self.drift()

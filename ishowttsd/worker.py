@@ -66,6 +66,8 @@ class Worker(threading.Thread):
         self.stopping = threading.Event()
         self.reload_requested = threading.Event()
         self.job_listeners: list[Callable[[Job, JobResult], None]] = []
+        self.warm_hooks: list[Callable[[Engine], None]] = []
+        """Run on this thread after the engine's warm-up, before READY (the watchdog's calibration)."""
         self.event_listeners: list[Callable[[Job, dict[str, Any]], None]] = []
         self.counters = {"done": 0, "cancelled": 0, "error": 0, "dropped": 0}
         self.last_result: JobResult | None = None
@@ -91,6 +93,8 @@ class Worker(threading.Thread):
                 self._progress(f"debug warm-up delay {self.debug.warmup_delay_s:g} s")
                 self.stopping.wait(self.debug.warmup_delay_s)
             self.engine.warmup(self._progress)
+            for hook in self.warm_hooks:
+                hook(self.engine)
             self.warmup_s = time.perf_counter() - t0
             _log.info("engine warm", engine=self.engine.name, warmup_s=round(self.warmup_s, 3))
         except BaseException as e:  # reported by the daemon, which exits with its startup code
