@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -69,7 +70,21 @@ def decode_json_object(frame: bytes, what: str) -> dict[str, Any]:
         raise ProtocolError("bad_request", f"{what} must be a JSON object, got {type(obj).__name__}")
     if not _depth_ok(obj, MAX_JSON_DEPTH):
         raise ProtocolError("bad_json", f"{what} is nested deeper than {MAX_JSON_DEPTH} levels")
+    if _SURROGATE_ESCAPE.search(text) and not _encodable(obj):
+        # "\ud800" alone is valid JSON but not Unicode: it could never be spoken or sent back out.
+        raise ProtocolError("bad_encoding", f"{what} contains a lone UTF-16 surrogate escape")
     return obj
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _encodable(obj: Any) -> bool:
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _reject_constant(name: str) -> Any:
@@ -77,7 +92,9 @@ def _reject_constant(name: str) -> Any:
 
 
 def encode(obj: Mapping[str, Any]) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    # "replace": a stray surrogate in some field must cost a '?' in one event, not the I/O loop.
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return text.encode("utf-8", "replace")
 
 
 def _opt_str(obj: Mapping[str, Any], key: str, limit: int = MAX_ID_CHARS) -> str | None:

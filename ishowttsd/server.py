@@ -7,6 +7,7 @@ loop (a bug in one handler is logged and answered as ``internal_error``).
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import time
@@ -84,7 +85,7 @@ class Server:
 
     # -- sockets ------------------------------------------------------------------------------------
     def _socket(self, kind: int) -> zmq.Socket[Any]:
-        s = self.ctx.socket(kind)
+        s: zmq.Socket[Any] = self.ctx.socket(kind)
         s.setsockopt(zmq.LINGER, 0)
         if kind != zmq.PUB:
             # A peer sending a larger frame is disconnected before it can exhaust memory.
@@ -142,7 +143,7 @@ class Server:
         try:
             events = dict(self.poller.poll(timeout_ms))
         except zmq.ZMQError as e:
-            if e.errno == zmq.EINTR:
+            if e.errno == errno.EINTR:
                 return
             raise
         if self.outbox.pull in events:
@@ -182,10 +183,13 @@ class Server:
     # -- outbound ---------------------------------------------------------------------------------------
     def flush_outbox(self) -> None:
         for item in self.outbox.drain():
-            if isinstance(item, PcmOut):
-                self._send_pcm(item)
-            else:
-                self._send_event(item)
+            try:
+                if isinstance(item, PcmOut):
+                    self._send_pcm(item)
+                else:
+                    self._send_event(item)
+            except Exception:  # one unsendable event must not take the I/O loop down
+                _log.exception("outbound message failed", kind=type(item).__name__)
 
     def _send_event(self, ev: EventOut) -> None:
         if ev.publish:
