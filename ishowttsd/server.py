@@ -25,6 +25,9 @@ from ishowttsd.scheduler import Job, QueueFull, Scheduler
 
 _log = log.get(__name__)
 
+INGEST_SLICE_S = 0.01
+"""Longest stretch spent on queued chat before control requests get their turn (a ping stays fast)."""
+
 KIND_PRIORITY = {"paid": "important", "mod": "message"}
 """Chat ``kind`` → priority; anything else is ordinary chat (``text``)."""
 
@@ -61,8 +64,13 @@ class Server:
             "dropped": 0,
             "bad_messages": 0,
         }
-        self.chat_hooks: list[Callable[[ChatMessage], Job | None]] = []
-        """Filters (chat moderation) that may rewrite a chat job or drop it; see :meth:`chat_job`."""
+        self.chat_hooks: list[Callable[[ChatMessage, Job], bool]] = []
+        """Filters (chat moderation) that rewrite a chat job in place, or drop it (return False,
+        having sent its ``dropped`` event); see :meth:`chat_job`."""
+        self.accept_hooks: list[Callable[[Job], tuple[str, str] | None]] = []
+        """Called before a job is queued (the journal records it); a ``(code, reason)`` refuses it."""
+        self.event_listeners: list[Callable[[Job, dict[str, Any]], None]] = []
+        """Called with every job event sent from the I/O side (the worker has its own list)."""
         self.topic_handlers: dict[str, Callable[[dict[str, Any]], None]] = {}
         """Handlers for the ingest moderation topics (``delete``, ``ban``, ...)."""
         self._pending_single: dict[str, bytes] = {}
@@ -156,7 +164,11 @@ class Server:
                     break
                 self._guard(self.handle_control, frames)
         if self.ingest in events:
+            # A raid must not delay control requests: yield to the poller after a few milliseconds.
+            budget = time.monotonic() + INGEST_SLICE_S
             for _ in range(1000):
+                if time.monotonic() > budget:
+                    break
                 try:
                     frames = self.ingest.recv_multipart(zmq.NOBLOCK, copy=True)
                 except zmq.Again:
@@ -336,6 +348,12 @@ class Server:
 
     def submit(self, job: Job) -> bool:
         """Queue a job and send its ``queued`` (or ``dropped``) event; the one door into the queue."""
+        for hook in self.accept_hooks:
+            refusal = hook(job)
+            if refusal is not None:
+                self.counters["rejected"] += 1
+                self._emit(job, "error", code=refusal[0], reason=refusal[1], text=job.text)
+                return False
         try:
             dropped = self.scheduler.submit(job)
         except QueueFull as e:
@@ -361,6 +379,8 @@ class Server:
         if job.req is not None:
             payload["req"] = job.req
         terminal = event in ("done", "cancelled", "dropped", "error")
+        for listener in self.event_listeners:
+            listener(job, payload)
         self._send_event(EventOut(payload, peer=job.peer, single_reply=job.single_reply, terminal=terminal))
 
     def status(self) -> dict[str, Any]:
@@ -409,9 +429,12 @@ class Server:
 
     def chat_job(self, msg: ChatMessage) -> Job | None:
         """Turn a chat message into a job (or None: dropped, with its event already sent)."""
-        text = msg.text
+        job = self._job_from_chat(msg, msg.text)
+        for hook in self.chat_hooks:
+            if not hook(msg, job):
+                return None
+        text = job.text
         if len(text) > self.settings.queue.max_text_chars:
-            job = self._job_from_chat(msg, text)
             self._emit(
                 job,
                 "dropped",
@@ -420,10 +443,8 @@ class Server:
             )
             return None
         if not text.strip():
-            job = self._job_from_chat(msg, text)
             self._emit(job, "dropped", reason="empty_text")
             return None
-        job = self._job_from_chat(msg, text)
         known = self._voice_ids()
         if job.voice is not None and known is not None and job.voice not in known:
             # A bot asking for a voice this box lacks still gets its line spoken, in the default voice.

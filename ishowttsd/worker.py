@@ -69,6 +69,9 @@ class Worker(threading.Thread):
         self.warm_hooks: list[Callable[[Engine], None]] = []
         """Run on this thread after the engine's warm-up, before READY (the watchdog's calibration)."""
         self.event_listeners: list[Callable[[Job, dict[str, Any]], None]] = []
+        self.turn_hooks: list[Callable[[Job], str | None]] = []
+        """Called just before a job is spoken (chat: staleness, announce prefix); may rewrite
+        ``job.text``; a returned reason drops the job instead."""
         self.counters = {"done": 0, "cancelled": 0, "error": 0, "dropped": 0}
         self.last_result: JobResult | None = None
 
@@ -135,6 +138,11 @@ class Worker(threading.Thread):
         if job.expires_at is not None and self._clock() > job.expires_at:
             self.emit(job, "dropped", reason="stale", text=job.text)
             return
+        for hook in self.turn_hooks:
+            reason = hook(job)
+            if reason is not None:
+                self.emit(job, "dropped", reason=reason, text=job.text)
+                return
         self.emit(job, "started", text=job.text, voice=job.voice or self.engine.default_voice())
         t_start = time.perf_counter()
         audio_s = synth_s = 0.0
