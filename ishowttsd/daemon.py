@@ -21,14 +21,15 @@ import zmq
 from ishowttsd import __version__, config, log
 from ishowttsd.config import ConfigError, Settings
 from ishowttsd.engine import create_engine
-from ishowttsd.engine.base import StartupError
+from ishowttsd.engine.base import CancelToken, Engine, StartupError
 from ishowttsd.notify import Notifier
 from ishowttsd.outbox import Outbox
-from ishowttsd.scheduler import Limits, Scheduler
+from ishowttsd.scheduler import Job, Limits, Scheduler
 from ishowttsd.server import Server
 from ishowttsd.sinks import Sink
 from ishowttsd.sinks.pcm import PcmSink
-from ishowttsd.worker import Worker
+from ishowttsd.watchdog import Sample, Watchdog, time_calibration
+from ishowttsd.worker import JobResult, Worker
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
@@ -96,11 +97,32 @@ class Daemon:
         )
         self.ready = False
         self.engine_why = why
+        self.watchdog = Watchdog(settings.watchdog, self.notifier)
+        self.calibration: list[Sample] = []
+        self.worker.warm_hooks.append(self._calibrate)
+        self.worker.job_listeners.append(self._job_done)
 
     # -- callbacks from the server and worker ------------------------------------------------------
     def _warmup_progress(self, line: str) -> None:
         _log.info("starting", step=line)
         self.notifier.extend_timeout(WARMUP_EXTEND_S, status=line)
+
+    def _calibrate(self, engine: Engine) -> None:
+        """Time two lines after warm-up (worker thread): the RTF watchdog's baseline."""
+        if not self.settings.watchdog.rtf_check:
+            return
+        self._warmup_progress("timing the watchdog's calibration lines")
+        try:
+            self.calibration = time_calibration(lambda text: engine.synthesize(text, None, CancelToken()))
+        except Exception as e:  # the baseline is then learnt from the first jobs instead
+            _log.warning("watchdog calibration failed", error=str(e))
+
+    def _job_done(self, job: Job, result: JobResult) -> None:
+        """Worker thread, after each completed job: feed the RTF monitor; show the line in STATUS=."""
+        self.watchdog.job_finished(result.audio_s, result.synth_s, result.chars)
+        if self.watchdog.phase != "triggered":  # keep the trigger's reason visible
+            who = job.user or "say"
+            self.notifier.status(f"ready; last: {who}: {job.text}")
 
     def _voices(self) -> list[dict[str, Any]]:
         if not self.ready:
@@ -132,20 +154,24 @@ class Daemon:
             if last
             else None,
             "sinks": list(self.settings.audio.sinks),
+            "watchdog": self.watchdog.snapshot(),
         }
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def run(self) -> int:
         self.signals.install()
         self.notifier.status("loading engine")
+        self.watchdog.start_warmup()
         self.worker.start()
         try:
             while not self.signals.stop.is_set():
                 self.server.poll_once(250)
+                self._tick_watchdog()
                 if not self.ready and self.worker.ready.is_set():
                     if self.worker.startup_error is not None:
                         return self._startup_failed(self.worker.startup_error)
                     self.ready = True
+                    self.watchdog.warmup_done(self.calibration)
                     names = ", ".join(v.id for v in self.engine.voices())
                     status = f"ready: {self.engine.name} ({names}), warm-up {self.worker.warmup_s:.1f} s"
                     self.notifier.ready(status)
@@ -157,6 +183,13 @@ class Daemon:
             return self.shutdown()
         finally:
             self.close()
+
+    def _tick_watchdog(self) -> None:
+        now = time.monotonic()  # the worker stamps its heartbeat with the same clock
+        alive = Watchdog.worker_alive(
+            now, self.worker.heartbeat, self.worker.is_alive(), self.settings.watchdog.stall_s
+        )
+        self.watchdog.tick(now, alive)
 
     def reload(self) -> None:
         """SIGHUP: re-read voices (in the worker, between jobs) and filters."""
