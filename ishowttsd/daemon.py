@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
@@ -101,6 +101,8 @@ class Daemon:
         self.calibration: list[Sample] = []
         self.worker.warm_hooks.append(self._calibrate)
         self.worker.job_listeners.append(self._job_done)
+        self.reload_listeners: list[Callable[[Settings], None]] = []
+        """Called with freshly loaded settings on SIGHUP (chat filters subscribe here)."""
 
     # -- callbacks from the server and worker ------------------------------------------------------
     def _warmup_progress(self, line: str) -> None:
@@ -192,8 +194,24 @@ class Daemon:
         self.watchdog.tick(now, alive)
 
     def reload(self) -> None:
-        """SIGHUP: re-read voices (in the worker, between jobs) and filters."""
-        _log.info("reload requested (SIGHUP)")
+        """SIGHUP: re-read the config file for the reloadable parts (chat filters, voices).
+
+        A broken file is reported and the running settings stay: a typo made live on stream
+        must not take the voice away. Voices reload in the worker, between jobs.
+        """
+        _log.info("reload requested (SIGHUP)", config=str(self.settings.file))
+        if self.settings.file is not None:
+            try:
+                new = config.load(self.settings.file)
+            except ConfigError as e:
+                _log.error("reload failed; keeping the running settings", error=str(e))
+                self.notifier.status(f"reload failed: {e}")
+                return
+            for listener in self.reload_listeners:
+                try:
+                    listener(new)
+                except Exception:
+                    _log.exception("reload listener failed")
         self.worker.reload_requested.set()
 
     def _startup_failed(self, err: BaseException) -> int:

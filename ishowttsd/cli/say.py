@@ -96,7 +96,7 @@ class Client:
         if not self.sock.poll(max(0, int(timeout_s * 1000))):
             return None
         frames = self.sock.recv_multipart()
-        ev = json.loads(frames[0])
+        ev: dict[str, Any] = json.loads(frames[0])
         if ev.get("event") == "pcm":
             job = str(ev.get("job"))
             if len(frames) > 1 and frames[1]:
@@ -167,7 +167,7 @@ def _say(client: Client, args: argparse.Namespace, texts: list[str]) -> int:
                 return EXIT_UNREACHABLE
             print("ishowtts-say: timed out waiting for the speech to finish", file=sys.stderr)
             return EXIT_TIMEOUT
-        token = ev.get("req")
+        token = str(ev.get("req"))
         if token not in token_to_job:
             continue
         name = ev.get("event")
