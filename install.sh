@@ -155,7 +155,7 @@ main() {
         dev)
             ensure_system_packages
             make_venv "$HERE/.venv" dev
-            [ "$start" -eq 1 ] && start_dev_daemon
+            if [ "$start" -eq 1 ]; then start_dev_daemon; fi
             ;;
         *) usage; exit 2 ;;
     esac
