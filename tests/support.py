@@ -157,8 +157,9 @@ class Daemon:
         self._socks.append(s)
         return s
 
-    def request(self, obj: Mapping[str, Any] | bytes, timeout_s: float = 10.0,
-                sock: zmq.Socket[Any] | None = None) -> dict[str, Any]:
+    def request(
+        self, obj: Mapping[str, Any] | bytes, timeout_s: float = 10.0, sock: zmq.Socket[Any] | None = None
+    ) -> dict[str, Any]:
         """Send one request on a fresh DEALER and return the first reply."""
         s = sock or self.dealer()
         s.send(obj if isinstance(obj, bytes) else json.dumps(obj).encode())

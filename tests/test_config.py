@@ -77,12 +77,20 @@ def test_runtime_dir_resolution_order() -> None:
 def test_check_config_cli(tmp_path: Path) -> None:
     good = tmp_path / "good.toml"
     good.write_text('[engine]\nkind = "piper"\n')
-    r = subprocess.run([sys.executable, "-m", "ishowttsd.daemon", "--check-config", "--config", str(good)],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "ishowttsd.daemon", "--check-config", "--config", str(good)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0 and "configuration OK" in r.stdout
     bad = tmp_path / "bad.toml"
     bad.write_text("[audio]\nsinks = 3\n")
-    r = subprocess.run([sys.executable, "-m", "ishowttsd.daemon", "--check-config", "--config", str(bad)],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "ishowttsd.daemon", "--check-config", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2
     assert "audio.sinks" in r.stderr and str(bad) in r.stderr

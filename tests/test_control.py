@@ -25,7 +25,7 @@ BAD = [
     (b'{"op": "say", "text": NaN}', "bad_json"),
     (json.dumps({"op": "say", "text": "x" * 5000}).encode(), "text_too_long"),
     (b"[" * 20000 + b"]" * 20000, "bad_json"),
-    (b"{\"op\": \"ping\", \"x\": " + b"[" * 40 + b"]" * 40 + b"}", "bad_json"),
+    (b'{"op": "ping", "x": ' + b"[" * 40 + b"]" * 40 + b"}", "bad_json"),
 ]
 
 
@@ -73,7 +73,11 @@ def test_cancel_empties_queue_and_stops_current() -> None:
     with running_daemon({"debug": {"chunk_delay_s": 0.5}}) as d:
         s = d.dealer()
         for i in range(4):
-            s.send(json.dumps({"op": "say", "text": f"Sentence number {i}. And a second one.", "id": f"j{i}"}).encode())
+            s.send(
+                json.dumps(
+                    {"op": "say", "text": f"Sentence number {i}. And a second one.", "id": f"j{i}"}
+                ).encode()
+            )
         ev = d.subscribe()
         first = collect_until_terminal_or(s, "started")
         assert first["job"] == "j0"
@@ -140,7 +144,7 @@ def test_priority_order_important_first() -> None:
             s.send(json.dumps({"op": "say", "text": f"Line {jid}.", "id": jid, "priority": prio}).encode())
         order = []
         while len(order) < 3:
-            e = ev.wait_for(lambda e: e.get("event") == "started" and e["job"] not in order + ["first"])
+            e = ev.wait_for(lambda e: e.get("event") == "started" and e["job"] not in [*order, "first"])
             order.append(e["job"])
         assert order == ["i", "m", "t"]
 
@@ -154,7 +158,9 @@ def test_say_cli_exit_codes() -> None:
         assert r.returncode == 4 and b"unknown_voice" in r.stderr
         r = subprocess.run([*env_cmd, "--status"], capture_output=True, timeout=60, text=True)
         assert r.returncode == 0 and "engine: piper" in r.stdout
-        r = subprocess.run([*env_cmd, "--wait", "--lines"], input=b"one\n\ntwo\n", capture_output=True, timeout=60)
+        r = subprocess.run(
+            [*env_cmd, "--wait", "--lines"], input=b"one\n\ntwo\n", capture_output=True, timeout=60
+        )
         assert r.returncode == 0
         out = d.dir / "out.wav"
         r = subprocess.run([*env_cmd, "-o", str(out), "Write me to a file."], capture_output=True, timeout=60)
@@ -168,9 +174,19 @@ def test_say_cli_exit_codes() -> None:
 def test_say_cli_no_daemon_exits_unreachable_within_timeout(tmp_path) -> None:  # type: ignore[no-untyped-def]
     t0 = time.monotonic()
     r = subprocess.run(
-        [sys.executable, "-m", "ishowttsd.cli.say", "--endpoint", f"ipc://{tmp_path}/none.sock",
-         "--timeout", "2", "--wait", "hello"],
-        capture_output=True, timeout=30,
+        [
+            sys.executable,
+            "-m",
+            "ishowttsd.cli.say",
+            "--endpoint",
+            f"ipc://{tmp_path}/none.sock",
+            "--timeout",
+            "2",
+            "--wait",
+            "hello",
+        ],
+        capture_output=True,
+        timeout=30,
     )
     assert r.returncode == 6
     assert time.monotonic() - t0 < 10

@@ -22,14 +22,16 @@ def test_chat_over_pub_comes_back_as_pcm_and_whisper_understands_it() -> None:
         bot = d.bot()
         time.sleep(0.3)  # PUB/SUB joins are asynchronous: let both subscriptions settle
         for i, text in enumerate(SENTENCES):
-            bot.send_multipart([b"chat", json.dumps({"text": text, "user": f"viewer{i}", "id": f"m{i}"}).encode()])
+            bot.send_multipart(
+                [b"chat", json.dumps({"text": text, "user": f"viewer{i}", "id": f"m{i}"}).encode()]
+            )
         done = []
         for text in SENTENCES:
             started = ev.wait_for(lambda e, t=text: e.get("event") == "started" and e.get("text") == t)
             assert started["source"] == "chat"
             done.append(ev.wait_for(lambda e, j=started["job"]: e.get("event") == "done" and e["job"] == j))
         total_ref, errors = 0, 0.0
-        for text, fin in zip(SENTENCES, done):
+        for text, fin in zip(SENTENCES, done, strict=False):
             ev.pump(0.2)
             frames = sorted(ev.pcm[fin["job"]], key=lambda hf: hf[0]["seq"])
             hdrs = [h for h, _ in frames]
@@ -50,7 +52,9 @@ def test_chat_over_pub_comes_back_as_pcm_and_whisper_understands_it() -> None:
 def test_say_wait_reports_lifecycle_and_timings() -> None:
     with running_daemon() as d:
         s = d.dealer()
-        s.send(json.dumps({"op": "say", "text": "Testing one two three.", "req": "r1", "id": "job-1"}).encode())
+        s.send(
+            json.dumps({"op": "say", "text": "Testing one two three.", "req": "r1", "id": "job-1"}).encode()
+        )
         evs = collect_until_terminal(s)
         assert [e["event"] for e in evs] == ["queued", "started", "done"]
         assert all(e["req"] == "r1" and e["job"] == "job-1" for e in evs)

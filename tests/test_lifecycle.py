@@ -16,7 +16,7 @@ def _drain(sock, until: int, timeout_s: float = 30.0) -> dict[str, str]:  # type
         if sock.poll(100):
             e = json.loads(sock.recv_multipart()[0])
             if e["event"] in ("done", "cancelled", "dropped", "error"):
-                out[e["job"]] = f'{e["event"]}:{e.get("reason", "")}'
+                out[e["job"]] = f"{e['event']}:{e.get('reason', '')}"
     return out
 
 
