@@ -22,6 +22,7 @@ from ishowttsd import __version__, config, log
 from ishowttsd.config import ConfigError, Settings
 from ishowttsd.engine import create_engine
 from ishowttsd.engine.base import CancelToken, Engine, StartupError
+from ishowttsd.intake import ChatIntake
 from ishowttsd.notify import Notifier
 from ishowttsd.outbox import Outbox
 from ishowttsd.scheduler import Job, Limits, Scheduler
@@ -103,6 +104,9 @@ class Daemon:
         self.worker.job_listeners.append(self._job_done)
         self.reload_listeners: list[Callable[[Settings], None]] = []
         """Called with freshly loaded settings on SIGHUP (chat filters subscribe here)."""
+        self.intake = ChatIntake(settings, self.server, self.scheduler, self.worker)
+        self.reload_listeners.append(self.intake.reload)
+        self.intake.replay()  # before serving, so replayed jobs keep their place ahead of new ones
 
     # -- callbacks from the server and worker ------------------------------------------------------
     def _warmup_progress(self, line: str) -> None:
@@ -157,6 +161,7 @@ class Daemon:
             else None,
             "sinks": list(self.settings.audio.sinks),
             "watchdog": self.watchdog.snapshot(),
+            "chat": self.intake.status(),
         }
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -179,6 +184,7 @@ class Daemon:
                     self.notifier.ready(status)
                     _log.info("ready", engine=self.engine.name, warmup_s=round(self.worker.warmup_s, 3))
                     self.server.publish_event({"event": "ready", "engine": self.engine.name})
+                    self.intake.on_ready()
                 if self.signals.reload.is_set():
                     self.signals.reload.clear()
                     self.reload()
@@ -249,6 +255,7 @@ class Daemon:
         self.server.close()
         self.outbox.close()
         self.notifier.close()
+        self.intake.close()
         self.ctx.term()
 
 
