@@ -19,6 +19,7 @@ from ishowttsd import paths
 from ishowttsd.chat.settings import ChatSettings, parse_chat
 from ishowttsd.confread import ConfigError, Table
 from ishowttsd.engine.f5.settings import F5Settings, VoiceSettings, parse_f5, parse_voices
+from ishowttsd.twitch.settings import TwitchSettings, parse_twitch
 from ishowttsd.watchdog import WatchdogSettings, parse_watchdog
 
 SYSTEM_CONFIG = Path("/etc/ishowtts/ishowtts.toml")
@@ -123,6 +124,7 @@ class Settings:
     debug: DebugSettings = field(default_factory=DebugSettings)
     watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
     chat: ChatSettings = field(default_factory=ChatSettings)
+    twitch: TwitchSettings = field(default_factory=TwitchSettings)
 
 
 def find_config(explicit: str | os.PathLike[str] | None, env: dict[str, str] | None = None) -> Path | None:
@@ -249,6 +251,7 @@ def parse(doc: dict[str, Any], file: Path | None) -> Settings:
 
     watchdog = parse_watchdog(root.table("watchdog"))
     chat = parse_chat(root.table("chat"))
+    twitch = parse_twitch(root.table("twitch"))
 
     root.finish()
     return Settings(
@@ -264,4 +267,5 @@ def parse(doc: dict[str, Any], file: Path | None) -> Settings:
         debug=debug,
         watchdog=watchdog,
         chat=chat,
+        twitch=twitch,
     )
