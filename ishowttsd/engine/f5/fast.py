@@ -229,6 +229,7 @@ class FusedDiT:
         self.w_out = dit.proj_out.weight.detach().to(dtype)
         self.b_out = dit.proj_out.bias.detach().to(dtype)
         self._block_fn: Callable[..., Tensor] = _block
+        self.compiled = False
         self._rope_cache: dict[int, tuple[Tensor, Tensor]] = {}
 
     # ---- per schedule -------------------------------------------------------------------
@@ -324,6 +325,7 @@ class FusedDiT:
         if mode != "default":
             kwargs["mode"] = mode
         self._block_fn = torch.compile(_block, **kwargs)
+        self.compiled = True
 
 
 # --------------------------------------------------------------------------------------------
@@ -430,16 +432,24 @@ class FastSampler:
         cuda_graph: bool = True,
         bucket_frames: int = 32,
         attn_mode: str = "augment",
+        fused: FusedDiT | None = None,
     ) -> None:
+        """``fused``: share another sampler's fused weights (and compiled block), e.g. for a
+        different NFE; ``dtype``/``fp8``/``compile`` then come from it."""
         self.device = next(dit.parameters()).device
         if self.device.type != "cuda":
             dtype, fp8, compile, cuda_graph = "fp32", False, False, False
         if fp8 and dtype != "bf16":
             raise ValueError("fp8 matmuls write bf16: set dtype = 'bf16' with fp8 = true")
         self.cfg = cfg
-        self.fused = FusedDiT(dit, DTYPES[dtype], fp8=fp8, attn_mode=attn_mode)
-        if compile:
-            self.fused.compile_blocks(compile_mode, compile_dynamic)
+        if fused is not None:
+            self.fused = fused
+            dtype = next(k for k, v in DTYPES.items() if v == fused.dtype)
+            fp8, compile = fused.fp8, fused.compiled
+        else:
+            self.fused = FusedDiT(dit, DTYPES[dtype], fp8=fp8, attn_mode=attn_mode)
+            if compile:
+                self.fused.compile_blocks(compile_mode, compile_dynamic)
         self.schedule = _sampler().timesteps(cfg, "cpu", torch.float32)
         self.mods, self.final = self.fused.modulations(self.schedule)
         self.cuda_graph = cuda_graph

@@ -1,0 +1,133 @@
+"""The bench's JSON record, its history file, and the regression check. Torch-free.
+
+A record is one JSON object with (at least) the top-level keys tools read: ``device``, ``nfe``,
+``stock_rtf``, ``rtf``, ``speedup``, ``ttfa_ms``, ``x_realtime_16``, ``rel_error``. The history
+(``history.jsonl``) holds one summary line per run; a run is flagged when a figure is worse than
+the best earlier run of the same device and mode by more than the threshold.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+REQUIRED_KEYS = ("device", "nfe", "stock_rtf", "rtf", "speedup", "ttfa_ms", "x_realtime_16", "rel_error")
+LOWER_IS_BETTER = ("rtf", "ttfa_ms")
+HIGHER_IS_BETTER = ("x_realtime_16", "speedup")
+TARGETS = {"rtf": 0.0035, "ttfa_ms": 15.0, "x_realtime_16": 400.0, "rel_error": 1e-2}
+"""The issue's targets (H100, NFE 8, this workload); rel_error is the bf16/fp16 bound."""
+
+
+def git_commit(repo: Path) -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"],
+                             capture_output=True, text=True, timeout=10, check=False)  # fmt: skip
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=False)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    sha = out.stdout.strip() or "unknown"
+    return sha + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def summarise(raw: dict[str, Any]) -> dict[str, Any]:
+    """The required top-level keys, from the measurements (None where a section did not run)."""
+    stock = raw.get("stock") or {}
+    main = raw.get("main_variant", "bf16")
+    fast = (raw.get("fast") or {}).get(main) or {}
+    conc = fast.get("concurrency") or {}
+    fid = raw.get("fidelity") or {}
+    stock_rtf = stock.get("rtf")
+    rtf = fast.get("rtf")
+    return {
+        "device": raw.get("device"),
+        "nfe": raw.get("nfe"),
+        "stock_rtf": stock_rtf,
+        "rtf": rtf,
+        "speedup": (stock_rtf / rtf) if stock_rtf and rtf else None,
+        "ttfa_ms": fast.get("ttfa_ms"),
+        "x_realtime_16": (conc.get("16") or {}).get("x_realtime"),
+        "rel_error": fid.get(main),
+    }
+
+
+def targets_met(summary: dict[str, Any]) -> dict[str, bool | None]:
+    out: dict[str, bool | None] = {}
+    for k, bound in TARGETS.items():
+        v = summary.get(k)
+        if v is None:
+            out[k] = None
+        elif k in HIGHER_IS_BETTER:
+            out[k] = v >= bound
+        else:
+            out[k] = v <= bound
+    return out
+
+
+def read_history(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: not a JSON line ({e})") from e
+    return rows
+
+
+def regressions(summary: dict[str, Any], history: list[dict[str, Any]], threshold: float) -> list[str]:
+    """Figures worse than the best earlier run (same device and mode) by more than ``threshold``."""
+    same = [
+        h
+        for h in history
+        if h.get("device") == summary.get("device") and h.get("mode") == summary.get("mode")
+    ]
+    found = []
+    for k in LOWER_IS_BETTER + HIGHER_IS_BETTER:
+        v = summary.get(k)
+        prev = [h[k] for h in same if isinstance(h.get(k), (int, float))]
+        if not isinstance(v, (int, float)) or not prev:
+            continue
+        if k in LOWER_IS_BETTER:
+            best = min(prev)
+            if v > best * (1 + threshold):
+                found.append(f"{k} {v:.4g} vs best {best:.4g} (+{(v / best - 1) * 100:.0f}%)")
+        else:
+            best = max(prev)
+            if v < best * (1 - threshold):
+                found.append(f"{k} {v:.4g} vs best {best:.4g} (-{(1 - v / best) * 100:.0f}%)")
+    return found
+
+
+def write(
+    raw: dict[str, Any], results: Path, threshold: float, *, history_name: str = "history.jsonl"
+) -> dict[str, Any]:
+    """Complete the record, write ``<results>/<stamp>-<mode>.json`` and ``latest-<mode>.json``,
+    append the history and return the record (with ``regressions`` filled in)."""
+    results.mkdir(parents=True, exist_ok=True)
+    summary = summarise(raw)
+    record = {**summary, **{k: v for k, v in raw.items() if k not in summary}}
+    record["targets"] = TARGETS
+    record["targets_met"] = targets_met(summary)
+    hist_path = results / history_name
+    history = read_history(hist_path)
+    line = {
+        **summary,
+        "mode": raw.get("mode"),
+        "timestamp": raw.get("timestamp"),
+        "git_commit": raw.get("git_commit"),
+    }
+    record["regression_threshold"] = threshold
+    record["regressions"] = regressions(line, history, threshold)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(raw.get("unix_time", time.time())))
+    for name in (f"{stamp}-{raw.get('mode')}.json", f"latest-{raw.get('mode')}.json"):
+        (results / name).write_text(json.dumps(record, indent=1, sort_keys=False) + "\n", encoding="utf-8")
+    line["regressions"] = record["regressions"]
+    with hist_path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(line) + "\n")
+    return record
