@@ -29,6 +29,7 @@ from ishowttsd.scheduler import Job, Limits, Scheduler
 from ishowttsd.server import Server
 from ishowttsd.sinks import Sink
 from ishowttsd.sinks.pcm import PcmSink
+from ishowttsd.telemetry import Telemetry
 from ishowttsd.watchdog import Sample, Watchdog, time_calibration
 from ishowttsd.worker import JobResult, Worker
 
@@ -99,6 +100,7 @@ class Daemon:
         self.ready = False
         self.engine_why = why
         self.watchdog = Watchdog(settings.watchdog, self.notifier)
+        self.telemetry = Telemetry()
         self.calibration: list[Sample] = []
         self.worker.warm_hooks.append(self._calibrate)
         self.worker.job_listeners.append(self._job_done)
@@ -161,6 +163,7 @@ class Daemon:
             else None,
             "sinks": list(self.settings.audio.sinks),
             "watchdog": self.watchdog.snapshot(),
+            "telemetry": self.telemetry.read(),
             "chat": self.intake.status(),
         }
 
@@ -252,6 +255,7 @@ class Daemon:
                 sink.close()
             except Exception as e:
                 _log.warning("sink close failed", sink=sink.name, error=str(e))
+        self.telemetry.close()
         self.server.close()
         self.outbox.close()
         self.notifier.close()
