@@ -108,6 +108,8 @@ class PiperEngine:
             raise EngineError("engine not loaded", "not_ready")
         if voice is not None and voice != self._voice_id:
             raise UnknownVoice(voice, [self._voice_id])
+        # espeak-ng takes a C string: a NUL in chat text would fail the job ("embedded null character").
+        text = text.replace("\x00", " ")
         t0 = time.perf_counter()
         # Piper yields one chunk per sentence: the first sentence plays while the rest is made.
         for chunk in self._voice.synthesize(text, syn_config=self._syn_config):
