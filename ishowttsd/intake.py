@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ishowttsd import log
-from ishowttsd.chat import Drop, Pipeline
+from ishowttsd.chat import Accept, Drop, Pipeline
 from ishowttsd.chat.pipeline import Clock, SystemClock
 from ishowttsd.config import Settings
 from ishowttsd.journal import Entry, Journal, JournalError
@@ -98,7 +98,7 @@ class ChatIntake:
     # -- chat in ---------------------------------------------------------------------------------------------
     def on_chat(self, msg: ChatMessage, job: Job) -> bool:
         """Filter one chat line into ``job`` (rewritten in place); False: dropped, its event sent."""
-        d = self.pipeline.process(msg)
+        d = self.pipeline.process(msg, commit=False)  # committed when queued (see on_event)
         if isinstance(d, Drop):
             job.priority = d.priority
             self.server._emit(job, "dropped", reason=d.reason, detail=d.detail, text=d.text)
@@ -109,6 +109,7 @@ class ChatIntake:
         if d.ttl_s is not None:
             job.expires_at = time.monotonic() + d.ttl_s  # the worker's clock
         job.meta["expires_wall"] = d.expires_at
+        job.meta["chat_accept"] = d
         if d.notes:
             self.server.publish_event(
                 {
@@ -155,6 +156,10 @@ class ChatIntake:
         reason = str(payload.get("reason", ""))
         if event == "dropped":
             self.counters[f"dropped.{reason}"] += 1
+        elif event == "queued":
+            accepted = job.meta.pop("chat_accept", None)
+            if isinstance(accepted, Accept):
+                self.pipeline.commit(accepted)
         if self.journal is None or not job.meta.get("journaled"):
             return
         if event == "started":
@@ -322,7 +327,10 @@ class ChatIntake:
     def status(self) -> dict[str, Any]:
         """The ``chat`` object of the ``status`` reply."""
         counts: dict[str, Any] = {}
-        for key, n in sorted((self.pipeline.counters + self.counters).items()):
+        # Drops are counted from the events (every drop has one, wherever it happened); the
+        # pipeline's own drop counts would count its drops twice.
+        mine = Counter({k: n for k, n in self.pipeline.counters.items() if not k.startswith("dropped.")})
+        for key, n in sorted((mine + self.counters).items()):
             head, _, tail = key.partition(".")
             if tail:
                 counts.setdefault(head, {})[tail] = n

@@ -312,3 +312,15 @@ def test_config_errors_name_the_key(keys: dict[str, Any], where: str) -> None:
 
 def test_defaults_match_the_dataclass() -> None:
     assert config.parse({}, None).chat == ChatSettings()
+
+
+def test_uncommitted_lines_do_not_count_against_limits() -> None:
+    clock = FakeClock()
+    p = make(clock, user_cooldown_s=10, rate_limit_messages=1)
+    first = accept(p.process(chat("copy this", user="a"), commit=False))  # e.g. the queue refused it
+    second = accept(p.process(chat("copy this", user="a"), commit=False))
+    p.commit(second)
+    drop(p.process(chat("copy this", user="b")), "duplicate")
+    drop(p.process(chat("other", user="a")), "cooldown")
+    drop(p.process(chat("other", user="c")), "rate_limited")
+    assert first.dup_key == second.dup_key

@@ -111,6 +111,8 @@ class Accept:
     """Estimated seconds of speech, announce prefix included (for the queue's bound)."""
     original: str
     notes: tuple[Note, ...] = ()
+    dup_key: tuple[str, str] = ("", "")
+    """(channel, normalised text): what :meth:`Pipeline.commit` remembers for duplicates."""
 
     accepted = True
 
@@ -183,8 +185,13 @@ class Pipeline:
     def priority_of(self, msg: ChatMessage) -> str:
         return self.settings.priorities.get(msg.kind, "text")
 
-    def process(self, msg: ChatMessage) -> Decision:
+    def process(self, msg: ChatMessage, commit: bool = True) -> Decision:
+        """Filter one line. With ``commit=False`` an accepted line does not count against the
+        limits (duplicates, cooldown, rate) until :meth:`commit` is called, e.g. once the queue
+        has taken it: a line the queue refuses must not make its later copies "duplicates"."""
         d = self._process(msg)
+        if commit and isinstance(d, Accept):
+            self.commit(d)
         if isinstance(d, Accept):
             self.counters["accepted"] += 1
         else:
@@ -290,14 +297,6 @@ class Pipeline:
         if cut:
             notes.append(Note("truncated", 1))
 
-        if prio == "text":
-            # Remember only what a limit that is on will ask about: off limits keep no state.
-            if s.duplicate_window_s > 0:
-                self.state.note_text(dup_key, mono)
-            if user and s.user_cooldown_s > 0:
-                self.state.note_user(user, mono)
-            if s.rate_limit_messages > 0:
-                self.state.note_accept(mono)
         return Accept(
             text=text,
             priority=prio,
@@ -312,7 +311,21 @@ class Pipeline:
             seconds=estimate_seconds(text, s.chars_per_second) + reserve,
             original=msg.text,
             notes=tuple(notes),
+            dup_key=dup_key,
         )
+
+    def commit(self, d: Accept) -> None:
+        """Count an accepted line against the limits (see :meth:`process`)."""
+        if d.priority != "text":
+            return
+        s, mono = self.settings, self.clock.monotonic()
+        # Remember only what a limit that is on will ask about: off limits keep no state.
+        if s.duplicate_window_s > 0:
+            self.state.note_text(d.dup_key, mono)
+        if d.user and s.user_cooldown_s > 0:
+            self.state.note_user(d.user.casefold(), mono)
+        if s.rate_limit_messages > 0:
+            self.state.note_accept(mono)
 
     # -- at the job's turn -----------------------------------------------------------------------------------
     def stale_limit(self, priority: str) -> float:
