@@ -77,7 +77,9 @@ def parse_twitch(t: Table) -> TwitchSettings:
         raise t.error("server", str(e)) from None
     ingest = t.opt_str("ingest")
     if ingest is not None and "://" not in ingest:
-        raise t.error("ingest", f"expected a ZeroMQ endpoint (ipc:///run/x.sock, tcp://host:port), got {ingest!r}")
+        raise t.error(
+            "ingest", f"expected a ZeroMQ endpoint (ipc:///run/x.sock, tcp://host:port), got {ingest!r}"
+        )
     s = TwitchSettings(
         channel=channel,
         server=server,
@@ -94,9 +96,18 @@ def parse_twitch(t: Table) -> TwitchSettings:
         stable_s=t.number("stable_s", d.stable_s, min=0, max=86400),
     )
     if s.reconnect_max_s < s.reconnect_min_s:
-        raise t.error("reconnect_max_s", f"must be >= reconnect_min_s ({s.reconnect_min_s}), got {s.reconnect_max_s}")
+        raise t.error(
+            "reconnect_max_s", f"must be >= reconnect_min_s ({s.reconnect_min_s}), got {s.reconnect_max_s}"
+        )
     t.finish()
     return s
 
 
-__all__ = ["DEFAULT_SERVER", "ConfigError", "TwitchSettings", "normalise_channel", "parse_twitch", "split_server"]
+__all__ = [
+    "DEFAULT_SERVER",
+    "ConfigError",
+    "TwitchSettings",
+    "normalise_channel",
+    "parse_twitch",
+    "split_server",
+]

@@ -1,0 +1,147 @@
+"""``ishowtts-twitch``: read one Twitch channel's chat into the daemon.
+
+Where the ingest endpoint comes from (first found): ``--ingest``, ``[twitch] ingest``,
+``$ISHOWTTS_INGEST``, the runtime-dir default -- the same way ``ishowtts-say`` finds control.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from ishowttsd import config, log, paths
+from ishowttsd.notify import Notifier
+from ishowttsd.twitch.client import EXIT_CONFIG, EXIT_OK, Bridge
+from ishowttsd.twitch.credentials import Credentials, load_credentials
+from ishowttsd.twitch.publisher import Publisher
+from ishowttsd.twitch.settings import DEFAULT_SERVER, TwitchSettings, normalise_channel, split_server
+
+_log = log.get(__name__)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ishowtts-twitch",
+        description="Read a Twitch channel's chat (IRC over TLS) and publish it to ishowttsd.",
+        epilog=(
+            f"exit status: {EXIT_OK} stopped by a signal; {EXIT_CONFIG} bad configuration or credentials "
+            "file; 4 the server refused the bot's login; 2 bad command line. See docs/TWITCH.md."
+        ),
+    )
+    p.add_argument("--channel", metavar="NAME", help="channel to read (default: [twitch] channel)")
+    p.add_argument("--server", metavar="HOST:PORT", help=f"IRC server (default: {DEFAULT_SERVER})")
+    p.add_argument(
+        "--ca-file", metavar="PATH", type=Path, help="PEM bundle to verify the server's TLS certificate"
+    )
+    p.add_argument(
+        "--no-tls", action="store_true", help="plain TCP (tests, other IRC networks; never for Twitch)"
+    )
+    p.add_argument("--ingest", metavar="ENDPOINT", help="daemon's ingest endpoint (default: see above)")
+    p.add_argument("--credentials", metavar="PATH", type=Path, help="bot login file (default: anonymous)")
+    p.add_argument(
+        "--config", metavar="PATH", help="ishowtts TOML (default: $ISHOWTTS_CONFIG, /etc/ishowtts/...)"
+    )
+    return p
+
+
+def resolve(args: argparse.Namespace) -> tuple[TwitchSettings, str, str, config.Settings]:
+    """Settings from the TOML with the flags applied; raises ConfigError naming the flag or key."""
+    settings = config.load(config.find_config(args.config))
+    tw = settings.twitch
+    file = settings.file
+    channel = args.channel if args.channel is not None else tw.channel
+    if channel is None:
+        raise config.ConfigError(
+            file, "twitch.channel", "no channel: pass --channel NAME or set [twitch] channel"
+        )
+    try:
+        channel = normalise_channel(channel)
+    except ValueError as e:
+        raise config.ConfigError(
+            None, "--channel" if args.channel is not None else "twitch.channel", str(e)
+        ) from None
+    changes: dict[str, object] = {}
+    if args.server is not None:
+        try:
+            split_server(args.server)
+        except ValueError as e:
+            raise config.ConfigError(None, "--server", str(e)) from None
+        changes["server"] = args.server
+    if args.ca_file is not None:
+        changes["ca_file"] = args.ca_file
+    if args.no_tls:
+        changes["tls"] = False
+    if args.credentials is not None:
+        changes["credentials"] = args.credentials
+    if args.ingest is not None:
+        if "://" not in args.ingest:
+            raise config.ConfigError(None, "--ingest", f"expected a ZeroMQ endpoint, got {args.ingest!r}")
+        changes["ingest"] = args.ingest
+    tw = dataclasses.replace(tw, channel=channel, **changes)  # type: ignore[arg-type]
+    if tw.ca_file is not None and not tw.ca_file.is_file():
+        key = "--ca-file" if args.ca_file is not None else "twitch.ca_file"
+        raise config.ConfigError(
+            None if args.ca_file is not None else file, key, f"{tw.ca_file} is not a file"
+        )
+    endpoint = tw.ingest or paths.ingest_endpoint()
+    return tw, channel, endpoint, settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        tw, channel, endpoint, settings = resolve(args)
+        log.configure(settings.daemon.log_level, settings.daemon.log_format)
+        creds = load_credentials(tw.credentials) if tw.credentials is not None else Credentials()
+    except config.ConfigError as e:
+        log.configure()
+        _log.error("configuration error", error=str(e))
+        print(f"ishowtts-twitch: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise SystemExit(1)  # a second signal: stop now
+        _log.info("stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    notifier = Notifier()
+    publisher = Publisher(endpoint, hwm=tw.hwm)
+    bridge = Bridge(tw, channel, creds, publisher, stop=stop, notifier=notifier)
+    _log.info(
+        "starting",
+        channel=channel,
+        server=tw.server,
+        tls=tw.tls,
+        ingest=endpoint,
+        login=creds.login or "anonymous",
+    )
+    # READY once the configuration is good: a streamer's box must boot while Twitch is unreachable.
+    notifier.ready(f"connecting to {tw.server} for #{channel}")
+    try:
+        code = bridge.run()
+    finally:
+        notifier.stopping()
+        _log.info(
+            "stopped",
+            published=dict(publisher.published),
+            dropped=dict(publisher.dropped),
+            **{k.replace(".", "_"): v for k, v in bridge.counters.items()},
+        )
+        publisher.close()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
