@@ -12,6 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import tomlkit
 
 from ishowttsd import config
 from ishowttsd.confread import ConfigError
@@ -252,3 +253,15 @@ def test_watchdog_section_parsed_and_validated() -> None:
         config.parse({"watchdog": {"rtf_jobz": 3}}, None)
     with pytest.raises(ConfigError, match=r"watchdog\.rtf_check: expected true or false"):
         config.parse({"watchdog": {"rtf_check": "yes"}}, None)
+
+
+def test_documented_defaults_match() -> None:
+    """etc/ishowtts.toml spells out every [watchdog] key with its default (commented)."""
+    text = (Path(__file__).resolve().parents[1] / "etc/ishowtts.toml").read_text()
+    section = text.split("\n[watchdog]\n", 1)[1].split("\n[", 1)[0]
+    keys = [
+        ln[2:].split("#", 1)[0].strip() for ln in section.splitlines() if " = " in ln and ln.startswith("# ")
+    ]
+    doc = tomlkit.parse("\n".join(keys)).unwrap()
+    assert set(doc) == set(WatchdogSettings.__dataclass_fields__)
+    assert config.parse({"watchdog": doc}, None).watchdog == WatchdogSettings()
