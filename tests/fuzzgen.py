@@ -225,8 +225,13 @@ def _encode_float_specials(obj: Any) -> bytes:
     return json.dumps(obj).encode()
 
 
+plausible_chat = st.fixed_dictionaries(
+    {"text": text},
+    optional={"user": short_text, "kind": kinds, "id": short_text, "emotes": emotes, "voice": voices},
+)
+"""Well-formed chat with hostile text and fields: these go through the chat pipeline to the engine."""
+
 ingest_bodies = st.one_of(
-    encoded(st.fixed_dictionaries({"text": text}, optional={"user": short_text, "kind": kinds})),
     mutated(encoded(chat_bodies)),
     mutated(encoded(chat_bodies)),
     st.builds(_encode_float_specials, chat_bodies),
@@ -238,6 +243,8 @@ ingest_bodies = st.one_of(
 
 @st.composite
 def ingest_frames(draw: st.DrawFn) -> list[bytes]:
+    if draw(st.integers(0, 9)) < 4:
+        return [b"chat", draw(encoded(plausible_chat))]
     topic = draw(topics)
     shape = draw(st.sampled_from(["two"] * 6 + ["topic_only", "extra", "many"]))
     if shape == "topic_only":
