@@ -21,7 +21,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from ishowttsd.protocol import CHAT_TOPIC
+from ishowttsd.protocol import CHAT_TOPIC, MAX_ID_CHARS
 from ishowttsd.twitch.irc import MalformedLine, Message
 
 PLATFORM = "twitch"
@@ -72,11 +72,17 @@ def _int_tag(tags: dict[str, str] | Any, key: str) -> int | None:
     return int(v)
 
 
+def _clip(value: str) -> str:
+    """Names and ids longer than the protocol allows would get the whole message rejected: clip them
+    (the same way everywhere, so a clipped ``delete`` id still matches its clipped chat id)."""
+    return value[:MAX_ID_CHARS]
+
+
 def _channel(msg: Message) -> str:
     ch = msg.param(0)
     if not ch or not ch.startswith("#") or len(ch) < 2:
         raise MalformedLine(f"{msg.command} without a #channel", f"{msg.command} {' '.join(msg.params)}")
-    return ch[1:].lower()
+    return _clip(ch[1:].lower())
 
 
 def strip_action(text: str) -> str | None:
@@ -124,7 +130,7 @@ class Translator:
     def _user(self, msg: Message) -> str | None:
         display = msg.tags.get("display-name", "").strip()
         login = msg.tags.get("login") or msg.nick
-        user = display or login
+        user = _clip(display or login or "")
         if user:
             self._remember(login, user)
         return user or None
@@ -134,7 +140,7 @@ class Translator:
         body["channel"] = channel
         body["platform"] = PLATFORM
         if msg.tags.get("id"):
-            body["id"] = msg.tags["id"]
+            body["id"] = _clip(msg.tags["id"])
         ts = _int_tag(msg.tags, "tmi-sent-ts")
         if ts is not None:
             body["ts"] = ts / 1000.0
@@ -198,10 +204,10 @@ class Translator:
         target = msg.tags.get("target-msg-id")
         if not target:
             raise MalformedLine("CLEARMSG without target-msg-id", f"CLEARMSG {' '.join(msg.params)}")
-        body: dict[str, Any] = {"id": target, "channel": channel}
+        body: dict[str, Any] = {"id": _clip(target), "channel": channel}
         login = msg.tags.get("login")
         if login:
-            body["user"] = self.display_name(login)
+            body["user"] = _clip(self.display_name(login))
         return Outgoing(b"delete", body)
 
     def _clearchat(self, msg: Message) -> Outgoing:
@@ -209,7 +215,11 @@ class Translator:
         login = (msg.param(1) or "").strip()
         if not login:
             return Outgoing(b"clear", {"channel": channel})
-        body: dict[str, Any] = {"user": self.display_name(login), "login": login.lower(), "channel": channel}
+        body: dict[str, Any] = {
+            "user": _clip(self.display_name(login)),
+            "login": _clip(login.lower()),
+            "channel": channel,
+        }
         duration = _int_tag(msg.tags, "ban-duration")
         if duration is None:
             return Outgoing(b"ban", body)
