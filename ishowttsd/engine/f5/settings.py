@@ -68,6 +68,8 @@ class F5Settings:
     """'auto' is CUDA when available, else CPU."""
     dtype: str = "auto"
     """DiT precision: 'auto' is float16 on CUDA and float32 on CPU. Vocos always runs in float32."""
+    cpu_threads: int = 0
+    """torch intra-op threads on the CPU; 0 keeps torch's default (one per core)."""
     compile: str = "none"
     """torch.compile mode for the DiT step, or 'none' (eager)."""
     warmup: str = "all"
@@ -142,6 +144,7 @@ def parse_f5(t: Table, state_dir: Path) -> F5Settings:
         use_ema=t.flag("use_ema", d.use_ema),
         device=device,
         dtype=t.choice("dtype", d.dtype, DTYPES),
+        cpu_threads=t.integer("cpu_threads", d.cpu_threads, min=0, max=1024),
         compile=t.choice("compile", d.compile, COMPILE_MODES),
         warmup=t.choice("warmup", d.warmup, WARMUP_MODES),
         inference=inference,

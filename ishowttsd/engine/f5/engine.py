@@ -1,0 +1,331 @@
+"""The F5-TTS engine: cloned voices from local files, streamed chunk by chunk.
+
+Lifecycle: ``F5Engine(settings)`` only stores settings; :meth:`load` reads the checkpoint, vocab,
+Vocos and every voice's reference (failing with the path to fix); :meth:`warmup` runs every
+length bucket once (compiling first if configured); :meth:`synthesize` yields one
+:class:`AudioChunk` per text chunk, cross-faded into the next, checking ``cancel`` between chunks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ishowttsd import log
+from ishowttsd.config import Settings
+from ishowttsd.engine.base import (
+    AudioChunk,
+    CancelToken,
+    EngineError,
+    Progress,
+    StartupError,
+    UnknownVoice,
+    Voice,
+    float_to_int16,
+)
+from ishowttsd.engine.f5 import model as f5model
+from ishowttsd.engine.f5 import sampler, text, upstream
+from ishowttsd.engine.f5.refaudio import Reference, ReferenceCache
+from ishowttsd.engine.f5.settings import F5Settings, InferenceConfig, VoiceSettings
+from ishowttsd.engine.f5.stream import CrossFader
+
+_log = log.get(__name__)
+
+BUCKET_QUANTUM = 16
+"""Bucket sizes are multiples of this many frames (~0.17 s)."""
+
+
+@dataclass(frozen=True)
+class LoadedVoice:
+    settings: VoiceSettings
+    ref: Reference
+    ref_text: str
+    """As prepared for F5 (see :func:`text.reference_text`)."""
+    speed: float
+
+    @property
+    def ref_frames(self) -> int:
+        return int(self.ref.mel.shape[1])
+
+    def frames_per_byte(self) -> float:
+        """The voice's speech rate, in mel frames per UTF-8 byte of text (f5-tts's estimate)."""
+        return self.ref_frames / max(1, len(self.ref_text.encode("utf-8")))
+
+
+def bucket_ladder(ratio: float, max_frames: int) -> list[int]:
+    """Total-length buckets: multiples of :data:`BUCKET_QUANTUM` growing by ``ratio``."""
+    out = [4 * BUCKET_QUANTUM]
+    while out[-1] < max_frames:
+        nxt = math.ceil(out[-1] * ratio / BUCKET_QUANTUM) * BUCKET_QUANTUM
+        out.append(max(nxt, out[-1] + BUCKET_QUANTUM))
+    return out
+
+
+class _LogWriter(io.TextIOBase):
+    """Where f5-tts's and vocos' ``print`` output goes while we call them: the debug log.
+
+    Through stdlib logging (stderr), never structlog: structlog's default logger prints to
+    ``sys.stdout``, which is this writer while the redirect is active (it would recurse)."""
+
+    def write(self, s: str) -> int:
+        if s.strip():
+            logging.getLogger(__name__).debug("upstream output: %s", s.strip())
+        return len(s)
+
+
+class F5Engine:
+    name = "f5"
+
+    def __init__(self, settings: Settings) -> None:
+        self._all = settings
+        self._s: F5Settings = settings.f5
+        self._cfg: InferenceConfig = settings.f5.inference
+        self._m: f5model.Loaded | None = None
+        self._refs: ReferenceCache | None = None
+        self._voices: dict[str, LoadedVoice] = {}
+        self._default: str = ""
+        self._step: sampler.VelocityFn = sampler.velocity
+        self._ladder: list[int] = []
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def load(self, progress: Progress) -> None:
+        if not self._all.voices:
+            raise StartupError("the F5 engine needs at least one [[voices]] entry (id, ref_audio, ref_text)")
+        progress("loading F5-TTS")
+        t0 = time.perf_counter()
+        if self._s.cpu_threads:
+            torch.set_num_threads(self._s.cpu_threads)
+        with contextlib.redirect_stdout(_LogWriter()):
+            upstream.modules()
+        self._m = f5model.load(self._s, quiet=_LogWriter())
+        m = self._m
+        self._refs = ReferenceCache(m.cfm.mel_spec, m.mel.target_sample_rate, m.device, m.dtype)
+        self._voices = self._load_voices(self._all.voices, strict=True)
+        want = self._all.engine.voice
+        if want is not None and want not in self._voices:
+            raise StartupError(
+                f"[engine] voice = {want!r} is not an F5 voice; known: {', '.join(self._voices)}"
+            )
+        self._default = want or next(iter(self._voices))
+        max_frames = self._seconds_to_frames(self._s.max_total_s)
+        self._ladder = bucket_ladder(self._s.bucket_ratio, max_frames) if self._s.bucket_ratio > 1 else []
+        if self._s.compile != "none":
+            self._step = self._compiled_step(self._s.compile)
+        _log.info(
+            "f5 engine loaded",
+            voices=list(self._voices),
+            nfe_step=self._cfg.nfe_step,
+            cfg_strength=self._cfg.cfg_strength,
+            compile=self._s.compile,
+            load_s=round(time.perf_counter() - t0, 3),
+        )
+
+    def warmup(self, progress: Progress) -> None:
+        if self._s.warmup == "none":
+            return
+        t0 = time.perf_counter()
+        shapes = self.warmup_shapes()
+        if self._s.warmup == "first":
+            shapes = shapes[:1]
+        voice = self._voices[self._default]
+        for i, frames in enumerate(shapes, 1):
+            progress(f"warming up F5 ({i}/{len(shapes)}: {frames} frames)")
+            self._chunk_audio(voice, "Warm up.", frames)
+        _log.info("f5 warm-up done", shapes=len(shapes), warmup_s=round(time.perf_counter() - t0, 3))
+
+    def close(self) -> None:
+        self._m = None
+        self._voices = {}
+        self._refs = None
+
+    # -- voices ---------------------------------------------------------------------------------
+    def voices(self) -> Sequence[Voice]:
+        rate = self.sample_rate
+        return [
+            Voice(
+                id=v.settings.id,
+                engine=self.name,
+                language=v.settings.language,
+                description=v.settings.description or f"F5-TTS clone of {v.settings.ref_audio.name}",
+                sample_rate=rate,
+            )
+            for v in self._voices.values()
+        ]
+
+    def default_voice(self) -> str:
+        return self._default
+
+    def reload_voices(self) -> None:
+        """Re-read ``[[voices]]`` from the config file. A broken entry is logged and skipped (its
+        previous version, if any, stays): a typo must not silence the stream."""
+        if self._all.file is None or self._refs is None:
+            return
+        from ishowttsd import config
+
+        try:
+            new = config.load(self._all.file).voices
+        except config.ConfigError as e:
+            _log.error("voices not reloaded: config error", error=str(e))
+            return
+        voices = self._load_voices(new, strict=False)
+        if not voices:
+            _log.error("voices not reloaded: no usable [[voices]] entry", file=str(self._all.file))
+            return
+        self._voices = voices
+        self._refs.retain({v.ref.key for v in voices.values()})
+        if self._default not in voices:
+            self._default = next(iter(voices))
+        _log.info("voices reloaded", voices=list(voices), default=self._default)
+
+    def _load_voices(self, defs: Sequence[VoiceSettings], strict: bool) -> dict[str, LoadedVoice]:
+        assert self._refs is not None
+        out: dict[str, LoadedVoice] = {}
+        for i, v in enumerate(defs):
+            key = f"voices[{i}].ref_audio"
+            try:
+                ref = self._refs.get(v.ref_audio, key, self._s.max_ref_s, self._s.target_rms)
+            except StartupError as e:
+                if strict:
+                    raise
+                _log.error("voice skipped", voice=v.id, error=str(e))
+                if v.id in self._voices:
+                    out[v.id] = self._voices[v.id]
+                continue
+            speed = v.speed if v.speed is not None else self._cfg.speed
+            out[v.id] = LoadedVoice(
+                settings=v, ref=ref, ref_text=text.reference_text(v.ref_text), speed=speed
+            )
+            _log.info("voice ready", voice=v.id, ref_s=round(ref.seconds, 2), frames=out[v.id].ref_frames)
+        return out
+
+    # -- synthesis ------------------------------------------------------------------------------
+    @property
+    def sample_rate(self) -> int:
+        return self._m.mel.target_sample_rate if self._m is not None else 24000
+
+    @property
+    def inference(self) -> InferenceConfig:
+        return self._cfg
+
+    def plan(self, line: str, voice: str | None = None) -> list[tuple[str, int]]:
+        """The chunks ``line`` is spoken in and each one's total frame count (reference included)."""
+        v = self._voice(voice)
+        return [(c, self.frames_for(v, c)) for c in self._chunks(v, text.normalise(line))]
+
+    def synthesize(self, line: str, voice: str | None, cancel: CancelToken) -> Iterator[AudioChunk]:
+        if self._m is None:
+            raise EngineError("engine not loaded", "not_ready")
+        v = self._voice(voice)
+        t0 = time.perf_counter()
+        chunks = self._chunks(v, text.normalise(line))
+        prep = time.perf_counter() - t0
+        fader = CrossFader(int(self._cfg.cross_fade_s * self.sample_rate))
+        for i, chunk in enumerate(chunks):
+            if cancel.cancelled:
+                return
+            wave, timings = self._chunk_audio(v, chunk, self.frames_for(v, chunk))
+            timings["text"] += prep
+            timings["total"] += prep
+            prep = 0.0
+            out = fader.push(wave)
+            if i == len(chunks) - 1:
+                out = np.concatenate([out, fader.flush()])
+            yield AudioChunk(pcm=float_to_int16(out), rate=self.sample_rate, timings=timings, text=chunk)
+
+    def warmup_shapes(self) -> list[int]:
+        """Every total frame count the daemon can use, over all voices (bucketed), smallest first.
+        Without bucketing (``bucket_ratio = 1``) the shortest and longest chunk of each voice."""
+        shapes: set[int] = set()
+        max_total = self._seconds_to_frames(self._s.max_total_s)
+        min_gen = self._seconds_to_frames(self._s.min_chunk_s)
+        for v in self._voices.values():
+            lo, hi = v.ref_frames + min_gen, max(v.ref_frames + min_gen, max_total)
+            if self._ladder:
+                shapes.update(
+                    b for b in self._ladder if lo <= b and self._bucket(lo) <= b <= self._bucket(hi)
+                )
+            else:
+                shapes.update((lo, hi))
+        return sorted(shapes)
+
+    # -- internals ------------------------------------------------------------------------------
+    def _voice(self, voice: str | None) -> LoadedVoice:
+        vid = voice or self._default
+        v = self._voices.get(vid)
+        if v is None:
+            raise UnknownVoice(vid, list(self._voices))
+        return v
+
+    def _seconds_to_frames(self, s: float) -> int:
+        m = self._m
+        rate, hop = (m.mel.target_sample_rate, m.mel.hop_length) if m is not None else (24000, 256)
+        return int(s * rate / hop)
+
+    def _chunks(self, v: LoadedVoice, line: str) -> list[str]:
+        # f5-tts's budget: reference + chunk within max_total_s at this voice's speech rate.
+        room = self._seconds_to_frames(self._s.max_total_s) - v.ref_frames
+        max_chars = max(8, int(room / v.frames_per_byte() * v.speed))
+        return text.chunk(line, max_chars, self._s.first_chunk_chars)
+
+    def _bucket(self, frames: int) -> int:
+        for b in self._ladder:
+            if b >= frames:
+                return b
+        return frames
+
+    def frames_for(self, v: LoadedVoice, chunk: str) -> int:
+        """Total frames for ``chunk``: f5-tts's duration estimate (reference frames per byte of
+        reference text, times the chunk's bytes, over speed), at least ``min_chunk_s``, rounded up
+        to the bucket ladder."""
+        gen = int(v.frames_per_byte() * len(chunk.encode("utf-8")) / v.speed)
+        gen = max(gen, self._seconds_to_frames(self._s.min_chunk_s))
+        return self._bucket(v.ref_frames + gen)
+
+    def _tokens(self, v: LoadedVoice, chunk: str) -> torch.Tensor:
+        assert self._m is not None
+        u = upstream.modules().utils
+        chars = u.convert_char_to_pinyin([v.ref_text + chunk])
+        ids: torch.Tensor = u.list_str_to_idx(chars, self._m.vocab).to(self._m.device)
+        return ids
+
+    def _chunk_audio(self, v: LoadedVoice, chunk: str, frames: int) -> tuple[np.ndarray, dict[str, float]]:
+        m = self._m
+        assert m is not None
+        t0 = time.perf_counter()
+        tokens = self._tokens(v, chunk)
+        frames = sampler.total_frames(v.ref_frames, int(tokens.shape[1]), frames)
+        t1 = time.perf_counter()
+        with torch.inference_mode():
+            c = sampler.prepare(m.dit, v.ref.mel, tokens, frames, self._cfg)
+            noise = sampler.make_noise(1, frames, m.mel.n_mel_channels, self._cfg.seed, m.device, m.dtype)
+            mel = sampler.sample(c, noise, self._step)
+            if m.device.type == "cuda":
+                torch.cuda.synchronize(m.device)
+            t2 = time.perf_counter()
+            gen = mel[:, v.ref_frames :, :].float().permute(0, 2, 1)
+            wave = m.vocoder.decode(gen).squeeze(0).cpu().numpy().astype(np.float32)
+        t3 = time.perf_counter()
+        return wave, {"text": t1 - t0, "model": t2 - t1, "vocoder": t3 - t2, "total": t3 - t0}
+
+    def _compiled_step(self, mode: str) -> sampler.VelocityFn:
+        """torch.compile the step, with inductor/triton caches in the persistent cache directory
+        so the second start of the daemon reuses the first one's kernels."""
+        cache = Path(self._all.daemon.cache_dir)
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache / "inductor"))
+        os.environ.setdefault("TRITON_CACHE_DIR", str(cache / "triton"))
+        compiled: Any = torch.compile(
+            sampler.velocity, mode=None if mode == "default" else mode, dynamic=False
+        )
+        step: sampler.VelocityFn = compiled
+        return step
