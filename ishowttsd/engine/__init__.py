@@ -22,10 +22,21 @@ def create_engine(settings: Settings) -> tuple[Engine, str]:
     if kind == "piper":
         return _piper(settings), "piper: [engine] kind = 'piper'"
     if kind == "f5":
-        raise StartupError(
-            "[engine] kind = 'f5' but this build has no F5 engine; set kind = 'piper' or 'auto'"
-        )
-    return _piper(settings), "piper: [engine] kind = 'auto' and no F5 engine is available"
+        return _f5(settings), "f5: [engine] kind = 'f5'"
+    from ishowttsd.engine.f5.settings import availability
+
+    ok, why = availability(settings.f5, settings.voices)
+    if ok:
+        return _f5(settings), f"f5: [engine] kind = 'auto' and {why}"
+    return _piper(settings), f"piper: [engine] kind = 'auto' and {why}"
+
+
+def _f5(settings: Settings) -> Engine:
+    try:
+        from ishowttsd.engine.f5.engine import F5Engine
+    except ImportError as e:  # torch / f5-tts / vocos missing: a startup error naming the package
+        raise StartupError(f"[engine] kind = 'f5' needs torch, f5-tts and vocos: {e}") from e
+    return F5Engine(settings)
 
 
 def _piper(settings: Settings) -> Engine:

@@ -107,6 +107,26 @@ class VoiceSettings:
     description: str = ""
 
 
+def availability(s: F5Settings, voices: tuple[VoiceSettings, ...]) -> tuple[bool, str]:
+    """Whether F5 can start here, without importing torch: the packages, the files and at least one
+    voice. The string says why not (or what was found), for the engine choice's log line."""
+    import importlib.util
+
+    for pkg in ("torch", "f5_tts", "vocos"):
+        if importlib.util.find_spec(pkg) is None:
+            return False, f"the {pkg} package is not installed"
+    for key, path in s.files().items():
+        if path is None or not path.exists():
+            return False, f"[f5] {key} {path} does not exist"
+    assert s.vocoder is not None
+    for name in ("config.yaml", "pytorch_model.bin"):
+        if not (s.vocoder / name).is_file():
+            return False, f"[f5] vocoder {s.vocoder / name} does not exist"
+    if not voices:
+        return False, "no [[voices]] are configured"
+    return True, f"F5 files are present ({s.checkpoint}) with {len(voices)} voice(s)"
+
+
 def parse_f5(t: Table, state_dir: Path) -> F5Settings:
     """Read ``[f5]``. File paths default to where ``ishowtts-models fetch`` puts them."""
     d = F5Settings()
