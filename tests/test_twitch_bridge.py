@@ -499,7 +499,7 @@ def test_drops_are_counted_while_the_daemon_is_away_and_flow_resumes(
 
 
 @pytest.mark.timeout(60)
-def test_bot_login_sends_pass_and_nick_and_a_refused_login_exits_4(
+def test_bot_login_sends_pass_and_nick_and_a_refused_login_exits_3(
     server: IrcServer, cert: tuple[Path, Path], work: Path
 ) -> None:
     cred = work / "twitch.toml"
@@ -512,7 +512,7 @@ def test_bot_login_sends_pass_and_nick_and_a_refused_login_exits_4(
         assert c.wait_line(lambda ln: ln.startswith("PASS")) == "PASS oauth:abcdef0123456789"
         assert c.wait_line(lambda ln: ln.startswith("NICK")) == "NICK mybot"
         c.send(":tmi.twitch.tv NOTICE * :Login authentication failed")
-        assert bridge.proc.wait(10) == 4
+        assert bridge.proc.wait(10) == 3
         log = bridge.text()
         assert "abcdef0123456789" not in log, "the token must never reach the log"
         assert str(cred) in log
@@ -531,7 +531,7 @@ def test_world_readable_credentials_are_refused_naming_the_file(work: Path) -> N
          "--ingest", f"ipc://{work}/i.sock", "--server", "127.0.0.1:9"],
         capture_output=True, text=True, timeout=30, env={**os.environ, "ISHOWTTS_CONFIG": ""},
     )  # fmt: skip
-    assert r.returncode == 3, r.stderr
+    assert r.returncode == 2, r.stderr
     assert str(cred) in r.stderr and "chmod 600" in r.stderr
     assert "abcdef" not in r.stderr
 

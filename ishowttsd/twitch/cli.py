@@ -17,7 +17,7 @@ from types import FrameType
 
 from ishowttsd import config, log, paths
 from ishowttsd.notify import Notifier
-from ishowttsd.twitch.client import EXIT_CONFIG, EXIT_OK, Bridge
+from ishowttsd.twitch.client import EXIT_CONFIG, EXIT_LOGIN_REFUSED, EXIT_OK, Bridge
 from ishowttsd.twitch.credentials import Credentials, load_credentials
 from ishowttsd.twitch.publisher import Publisher
 from ishowttsd.twitch.settings import DEFAULT_SERVER, TwitchSettings, normalise_channel, split_server
@@ -30,8 +30,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="ishowtts-twitch",
         description="Read a Twitch channel's chat (IRC over TLS) and publish it to ishowttsd.",
         epilog=(
-            f"exit status: {EXIT_OK} stopped by a signal; {EXIT_CONFIG} bad configuration or credentials "
-            "file; 4 the server refused the bot's login; 2 bad command line. See docs/TWITCH.md."
+            f"exit status: {EXIT_OK} stopped by a signal; {EXIT_CONFIG} bad command line, configuration or "
+            f"credentials file; {EXIT_LOGIN_REFUSED} the server refused the bot's login. See docs/TWITCH.md."
         ),
     )
     p.add_argument("--channel", metavar="NAME", help="channel to read (default: [twitch] channel)")

@@ -37,9 +37,9 @@ _log = log.get(__name__)
 TICK_S = 0.5
 CAPABILITIES = "twitch.tv/tags twitch.tv/commands"
 EXIT_OK = 0
-EXIT_CONFIG = 3
-"""Bad configuration or credentials file: never connected."""
-EXIT_LOGIN_REFUSED = 4
+EXIT_CONFIG = 2
+"""Bad configuration, command line or credentials file (as ``ishowttsd``'s 2): never connected."""
+EXIT_LOGIN_REFUSED = 3
 """The server refused the bot's login (wrong or expired token): retrying cannot help."""
 
 _LOGIN_FAILURES = ("login authentication failed", "improperly formatted auth", "invalid nick")
