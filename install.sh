@@ -4,6 +4,11 @@
 #   ./install.sh --dev            a development install: .venv/ in this checkout, everything the
 #                                 daemon and the test suite need (idempotent: a second run is a no-op)
 #   ./install.sh --dev --start    the same, then start the daemon (embedded voice) and speak a greeting
+#   sudo ./install.sh             the appliance: venv in /opt/ishowtts, /etc/ishowtts/ishowtts.toml,
+#                                 systemd units (enabled when systemd runs), user ishowtts
+#        --root DIR               stage the system install under DIR instead of / (tests, images)
+#        --skip-venv              ... without building the Python environment (also ISHOWTTS_SKIP_VENV=1)
+#   sudo ./install.sh --uninstall [--purge]   remove it; --purge also config, weights, caches, user
 #
 # System libraries come from apt when run as root; otherwise it says which to install.
 # It never downloads model weights: F5-TTS weights are fetched only by `ishowtts-models fetch`.
@@ -21,7 +26,7 @@ say() { printf 'install.sh: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
 usage() {
-    sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,/^set /p' "${BASH_SOURCE[0]}" | grep '^#' | sed 's/^# \{0,1\}//'
 }
 
 # --- system libraries ----------------------------------------------------------------------------
@@ -140,18 +145,209 @@ EOF
     say "stop: kill \$(cat .run/ishowttsd.pid)"
 }
 
+# --- system install (root): /opt/ishowtts, /etc/ishowtts, units, user --------------------------------
+# Layout (under --root DIR when staging):
+#   /opt/ishowtts/venv                    the Python environment (JetPack torch on a Jetson)
+#   /opt/ishowtts/share/                  the pristine default config and docs/APPLIANCE.md
+#   /etc/ishowtts/ishowtts.toml           the config: installed once, never overwritten once edited
+#   /etc/systemd/system/ishowtts*.service the units (ours: local changes go in drop-ins)
+#   /usr/lib/sysusers.d/ishowtts.conf     user ishowtts in audio, video, render (+ jtop if present)
+#   /usr/lib/tmpfiles.d/ishowtts.conf     /var/lib/ishowtts (weights, journal), /var/cache/ishowtts
+#   /usr/local/bin/ishowtts-*             links to the venv's commands
+#   /etc/profile.d/ishowtts.sh            points ishowtts-say & co. at the system daemon's sockets
+SYS_PREFIX=/opt/ishowtts
+SYS_UNITS=(ishowtts-clocks.service ishowtts.service)
+SYS_USER=ishowtts
+
+sys_path() { printf '%s%s' "${ROOT%/}" "$1"; }
+systemd_running() { [ -z "$ROOT" ] && [ -d /run/systemd/system ]; }
+
+sys_user() {
+    local conf
+    conf="$(sys_path /usr/lib/sysusers.d/ishowtts.conf)"
+    mkdir -p "$(dirname "$conf")"
+    {
+        echo "# Written by ishowttsd's install.sh: the daemon's user and the device groups it needs."
+        echo "u $SYS_USER - \"ishowtts chat-to-speech daemon\" /var/lib/ishowtts /usr/sbin/nologin"
+        echo "g render - -"
+        echo "m $SYS_USER audio"
+        echo "m $SYS_USER video"
+        echo "m $SYS_USER render"
+        # jetson-stats' socket is group jtop: membership lets telemetry use jtop instead of sysfs.
+        if grep -q '^jtop:' "$(sys_path /etc/group)" 2>/dev/null; then echo "m $SYS_USER jtop"; fi
+    } >"$conf.tmp"
+    mv "$conf.tmp" "$conf"
+    mkdir -p "$(sys_path /etc)"
+    if command -v systemd-sysusers >/dev/null; then
+        if [ -n "$ROOT" ]; then systemd-sysusers --root="$ROOT" ishowtts.conf; else systemd-sysusers ishowtts.conf; fi
+    elif [ -z "$ROOT" ]; then
+        getent group render >/dev/null || groupadd --system render
+        id "$SYS_USER" >/dev/null 2>&1 || useradd --system --user-group --home-dir /var/lib/ishowtts \
+            --no-create-home --shell /usr/sbin/nologin --comment "ishowtts chat-to-speech daemon" "$SYS_USER"
+        usermod -a -G audio,video,render "$SYS_USER"
+    else
+        say "warning: no systemd-sysusers: user $SYS_USER not created in $ROOT"
+    fi
+}
+
+sys_dirs() {
+    local conf
+    conf="$(sys_path /usr/lib/tmpfiles.d/ishowtts.conf)"
+    mkdir -p "$(dirname "$conf")"
+    cat >"$conf" <<TMPF
+# Written by ishowttsd's install.sh. systemd's StateDirectory=/CacheDirectory= also create these.
+d /var/lib/ishowtts 0750 $SYS_USER $SYS_USER -
+d /var/cache/ishowtts 0750 $SYS_USER $SYS_USER -
+d /var/lib/ishowtts-clocks 0700 root root -
+TMPF
+    if command -v systemd-tmpfiles >/dev/null; then
+        if [ -n "$ROOT" ]; then
+            systemd-tmpfiles --create --root="$ROOT" ishowtts.conf
+        else
+            systemd-tmpfiles --create ishowtts.conf
+        fi
+    else
+        install -d -m 0750 "$(sys_path /var/lib/ishowtts)" "$(sys_path /var/cache/ishowtts)"
+        install -d -m 0700 "$(sys_path /var/lib/ishowtts-clocks)"
+        [ -n "$ROOT" ] || chown "$SYS_USER:$SYS_USER" /var/lib/ishowtts /var/cache/ishowtts
+    fi
+}
+
+# The config is the operator's: install it once; afterwards replace it only while it is still
+# byte-for-byte the default we installed last time, else leave it and put the new default beside it.
+sys_config() {
+    local conf share new old
+    conf="$(sys_path /etc/ishowtts/ishowtts.toml)"
+    share="$(sys_path "$SYS_PREFIX/share")"
+    new="$HERE/etc/ishowtts.toml"
+    old="$share/ishowtts.toml.default"
+    install -d -m 0755 "$(dirname "$conf")" "$share"
+    if [ ! -e "$conf" ]; then
+        install -m 0640 "$new" "$conf"
+        say "installed $conf"
+    elif cmp -s "$conf" "$new"; then
+        :
+    elif [ -f "$old" ] && cmp -s "$conf" "$old"; then
+        install -m 0640 "$new" "$conf"
+        say "updated the unedited $conf to the new default"
+    elif [ -f "$old" ] && cmp -s "$new" "$old"; then
+        :  # edited, and the default has not changed since: nothing to say
+    else
+        install -m 0640 "$new" "$conf.new"
+        say "kept your edited $conf; the new default is in $conf.new"
+    fi
+    # Group-readable by the daemon only: the file may hold chat credentials.
+    if grep -q "^$SYS_USER:" "$(sys_path /etc/group)" 2>/dev/null; then
+        chgrp "$(grep "^$SYS_USER:" "$(sys_path /etc/group)" | cut -d: -f3)" "$conf" "$conf.new" 2>/dev/null || true
+    fi
+    install -m 0644 "$new" "$old"
+    install -m 0644 "$HERE/docs/APPLIANCE.md" "$share/APPLIANCE.md"
+}
+
+sys_units() {
+    local dir u
+    dir="$(sys_path /etc/systemd/system)"
+    install -d -m 0755 "$dir"
+    for u in "${SYS_UNITS[@]}"; do install -m 0644 "$HERE/systemd/$u" "$dir/$u"; done
+    if systemd_running; then
+        systemctl daemon-reload
+        systemctl enable "${SYS_UNITS[@]}"
+    elif [ -n "$ROOT" ] && command -v systemctl >/dev/null; then
+        systemctl --root="$ROOT" enable "${SYS_UNITS[@]}" 2>/dev/null  # offline: only the .wants links
+    else
+        say "systemd is not running: units installed, not enabled (run: systemctl enable ${SYS_UNITS[*]})"
+    fi
+}
+
+sys_links() {
+    local bin exe
+    bin="$(sys_path /usr/local/bin)"
+    install -d -m 0755 "$bin"
+    for exe in "$(sys_path "$SYS_PREFIX/venv/bin")"/ishowtts*; do
+        [ -x "$exe" ] || continue
+        ln -sfn "$SYS_PREFIX/venv/bin/$(basename "$exe")" "$bin/$(basename "$exe")"
+    done
+    install -d -m 0755 "$(sys_path /etc/profile.d)"
+    cat >"$(sys_path /etc/profile.d/ishowtts.sh)" <<'PROF'
+# Written by ishowttsd's install.sh: clients talk to the system daemon unless told otherwise.
+export ISHOWTTS_CONTROL="${ISHOWTTS_CONTROL:-ipc:///run/ishowtts/control.sock}"
+export ISHOWTTS_INGEST="${ISHOWTTS_INGEST:-ipc:///run/ishowtts/ingest.sock}"
+export ISHOWTTS_PCM="${ISHOWTTS_PCM:-ipc:///run/ishowtts/pcm.sock}"
+PROF
+}
+
+system_install() {
+    if [ -z "$ROOT" ]; then
+        [ "$(id -u)" -eq 0 ] || die "the system install needs root (or --root DIR to stage one)"
+        ensure_system_packages
+    fi
+    sys_user
+    sys_dirs
+    if [ "$SKIP_VENV" = 1 ]; then
+        say "skipping the Python environment (--skip-venv)"
+    else
+        make_venv "$(sys_path "$SYS_PREFIX/venv")" system
+    fi
+    sys_config
+    sys_units
+    sys_links
+    say "installed under ${ROOT:-/}."
+    say "next: fetch the F5-TTS weights (nothing is downloaded without you):  sudo -u $SYS_USER ishowtts-models fetch"
+    say "      then: systemctl start ishowtts   (the embedded Piper voice works without weights)"
+}
+
+system_uninstall() {
+    [ -n "$ROOT" ] || [ "$(id -u)" -eq 0 ] || die "--uninstall needs root (or --root DIR)"
+    local u exe
+    if systemd_running; then
+        # One transaction: the daemon stops first, then the clocks unit restores the clocks.
+        systemctl disable --now "${SYS_UNITS[@]}" 2>/dev/null || true
+    elif [ -n "$ROOT" ] && command -v systemctl >/dev/null; then
+        systemctl --root="$ROOT" disable "${SYS_UNITS[@]}" 2>/dev/null || true
+    fi
+    for u in "${SYS_UNITS[@]}"; do rm -f "$(sys_path "/etc/systemd/system/$u")"; done
+    if systemd_running; then systemctl daemon-reload; fi
+    for exe in "$(sys_path /usr/local/bin)"/ishowtts*; do
+        if [ -L "$exe" ]; then case "$(readlink "$exe")" in "$SYS_PREFIX"/*) rm -f "$exe" ;; esac; fi
+    done
+    rm -rf "$(sys_path "$SYS_PREFIX")"
+    rm -f "$(sys_path /etc/profile.d/ishowtts.sh)" "$(sys_path /usr/lib/tmpfiles.d/ishowtts.conf)"
+    if [ "$PURGE" = 1 ]; then
+        rm -rf "$(sys_path /etc/ishowtts)" "$(sys_path /var/lib/ishowtts)" "$(sys_path /var/cache/ishowtts)" \
+            "$(sys_path /var/lib/ishowtts-clocks)"
+        rm -f "$(sys_path /usr/lib/sysusers.d/ishowtts.conf)"
+        if [ -z "$ROOT" ] && id "$SYS_USER" >/dev/null 2>&1; then userdel "$SYS_USER" || true; fi
+        say "removed ishowttsd, its config, weights, caches and user"
+    else
+        say "removed ishowttsd; kept /etc/ishowtts, /var/lib/ishowtts (weights) and user $SYS_USER (--purge removes them)"
+    fi
+}
+
 main() {
     local mode="" start=0
+    ROOT="" PURGE=0 SKIP_VENV="${ISHOWTTS_SKIP_VENV:-0}"
     while [ $# -gt 0 ]; do
         case "$1" in
             --dev) mode=dev ;;
             --start) start=1 ;;
+            --system) mode=system ;;
+            --uninstall) mode=uninstall ;;
+            --purge) PURGE=1 ;;
+            --skip-venv) SKIP_VENV=1 ;;
+            --root)
+                [ $# -ge 2 ] || die "--root needs a directory"
+                ROOT="$(realpath -m "$2")"; shift
+                [ "$ROOT" != / ] || ROOT=""
+                ;;
             -h|--help) usage; exit 0 ;;
             *) die "unknown option $1 (see --help)" ;;
         esac
         shift
     done
+    if [ -z "$mode" ] && { [ -n "$ROOT" ] || [ "$(id -u)" -eq 0 ]; }; then mode=system; fi
     case "$mode" in
+        system) system_install ;;
+        uninstall) system_uninstall ;;
         dev)
             ensure_system_packages
             make_venv "$HERE/.venv" dev
