@@ -8,8 +8,11 @@ accepted, unexpired job exactly once.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -443,3 +446,46 @@ def test_sigkill_mid_queue_then_restart_speaks_each_job_once() -> None:
     assert stale == stale_ids
     assert st["chat"]["replayed"] == len(want)
     assert all(v in ("finished", "dropped") for v in left.values()), left
+
+
+def test_sigterm_keeps_queued_jobs_for_the_next_start() -> None:
+    d0 = short_tmpdir()
+    slow = {"debug": {"chunk_delay_s": 0.3}, "daemon": {"drain_timeout_s": 0.2}}
+    settings = deep_merge(base_settings(d0), deep_merge(FAST, slow))
+    run1 = Daemon(d0, settings)
+    run1.start()
+    run1.wait_ready()
+    pump = Pump(run1)
+    pump.start()
+    s = run1.dealer()
+    for i in range(4):
+        _say(s, f"j{i}", f"Sentence {i} of a queue that a restart must not lose. Second part.")
+    pump.wait_for(lambda e: e.get("job") == "j0" and e["event"] == "started")
+    pump.wait_for(lambda e: e.get("job") == "j3" and e["event"] == "queued")
+    assert run1.stop() == 0  # SIGTERM: the queue is cancelled with reason "shutdown"
+    time.sleep(0.2)
+    pump.close()
+    ev1 = pump.events()
+    run1.close()
+    done1 = {e["job"] for e in ev1 if e["event"] == "done"}
+    shut = {e["job"] for e in ev1 if e["event"] == "cancelled" and e.get("reason") == "shutdown"}
+    assert {"j1", "j2", "j3"} <= shut
+    with running_daemon(deep_merge(settings, {"debug": {"chunk_delay_s": 0.0}}), d=d0, ready=False) as run2:
+        pump2 = Pump(run2)
+        pump2.start()
+        run2.wait_ready()
+        want = {f"j{i}" for i in range(4)} - done1
+        for j in sorted(want):
+            pump2.wait_for(lambda e, j=j: e.get("job") == j and e["event"] == "done")
+        replayed = [e["job"] for e in pump2.events() if e["event"] == "replayed"]
+        assert replayed == sorted(want)
+        pump2.close()
+        env = {**os.environ, "ISHOWTTS_CONTROL": run2.control}
+        out = subprocess.run(
+            [sys.executable, "-m", "ishowttsd.cli.say", "--status"], capture_output=True, text=True, env=env,
+            timeout=30,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        chat_line = next(line for line in out.stdout.splitlines() if line.startswith("chat: "))
+        chat = json.loads(chat_line[len("chat: ") :])
+        assert chat["replayed"] == len(want) and chat["journal"]["replayed"] == len(want)
