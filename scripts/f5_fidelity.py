@@ -28,11 +28,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
+import torch
 
-from ishowttsd.engine.f5 import sampler, upstream  # noqa: E402
-from ishowttsd.engine.f5.settings import InferenceConfig  # noqa: E402
-from ishowttsd.engine.f5.tiny import MEL_SPEC, TINY_ARCH, build_cfm, reference_wave  # noqa: E402
+from ishowttsd.engine.f5 import sampler, upstream
+from ishowttsd.engine.f5.settings import InferenceConfig
+from ishowttsd.engine.f5.tiny import MEL_SPEC, TINY_ARCH, build_cfm, reference_wave
 
 REF_TEXT = "This is a tiny test voice, made for smoke tests. "
 GEN_TEXT = "Thanks for the follow, and welcome to the stream everybody!"
