@@ -15,6 +15,7 @@ the daemon core through its hooks (no sockets or threads of its own).
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -60,6 +61,7 @@ class ChatIntake:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.pipeline = Pipeline(settings.chat, clock=self.clock)
         self.counters: Counter[str] = Counter()
+        self._count_lock = threading.Lock()  # events arrive from the I/O thread and the worker
         self.journal: Journal | None = None
         self.journal_problem: str | None = None
         c = settings.chat
@@ -155,7 +157,8 @@ class ChatIntake:
         event = payload.get("event")
         reason = str(payload.get("reason", ""))
         if event == "dropped":
-            self.counters[f"dropped.{reason}"] += 1
+            with self._count_lock:
+                self.counters[f"dropped.{reason}"] += 1
         elif event == "queued":
             accepted = job.meta.pop("chat_accept", None)
             if isinstance(accepted, Accept):
@@ -330,7 +333,9 @@ class ChatIntake:
         # Drops are counted from the events (every drop has one, wherever it happened); the
         # pipeline's own drop counts would count its drops twice.
         mine = Counter({k: n for k, n in self.pipeline.counters.items() if not k.startswith("dropped.")})
-        for key, n in sorted((mine + self.counters).items()):
+        with self._count_lock:
+            mine.update(self.counters)
+        for key, n in sorted(mine.items()):
             head, _, tail = key.partition(".")
             if tail:
                 counts.setdefault(head, {})[tail] = n

@@ -279,6 +279,11 @@ def test_reload_keeps_state() -> None:
     assert q.counters["accepted"] == 1 and q.counters["dropped.cooldown"] == 1
 
 
+def test_truncation_cannot_uncover_a_blocked_word() -> None:
+    p = make(max_chars=4, blocklist=[{"words": ["heck"], "action": "drop"}])
+    assert accept(p.process(chat("hecklerish"))).text == "****"
+
+
 def test_off_limits_keep_no_state() -> None:
     p = make(duplicate_window_s=0)
     for i in range(1000):
@@ -324,3 +329,49 @@ def test_uncommitted_lines_do_not_count_against_limits() -> None:
     drop(p.process(chat("other", user="a")), "cooldown")
     drop(p.process(chat("other", user="c")), "rate_limited")
     assert first.dup_key == second.dup_key
+
+
+# -- properties: any input, any settings, a sane outcome -----------------------------------------------
+
+import regex  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from ishowttsd.chat.text import estimate_seconds, skeleton  # noqa: E402
+
+_pieces = st.sampled_from(
+    ["gg", "heck", "https://x.com/a", "www.y.io", "LUL", " ", "  ", "\n", "\x07", "\ud800", "👩\u200d👩\u200d👧",
+     "Z̵A̸", "你好", "مرحبا", "ｆｕｌｌ", "loooool", "!!!!", "1000", "\u200b", "\u0301", "_"]
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(st.text(max_size=400), st.lists(_pieces, max_size=60).map("".join)),
+    st.lists(st.tuples(st.integers(-2, 60), st.integers(-2, 60)), max_size=4),
+    st.integers(0, 120),
+    st.floats(0, 10),
+)
+def test_any_line_gets_a_sane_decision(
+    text: str, emotes: list[tuple[int, int]], max_chars: int, secs: float
+) -> None:
+    p = make(
+        max_chars=max_chars,
+        max_seconds=secs,
+        blocklist=[{"words": ["heck"], "action": "mask"}],
+        lexicon={"gg": "good game"},
+        announce="{user} says: {text}",
+    )
+    d = p.process(chat(text, user="someone_1", emotes=tuple(emotes)))
+    if isinstance(d, Drop):
+        assert d.reason in ("empty",) and d.detail
+        return
+    d.text.encode("utf-8")  # no lone surrogates reach an engine or the journal
+    assert d.text == d.text.strip() and "  " not in d.text and "\x07" not in d.text
+    if max_chars:
+        assert len(d.text) <= max_chars
+    if secs:
+        assert d.seconds <= max(secs, estimate_seconds("someone 1 says: ", 14.0) + 1 / 14) + 1e-6
+    assert regex.search(r"(?<!\w)heck(?!\w)", skeleton(d.text)[0]) is None
+    final = p.at_turn(d.text, user=d.user, deadline=None)
+    assert isinstance(final, str) and final.endswith(d.text)

@@ -296,6 +296,12 @@ class Pipeline:
         text, cut = truncate(text, s.max_chars, max_seconds, s.chars_per_second)
         if cut:
             notes.append(Note("truncated", 1))
+            if self._block:
+                # A cut inside one long token can leave a blocked word ("heckler" -> "heck"); masking
+                # keeps the length within the limits that the cut just met.
+                text, n = self._block.sub(text, lambda span, _p: mask(span, s.mask_char))
+                if n:
+                    notes.append(Note("blocklist", n))
 
         return Accept(
             text=text,
