@@ -8,6 +8,7 @@ watchdog → SIGTERM: STOPPING=1, refuse new work, let the current job finish (b
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -250,6 +251,9 @@ class Daemon:
 
     def close(self) -> None:
         self.worker.stopping.set()
+        if self.worker.is_alive():
+            # Let a native call in progress (model load, warm-up) return before tearing down.
+            self.worker.join(timeout=self.settings.daemon.drain_timeout_s)
         for sink in self.sinks:
             try:
                 sink.close()
@@ -299,7 +303,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         _log.error("cannot start", error=str(e))
         Notifier().send(STATUS=f"failed: {e}", ERRNO=1)
         return EXIT_STARTUP
-    return daemon.run()
+    rc = daemon.run()
+    if daemon.worker.is_alive():
+        # Still inside native code (a stuck kernel, a slow load): finalising the interpreter under
+        # it aborts the process (std::terminate, SIGABRT). Leave without finalisers instead.
+        _log.warning("worker still busy at exit; exiting without interpreter cleanup")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    return rc
 
 
 if __name__ == "__main__":

@@ -95,6 +95,8 @@ class Worker(threading.Thread):
             if self.debug.warmup_delay_s > 0:
                 self._progress(f"debug warm-up delay {self.debug.warmup_delay_s:g} s")
                 self.stopping.wait(self.debug.warmup_delay_s)
+            if self.stopping.is_set():
+                return  # stopped while loading: skip the warm-up so the daemon can exit promptly
             self.engine.warmup(self._progress)
             for hook in self.warm_hooks:
                 hook(self.engine)
