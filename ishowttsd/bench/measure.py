@@ -46,8 +46,8 @@ class Plan:
     bucket_frames: int = 32
     attn_mode: str = "augment"
     compile: bool = True
-    compile_dynamic: bool | None = True
-    """One compile covers every bucket and batch size (auto-dynamic would compile 3 times)."""
+    compile_dynamic: bool | None = False
+    """Static shapes: one compile per (batch, bucket) (``_dyn`` variants: one dynamic compile)."""
     ablations: bool = True
     seed: int = 1234
     budget_s: float = 0.0
@@ -212,12 +212,36 @@ def measure_stock(b: Bench) -> None:
     b.out["stock"] = res
 
 
+def variant_options(name: str) -> dict[str, Any]:
+    """``bf16``, ``fp16``, ``fp32``, ``fp8`` (bf16 + fp8 matmuls), with optional suffixes:
+    ``_sdpa`` (mask through SDPA's attn_mask), ``_exact`` (no length buckets), ``_dyn`` (one
+    dynamic-shape compile), ``_eager`` (no compile, no graph), ``_graph`` (graph, no compile)."""
+    base, *mods = name.split("_")
+    opts: dict[str, Any] = {"dtype": "bf16" if base == "fp8" else base, "fp8": base == "fp8"}
+    for m in mods:
+        if m == "sdpa":
+            opts["attn_mode"] = "sdpa"
+        elif m == "exact":
+            opts["bucket_frames"] = 0
+        elif m == "dyn":
+            opts["compile_dynamic"] = True
+        elif m == "eager":
+            opts.update(compile=False, graph=False)
+        elif m == "graph":
+            opts["compile"] = False
+        else:
+            raise ValueError(f"unknown variant suffix {m!r} in {name!r}")
+    return opts
+
+
 def _fast(b: Bench, dtype: str, *, fp8: bool = False, compile: bool = True, graph: bool = True,
-          cfg: InferenceConfig | None = None, fused: Any = None) -> FastSampler:  # fmt: skip
+          cfg: InferenceConfig | None = None, fused: Any = None, attn_mode: str | None = None,
+          bucket_frames: int | None = None, compile_dynamic: bool | None = None) -> FastSampler:  # fmt: skip
     return FastSampler(
         b.m.dit, cfg or b.cfg, dtype=dtype, fp8=fp8, compile=compile and b.plan.compile, cuda_graph=graph,
-        bucket_frames=b.plan.bucket_frames, attn_mode=b.plan.attn_mode, fused=fused,
-        compile_dynamic=b.plan.compile_dynamic,
+        bucket_frames=b.plan.bucket_frames if bucket_frames is None else bucket_frames,
+        attn_mode=attn_mode or b.plan.attn_mode, fused=fused,
+        compile_dynamic=b.plan.compile_dynamic if compile_dynamic is None else compile_dynamic,
     )  # fmt: skip
 
 
@@ -413,11 +437,10 @@ def run_all(b: Bench) -> dict[str, Any]:
     variants = list(p.variants) if b.cuda else ["fp32"]
     main = p.main if b.cuda else "fp32"
     for v in variants:
-        dtype, fp8 = ("bf16", True) if v == "fp8" else (v, False)
 
-        def one(v: str = v, dtype: str = dtype, fp8: bool = fp8) -> None:
+        def one(v: str = v) -> None:
             t0 = time.perf_counter()
-            fs = _fast(b, dtype, fp8=fp8)
+            fs = _fast(b, **variant_options(v))
             fs_build = time.perf_counter() - t0
             samplers[v] = fs
             fast[v] = measure_variant(b, v, fs, full=True)
@@ -469,7 +492,7 @@ def warmup_probe(plan: Plan, say: Callable[[str], None]) -> dict[str, float]:
     process: run in a fresh process after a full run, it measures the warm compile cache."""
     b = setup(plan, say)
     t0 = time.perf_counter()
-    fs = _fast(b, plan.main)
+    fs = _fast(b, **variant_options(plan.main))
     pipe = FastPipeline(fs, b.m.vocoder)
     for text in (workload.LINE, workload.FIRST_CHUNK):
         pipe.run([b.job(text, 1)])

@@ -407,6 +407,33 @@ class _Plan:
         return self.out
 
 
+class _PrepPlan:
+    """A captured graph of :meth:`FastSampler._conditioning` for one (frames, reference) shape;
+    the text ids sit in a buffer of ``frames`` slots, -1 padded."""
+
+    def __init__(self, fs: FastSampler, frames: int, ref_frames: int) -> None:
+        f = fs.fused
+        self.text = torch.full((1, frames), -1, dtype=torch.long, device=f.device)
+        self.ref = torch.zeros(ref_frames, f.mel_dim, dtype=f.param_dtype, device=f.device)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            fs._conditioning(self.text, self.ref, frames)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, pool=fs.pool):
+            self.out = fs._conditioning(self.text, self.ref, frames)
+
+    def run(self, text: Tensor, ref: Tensor) -> Tensor:
+        if text.shape[1] > self.text.shape[1]:
+            raise ValueError(f"{text.shape[1]} text tokens do not fit {self.text.shape[1]} frames")
+        self.text.fill_(-1)
+        self.text[:, : text.shape[1]].copy_(text)
+        self.ref.copy_(ref)
+        self.graph.replay()
+        return self.out
+
+
 def _sampler() -> Any:
     from ishowttsd.engine.f5 import sampler
 
@@ -455,6 +482,11 @@ class FastSampler:
         self.cuda_graph = cuda_graph
         self.bucket = bucket_frames
         self.plans: dict[tuple[int, int, bool], _Plan] = {}
+        self.prep_plans: dict[tuple[int, int], _PrepPlan] = {}
+        self.max_prep_plans = 256
+        if self.device.type == "cuda":
+            # cuDNN picks the conv algorithms by timing them (the positional conv is grouped, k=31)
+            torch.backends.cudnn.benchmark = True
         self.pool = torch.cuda.graph_pool_handle() if cuda_graph else None
         self.options = {
             "dtype": dtype, "fp8": fp8, "compile": compile_mode if compile else "none",
@@ -486,18 +518,37 @@ class FastSampler:
 
     @torch.no_grad()
     def prepare(self, job: FastJob) -> FastJob:
-        """The job's fixed conditioning, through the reference sampler's ``prepare``."""
-        if job.consts is None:
-            f = self.fused
-            c = _sampler().prepare(
-                f.dit,
-                job.ref_mel[None].to(f.device, f.param_dtype),
-                job.text.to(f.device),
-                job.frames,
-                self.cfg,
-            )
-            job.consts = f.project_conditioning(c.cond_in, c.text_in)
+        """The job's fixed conditioning (``sampler.prepare``'s guided ``cond_in``/``text_in``,
+        projected). On CUDA one graph per (frames, reference frames) replays it: eagerly it is
+        ~60 small launches (the text ConvNeXt), ~5 ms of host time per chunk."""
+        if job.consts is not None:
+            return job
+        f = self.fused
+        text = job.text.to(f.device)
+        ref = job.ref_mel.to(f.device, f.param_dtype)
+        if not self.cuda_graph:
+            job.consts = self._conditioning(text, ref, job.frames)
+            return job
+        key = (job.frames, job.ref_frames)
+        pp = self.prep_plans.get(key)
+        if pp is None:
+            pp = _PrepPlan(self, job.frames, job.ref_frames)
+            if len(self.prep_plans) >= self.max_prep_plans:
+                self.prep_plans.pop(next(iter(self.prep_plans)))
+            self.prep_plans[key] = pp
+        job.consts = pp.run(text, ref).clone()
         return job
+
+    def _conditioning(self, text: Tensor, ref_mel: Tensor, frames: int) -> Tensor:
+        """What ``sampler.prepare`` computes for the guided case, then projected: text embeddings
+        with and without text, the reference mel padded (and zeros for the unconditional half).
+        ``text`` may be -1 padded up to ``frames`` (the text encoder pads with the same filler)."""
+        dit = self.fused.dit
+        text_c = dit.text_embed(text, seq_len=frames, drop_text=False)
+        text_u = dit.text_embed(text, seq_len=frames, drop_text=True)
+        cond = F.pad(ref_mel[None], (0, 0, 0, frames - ref_mel.shape[0]), value=0.0)
+        cond_in = torch.cat((cond, torch.zeros_like(cond)))
+        return self.fused.project_conditioning(cond_in, torch.cat((text_c, text_u)).to(cond.dtype))
 
     @torch.no_grad()
     def sample(self, jobs: Sequence[FastJob], slots: int | None = None) -> list[Tensor]:
@@ -549,12 +600,61 @@ class Pcm:
     """Seconds by stage from CUDA events (``prepare``, ``dit``, ``vocoder``, ``copy``), per batch."""
 
 
+class Vocoder:
+    """``Vocos.decode`` without its host sync.
+
+    Vocos's "same"-padding iSTFT asserts ``(window_envelope > 1e-11).all()`` on every call, which
+    waits for the GPU; with it, queueing the next chunk's DiT behind this chunk's vocoder is
+    impossible. The envelope depends only on the frame count, so it is computed (and checked)
+    once per length and cached; everything else is Vocos's own arithmetic on its own weights.
+    """
+
+    def __init__(self, vocos: Any) -> None:
+        self.vocos = vocos
+        ist = getattr(vocos.head, "istft", None)
+        self.native = ist is not None and getattr(ist, "padding", "") == "same" and hasattr(vocos.head, "out")
+        self._env: dict[int, Tensor] = {}
+
+    def _envelope(self, frames: int) -> Tensor:
+        env = self._env.get(frames)
+        if env is None:
+            ist = self.vocos.head.istft
+            pad = (ist.win_length - ist.hop_length) // 2
+            size = (frames - 1) * ist.hop_length + ist.win_length
+            wsq = ist.window.square().expand(1, frames, -1).transpose(1, 2)
+            env = F.fold(
+                wsq, output_size=(1, size), kernel_size=(1, ist.win_length), stride=(1, ist.hop_length)
+            )
+            env = env.squeeze()[pad:-pad]
+            if not bool((env > 1e-11).all()):  # the check Vocos makes, once per length
+                raise ValueError(f"iSTFT window envelope vanishes for {frames} frames")
+            self._env[frames] = env
+        return env
+
+    def decode(self, mel: Tensor) -> Tensor:
+        """(B, mel, T) -> (B, samples), identical to ``Vocos.decode``."""
+        if not self.native:
+            out: Tensor = self.vocos.decode(mel)
+            return out
+        head, ist = self.vocos.head, self.vocos.head.istft
+        x = head.out(self.vocos.backbone(mel)).transpose(1, 2)
+        mag, p = x.chunk(2, dim=1)
+        mag = torch.clip(torch.exp(mag), max=1e2)
+        spec = mag * (torch.cos(p) + 1j * torch.sin(p))
+        frames = spec.shape[-1]
+        pad = (ist.win_length - ist.hop_length) // 2
+        ifft = torch.fft.irfft(spec, ist.n_fft, dim=1, norm="backward") * ist.window[None, :, None]
+        size = (frames - 1) * ist.hop_length + ist.win_length
+        y = F.fold(ifft, output_size=(1, size), kernel_size=(1, ist.win_length), stride=(1, ist.hop_length))
+        return y[:, 0, 0, pad:-pad] / self._envelope(frames)
+
+
 class FastPipeline:
     """Jobs in, 16-bit PCM out: the fast sampler, then Vocos (fp32) on each job's generated
     frames, then an async copy into pinned memory; the host waits once, on the last event."""
 
     def __init__(self, fs: FastSampler, vocoder: Any) -> None:
-        self.fs, self.vocoder = fs, vocoder
+        self.fs, self.vocoder = fs, Vocoder(vocoder)
         self.cuda = fs.device.type == "cuda"
         # Two pinned buffers, used in turn: one enqueue may run ahead of the previous finish().
         self._pinned: list[Tensor | None] = [None, None]
