@@ -314,3 +314,24 @@ def test_ingest_endpoint_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     cfg.write_text("")
     with pytest.raises(ConfigError, match="--channel NAME"):
         cli.resolve(parse(["--config", str(cfg)]))
+
+
+def test_documented_twitch_keys_match_the_defaults() -> None:
+    """etc/ishowtts.toml lists every [twitch] key (commented); those with a default show it."""
+    import dataclasses
+
+    import tomlkit
+
+    from ishowttsd.twitch.settings import TwitchSettings
+
+    text = (Path(__file__).resolve().parents[1] / "etc/ishowtts.toml").read_text()
+    section = text.split("\n[twitch]\n", 1)[1].split("\n[", 1)[0]
+    keys = [
+        ln[2:].split(" #", 1)[0].strip() for ln in section.splitlines() if " = " in ln and ln.startswith("# ")
+    ]
+    doc = tomlkit.parse("\n".join(keys)).unwrap()
+    fields = {f.name: f.default for f in dataclasses.fields(TwitchSettings)}
+    assert set(doc) == set(fields)
+    for k, default in fields.items():
+        if default is not None:
+            assert doc[k] == default, k
