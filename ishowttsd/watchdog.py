@@ -9,7 +9,7 @@ Two ways the appliance can go bad without crashing, and what this module does ab
   job's time is compared with what the warm-up baseline predicts for that much audio. When the
   median of that ratio over the last ``rtf_window`` jobs stays above ``rtf_factor`` for
   ``rtf_jobs`` jobs in a row, it logs why, sets ``STATUS=`` and sends ``WATCHDOG=trigger``, which
-  systemd (>= 236) handles as a watchdog timeout: kill, then ``Restart=on-failure``.
+  systemd (>= 243, per its NEWS) handles as a watchdog timeout: kill, then ``Restart=on-failure``.
 
 Normalisation: a model's time is not proportional to its audio. F5 attends over the reference clip
 as well as the new audio, and every job pays fixed costs (text processing, first kernel launches),
