@@ -35,20 +35,23 @@ def _is_cjk(c: str) -> bool:
     return "\u3000" <= c <= "\u9fff" or "\uac00" <= c <= "\ud7af" or "\uff00" <= c <= "\uffef"
 
 
-def _cut(text: str, limit: int) -> tuple[str, str]:
-    """Split ``text`` into a head of at most ``limit`` characters and the rest, at the last clause
-    boundary, else the last space, else (CJK or one long word) exactly at ``limit``."""
+def _cut(text: str, limit: int, hard: bool = True) -> tuple[str, str]:
+    """Split ``text`` into a head of at most ``limit`` characters and the rest, at the last
+    sentence or clause boundary, else the last space, else between CJK characters; failing all
+    that, exactly at ``limit`` if ``hard`` (one over-long word), else not at all (head empty)."""
     if len(text) <= limit:
         return text, ""
     window = text[: limit + 1]
     for punct in (_SENTENCE_END, _CLAUSE_END):
         best = max((i for i, c in enumerate(window[:limit]) if c in punct), default=-1)
-        if best >= limit // 3:
+        if best >= limit // 4:
             return text[: best + 1].strip(), text[best + 1 :].strip()
     sp = window.rfind(" ")
     if sp > 0:
         return text[:sp].strip(), text[sp + 1 :].strip()
-    return text[:limit], text[limit:].strip()
+    if hard or _is_cjk(text[limit - 1]) or _is_cjk(text[limit]):
+        return text[:limit], text[limit:].strip()
+    return "", text
 
 
 def _pieces(text: str, max_chars: int) -> list[str]:
@@ -88,7 +91,7 @@ def chunk(text: str, max_chars: int, first_chunk_chars: int = 0) -> list[str]:
         return []
     chunks: list[str] = []
     if 0 < first_chunk_chars < len(text):
-        head, text = _cut(text, min(first_chunk_chars, max_chars))
+        head, text = _cut(text, min(first_chunk_chars, max_chars), hard=False)
         chunks.append(head)
     current = ""
     for piece in _pieces(text, max_chars):
