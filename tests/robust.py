@@ -118,3 +118,54 @@ def drain(sock: zmq.Socket[Any], timeout_s: float = 0.2) -> list[list[bytes]]:
     while sock.poll(int(timeout_s * 1000)):
         out.append(sock.recv_multipart())
     return out
+
+
+# -- load: a chat bot in a process of its own (spawned, so it does not share our GIL) -------------------
+
+_WORDS = "pog lol gg nice play clutch what was that hello from brazil first time here love the stream "
+_WORDS += "can you say hi to my mom this game is hard let's go no way chat is wild big brain omega"
+WORDS = _WORDS.split()
+
+
+def chat_line(bot: int, k: int, rng: Any) -> dict[str, Any]:
+    """A raid-like mix: many viewers, some spam and repeats, links, emotes, a few paid lines."""
+    user = f"viewer{rng.randrange(400)}"
+    r = rng.random()
+    if r < 0.10:
+        text = "LOL LOL LOL LOL LOL"  # spam, repeated by many
+    elif r < 0.15:
+        text = "check out https://example.com/free-stuff now"
+    elif r < 0.20:
+        text = "Kappa Kappa PogChamp " + " ".join(rng.choice(WORDS) for _ in range(3))
+    else:
+        text = " ".join(rng.choice(WORDS) for _ in range(rng.randrange(3, 14)))
+    kind = "paid" if r > 0.995 else ("mod" if r > 0.99 else "chat")
+    return {"text": text, "user": user, "id": f"b{bot}-{k}", "kind": kind, "platform": "load",
+            "channel": "loadtest", "ts": time.time()}  # fmt: skip
+
+
+def bot_process(endpoint: str, bot: int, rate: float, seconds: float, start_at: float, out: Any) -> None:
+    """Publish ``rate`` chat lines per second for ``seconds``, starting at wall time ``start_at``;
+    put (sent, seconds taken) on ``out``."""
+    import random
+
+    rng = random.Random(bot)
+    ctx: zmq.Context[Any] = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 2000)
+    pub.setsockopt(zmq.SNDHWM, 0)
+    pub.connect(endpoint)
+    total = int(rate * seconds)
+    lines = [json.dumps(chat_line(bot, k, rng)).encode() for k in range(total)]
+    time.sleep(max(0.0, start_at - time.time()))
+    t0 = time.monotonic()
+    for k, body in enumerate(lines):
+        due = t0 + k / rate
+        delay = due - time.monotonic()
+        if delay > 0.002:
+            time.sleep(delay)
+        pub.send_multipart([b"chat", body])
+    taken = time.monotonic() - t0
+    pub.close()
+    ctx.term()
+    out.put((bot, total, taken))
