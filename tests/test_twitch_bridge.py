@@ -591,9 +591,12 @@ def test_plain_tcp_with_no_tls(work: Path) -> None:
     )
     try:
         c = srv.wait_conn(1)
-        c.register()
+        nick = c.register()
         c.send(lines(1732550000000)["TROLL_PRIVMSG"])
         assert sub.wait(1)[0][1]["user"] == "TrollGuy"
+        c.send(f":{nick}!{nick}@{nick}.tmi.twitch.tv PART #ishowtts")  # removed from the channel
+        srv.wait_conn(2).register()
+        bridge.wait_log("parted from the channel")
     finally:
         bridge.stop()
         sub.close()

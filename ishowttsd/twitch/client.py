@@ -138,10 +138,8 @@ class Bridge:
             if reason == "RECONNECT":
                 delay, attempt = 0.0, 0
             else:
-                stable = conn is not None and conn.joined_at is not None
-                if stable and conn is not None and conn.joined_at is not None:
-                    stable = self.clock() - conn.joined_at >= self.settings.stable_s
-                if stable:
+                joined_at = conn.joined_at if conn is not None else None
+                if joined_at is not None and self.clock() - joined_at >= self.settings.stable_s:
                     attempt = 0
                 delay = backoff_delay(
                     attempt, self.settings.reconnect_min_s, self.settings.reconnect_max_s, self.rng
@@ -250,7 +248,7 @@ class Bridge:
         except MalformedLine as e:
             self.counters["malformed"] += 1
             _log.warning("malformed line skipped", reason=e.reason, line=e.line)
-        except (LoginRefused, OSError):
+        except (LoginRefused, SessionEnded, OSError):
             raise
         except Exception:
             # A bug in handling one odd line must not take the channel's speech down with it.
