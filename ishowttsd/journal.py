@@ -117,8 +117,10 @@ class Journal:
         sync: str = "normal",
         max_bytes: int | None = None,
         clock: Callable[[], float] = time.time,
+        busy_timeout_s: float = 5.0,
     ) -> None:
         self.path = path
+        self._busy_timeout_s = busy_timeout_s
         self._clock = clock
         self._lock = threading.Lock()
         self.counters = {"written": 0, "write_errors": 0, "replayed": 0, "pruned": 0}
@@ -126,7 +128,9 @@ class Journal:
         try:
             self._db = self._open(sync, max_bytes)
         except sqlite3.DatabaseError as e:
-            # A journal we cannot read must not keep the daemon from speaking: set it aside, loudly.
+            if isinstance(e, sqlite3.OperationalError):
+                raise  # locked, unwritable, disk full: the file may be fine, so never move it aside
+            # A corrupt journal must not keep the daemon from speaking: set it aside, loudly.
             aside = path.with_name(f"{path.name}.corrupt-{int(self._clock())}")
             _log.error(
                 "journal unreadable; moved aside, starting empty",
@@ -141,7 +145,9 @@ class Journal:
             self._db = self._open(sync, max_bytes)
 
     def _open(self, sync: str, max_bytes: int | None) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
+        db = sqlite3.connect(
+            self.path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")

@@ -161,3 +161,21 @@ def test_wal_mode(tmp_path: Path) -> None:
     Journal.in_dir(tmp_path).close()
     db = sqlite3.connect(tmp_path / "journal.sqlite3")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_locked_journal_raises_and_is_never_moved_aside(tmp_path: Path) -> None:
+    j = Journal.in_dir(tmp_path)
+    j.add(entry("keep"))
+    j.close()
+    (tmp_path / "journal.sqlite3-wal").unlink(missing_ok=True)
+    (tmp_path / "journal.sqlite3-shm").unlink(missing_ok=True)
+    db = sqlite3.connect(tmp_path / "journal.sqlite3")
+    db.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
+    try:
+        with pytest.raises(sqlite3.OperationalError):
+            Journal(tmp_path / "journal.sqlite3", busy_timeout_s=0.1)
+    finally:
+        db.rollback()
+        db.close()
+    assert not list(tmp_path.glob("*.corrupt-*"))
+    assert [e.id for e in Journal.in_dir(tmp_path).replay().pending] == ["keep"]
