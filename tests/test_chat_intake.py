@@ -489,3 +489,20 @@ def test_sigterm_keeps_queued_jobs_for_the_next_start() -> None:
         chat_line = next(line for line in out.stdout.splitlines() if line.startswith("chat: "))
         chat = json.loads(chat_line[len("chat: ") :])
         assert chat["replayed"] == len(want) and chat["journal"]["replayed"] == len(want)
+
+
+def test_unusable_state_dir_runs_without_journal() -> None:
+    d0 = short_tmpdir()
+    blocker = d0 / "not-a-dir"
+    blocker.write_text("a file where the state directory should be")
+    with running_daemon(deep_merge(FAST, {"daemon": {"state_dir": str(blocker)}}), d=d0) as d:
+        s = d.dealer()
+        _say(s, "nj", "Speech still works.")
+        deadline = time.monotonic() + 30
+        events = []
+        while time.monotonic() < deadline and not any(e.get("event") == "done" for e in events):
+            if s.poll(200):
+                events.append(json.loads(s.recv_multipart()[0]))
+        assert [e["event"] for e in events][-1] == "done", events
+        assert "unavailable" in d.request({"op": "status"})["chat"]["journal"]
+        assert "journal unavailable" in d.log_text()
