@@ -71,11 +71,13 @@ def test_staged_install_tree(tmp_path: Path) -> None:
     root = tmp_path / "r"
     p = install(root)
     assert "ishowtts-models fetch" in p.stderr  # tells the user; never fetches weights itself
-    # Units, verbatim, enabled through their [Install] sections (offline .wants links).
+    # Units, verbatim; the daemon enabled through its [Install] section (an offline .wants link),
+    # the clocks unit pulled in by the daemon's Wants= only.
     for u in UNITS:
         assert (root / "etc/systemd/system" / u).read_bytes() == (REPO / "systemd" / u).read_bytes()
-        link = root / "etc/systemd/system/multi-user.target.wants" / u
-        assert os.readlink(link) == f"/etc/systemd/system/{u}"
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    assert os.readlink(wants / "ishowtts.service") == "/etc/systemd/system/ishowtts.service"
+    assert sorted(p.name for p in wants.iterdir()) == ["ishowtts.service"]
     # Config: the documented default, readable by the daemon's group only.
     conf = root / "etc/ishowtts/ishowtts.toml"
     assert conf.read_bytes() == (REPO / "etc/ishowtts.toml").read_bytes()
@@ -200,3 +202,17 @@ def test_staged_install_with_venv(tmp_path: Path) -> None:
     first = manifest(root)
     install(root, skip_venv=False, timeout=1800)  # the venv is up to date: nothing changes
     assert manifest(root) == first
+    # The installed units verify against the installed executables (only kill is a stub).
+    if shutil.which("systemd-analyze"):
+        shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
+        (root / "bin").mkdir(exist_ok=True)
+        (root / "bin/kill").write_text("#!/bin/sh\n")
+        (root / "bin/kill").chmod(0o755)
+        p = subprocess.run(
+            ["systemd-analyze", "verify", f"--root={root}", *(f"/etc/systemd/system/{u}" for u in UNITS)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert p.returncode == 0 and p.stderr == "", p.stderr

@@ -76,6 +76,8 @@ def test_clocks_unit_settings() -> None:
     assert one(u, "ExecStart") == "/opt/ishowtts/venv/bin/ishowtts-clocks lock"
     assert one(u, "ExecStop") == "/opt/ishowtts/venv/bin/ishowtts-clocks restore"
     assert one(u, "StateDirectory") == "ishowtts-clocks"
+    assert one(u, "PartOf") == "ishowtts.service"  # stopping the daemon restores the clocks
+    assert "WantedBy" not in u  # started by the daemon's Wants= only
     assert "User" not in u  # nvpmodel/jetson_clocks need root
 
 
