@@ -157,6 +157,7 @@ EOF
 #   /etc/profile.d/ishowtts.sh            points ishowtts-say & co. at the system daemon's sockets
 SYS_PREFIX=/opt/ishowtts
 SYS_UNITS=(ishowtts-clocks.service ishowtts.service)
+SYS_ENABLE=ishowtts.service  # the clocks unit has no [Install]: the daemon's Wants= pulls it in
 SYS_USER=ishowtts
 
 sys_path() { printf '%s%s' "${ROOT%/}" "$1"; }
@@ -242,6 +243,7 @@ sys_config() {
     fi
     install -m 0644 "$new" "$old"
     install -m 0644 "$HERE/docs/APPLIANCE.md" "$share/APPLIANCE.md"
+    install -m 0644 "$HERE/docs/TWITCH.md" "$share/TWITCH.md"
 }
 
 sys_units() {
@@ -249,13 +251,15 @@ sys_units() {
     dir="$(sys_path /etc/systemd/system)"
     install -d -m 0755 "$dir"
     for u in "${SYS_UNITS[@]}"; do install -m 0644 "$HERE/systemd/$u" "$dir/$u"; done
+    # A template, never enabled here: one instance per channel (systemctl enable --now ishowtts-twitch@NAME).
+    install -m 0644 "$HERE/systemd/ishowtts-twitch@.service" "$dir/ishowtts-twitch@.service"
     if systemd_running; then
         systemctl daemon-reload
-        systemctl enable "${SYS_UNITS[@]}"
+        systemctl enable "$SYS_ENABLE"
     elif [ -n "$ROOT" ] && command -v systemctl >/dev/null; then
-        systemctl --root="$ROOT" enable "${SYS_UNITS[@]}" 2>/dev/null  # offline: only the .wants links
+        systemctl --root="$ROOT" enable "$SYS_ENABLE" 2>/dev/null  # offline: only the .wants link
     else
-        say "systemd is not running: units installed, not enabled (run: systemctl enable ${SYS_UNITS[*]})"
+        say "systemd is not running: units installed, not enabled (run: systemctl enable $SYS_ENABLE)"
     fi
 }
 
@@ -306,6 +310,9 @@ system_uninstall() {
         systemctl --root="$ROOT" disable "${SYS_UNITS[@]}" 2>/dev/null || true
     fi
     for u in "${SYS_UNITS[@]}"; do rm -f "$(sys_path "/etc/systemd/system/$u")"; done
+    if systemd_running; then systemctl stop 'ishowtts-twitch@*.service' 2>/dev/null || true; fi
+    rm -f "$(sys_path /etc/systemd/system)/ishowtts-twitch@.service" \
+        "$(sys_path /etc/systemd/system/multi-user.target.wants)"/ishowtts-twitch@*.service
     if systemd_running; then systemctl daemon-reload; fi
     for exe in "$(sys_path /usr/local/bin)"/ishowtts*; do
         if [ -L "$exe" ]; then case "$(readlink "$exe")" in "$SYS_PREFIX"/*) rm -f "$exe" ;; esac; fi
