@@ -177,12 +177,14 @@ def load_f5(
         raise
     except Exception as e:
         raise StartupError(f"[f5] checkpoint: {ckpt} cannot be read ({e}); {FETCH_HINT}") from e
-    missing, unexpected = cfm.load_state_dict(state, strict=False)
-    bad_shape = []
     own = cfm.state_dict()
-    for k, v in state.items():
-        if k in own and own[k].shape != v.shape:
-            bad_shape.append(f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}")
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    bad_shape = [
+        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and own[k].shape != v.shape
+    ]
     if missing or unexpected or bad_shape:
         hint = (
             "the vocab has a different size than the checkpoint's; set [f5] vocab"
@@ -199,6 +201,7 @@ def load_f5(
             if x
         )
         raise StartupError(f"[f5] checkpoint: {ckpt} does not match: {detail} ({hint})")
+    cfm.load_state_dict(state, strict=True)
     cfm = cfm.to(device=device, dtype=dtype).eval()
     return cfm, vocab, mel, name
 

@@ -1,0 +1,213 @@
+"""The F5 engine on a tiny random checkpoint: loading, voices, streamed synthesis, failures."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from f5tiny import f5_doc, tiny_dir
+
+from ishowttsd import config
+from ishowttsd.engine.base import AudioChunk, CancelToken, StartupError, UnknownVoice
+from ishowttsd.engine.f5.engine import F5Engine, bucket_ladder
+
+LINE = "Hello chat, thanks for the follow! Today we are trying something new. Stay tuned for more fun."
+
+
+def make(doc: dict[str, Any], tmp: Path | None = None) -> F5Engine:
+    file = (tmp / "ishowtts.toml") if tmp else None
+    if file is not None:
+        import tomlkit
+
+        file.write_text(tomlkit.dumps(doc))
+    return F5Engine(config.parse(doc, file))
+
+
+def loaded(**f5: Any) -> F5Engine:
+    e = make(f5_doc(seed=42, warmup="none", **f5))
+    e.load(lambda _m: None)
+    return e
+
+
+@pytest.fixture(scope="module")
+def engine() -> F5Engine:
+    return loaded()
+
+
+def run(e: F5Engine, text: str, voice: str | None = None) -> list[AudioChunk]:
+    return list(e.synthesize(text, voice, CancelToken()))
+
+
+def test_streams_chunks_in_order_with_timings(engine: F5Engine) -> None:
+    plan = engine.plan(LINE)
+    assert len(plan) >= 2 and len(plan[0][0]) <= 40  # a short first chunk
+    chunks = run(engine, LINE)
+    assert [c.text for c in chunks] == [t for t, _ in plan]
+    for c in chunks:
+        assert c.rate == 24000 and c.pcm.dtype == np.int16 and c.pcm.ndim == 1
+        assert set(c.timings) == {"text", "model", "vocoder", "total"}
+        assert all(v >= 0 for v in c.timings.values())
+        assert c.timings["total"] >= c.timings["model"] + c.timings["vocoder"]
+        assert np.abs(c.pcm).max() > 100  # not silence
+    # durations follow the plan: every chunk's frames minus the reference, joined by cross-fades
+    ref = engine._voices["tiny"].ref_frames
+    total = sum((f - ref) * 256 for _, f in plan) - (len(plan) - 1) * int(0.15 * 24000)
+    assert abs(sum(len(c.pcm) for c in chunks) - total) <= 256 * len(plan)
+
+
+def test_seeded_synthesis_is_reproducible_and_chunkwise_equal_to_a_direct_join(engine: F5Engine) -> None:
+    a = np.concatenate([c.pcm for c in run(engine, LINE)])
+    b = np.concatenate([c.pcm for c in run(engine, LINE)])
+    assert np.array_equal(a, b)
+    # Seams: the join is no rougher than the audio itself (no gap, no click).
+    chunks = run(engine, LINE)
+    edges = np.cumsum([len(c.pcm) for c in chunks])[:-1]
+    jumps = np.abs(np.diff(a.astype(np.int32)))
+    typical = np.percentile(jumps, 99.9)
+    for e in edges:
+        assert jumps[e - 2 : e + 2].max() <= typical
+    # no gap: no run of digital silence anywhere near a seam
+    for e in edges:
+        assert np.abs(a[e - 240 : e + 240]).max() > 0
+
+
+def test_cancel_stops_between_chunks(engine: F5Engine) -> None:
+    tok = CancelToken()
+    out = []
+    for c in engine.synthesize(LINE, None, tok):
+        out.append(c)
+        tok.cancel("skip")
+    assert len(out) == 1
+
+
+def test_unknown_voice_and_default(engine: F5Engine) -> None:
+    assert engine.default_voice() == "tiny"
+    assert [v.id for v in engine.voices()] == ["tiny"]
+    assert engine.voices()[0].sample_rate == 24000 and engine.voices()[0].engine == "f5"
+    with pytest.raises(UnknownVoice):
+        run(engine, "hi", "nobody")
+
+
+def test_pt_checkpoint_gives_the_same_audio_as_safetensors() -> None:
+    d = tiny_dir()
+    a = np.concatenate([c.pcm for c in run(loaded(), "Same weights, same seed.")])
+    b = np.concatenate(
+        [c.pcm for c in run(loaded(checkpoint=str(d / "model_tiny.pt")), "Same weights, same seed.")]
+    )
+    assert np.array_equal(a, b)
+
+
+def test_missing_checkpoint_names_path_and_fetch_command(tmp_path: Path) -> None:
+    e = make(f5_doc(checkpoint=str(tmp_path / "nope.safetensors")))
+    with pytest.raises(StartupError) as ex:
+        e.load(lambda _m: None)
+    assert str(tmp_path / "nope.safetensors") in str(ex.value)
+    assert "ishowtts-models fetch" in str(ex.value)
+
+
+def test_missing_vocoder_file_names_it(tmp_path: Path) -> None:
+    voc = tmp_path / "voc"
+    shutil.copytree(tiny_dir() / "vocos", voc)
+    (voc / "pytorch_model.bin").unlink()
+    with pytest.raises(StartupError, match=str(voc / "pytorch_model.bin")):
+        make(f5_doc(vocoder=str(voc))).load(lambda _m: None)
+
+
+def test_architecture_mismatch_is_a_startup_error() -> None:
+    # The tiny checkpoint is not an F5TTS_v1_Small model.
+    doc = f5_doc()
+    del doc["f5"]["model_config"]
+    doc["f5"]["model"] = "F5TTS_v1_Small"
+    with pytest.raises(StartupError) as ex:
+        make(doc).load(lambda _m: None)
+    assert "does not match" in str(ex.value) and "model_tiny.safetensors" in str(ex.value)
+
+
+def test_vocab_mismatch_is_a_startup_error(tmp_path: Path) -> None:
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text(" \na\nb\n")
+    with pytest.raises(StartupError, match="vocab"):
+        make(f5_doc(vocab=str(vocab))).load(lambda _m: None)
+
+
+def test_broken_voice_fails_startup_with_its_key(tmp_path: Path) -> None:
+    doc = f5_doc()
+    doc["voices"][0]["ref_audio"] = str(tmp_path / "missing.wav")
+    with pytest.raises(StartupError, match=r"voices\[0\]\.ref_audio.*missing\.wav"):
+        make(doc).load(lambda _m: None)
+
+
+def test_reference_audio_is_mono_resampled_trimmed_and_cached_by_content(tmp_path: Path) -> None:
+    rate = 44100
+    t = np.arange(int(15 * rate)) / rate
+    x = (0.05 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+    stereo = np.stack([x, x], axis=1)
+    a, b = tmp_path / "a.wav", tmp_path / "b.flac"
+    sf.write(a, stereo, rate)
+    sf.write(b, stereo, rate, subtype="PCM_24")
+    doc = f5_doc()
+    doc["voices"] = [
+        {"id": "long", "ref_audio": str(a), "ref_text": "A long reference."},
+        {"id": "copy", "ref_audio": str(a), "ref_text": "The same file again."},
+        {"id": "flac", "ref_audio": str(b), "ref_text": "Same sound, other file."},
+    ]
+    e = make(doc)
+    e.load(lambda _m: None)
+    long, copy = e._voices["long"], e._voices["copy"]
+    assert long.ref.trimmed and long.ref.seconds <= 12.0 + 0.06
+    assert long.ref.mel.shape[2] == 100
+    assert copy.ref is long.ref  # same bytes -> one cached mel
+    assert e._voices["flac"].ref.key != long.ref.key  # different bytes -> its own entry
+    # loudness-normalised: the mel of the (quiet) input corresponds to target_rms
+    assert run(e, "Quick test.", "flac")
+
+
+def test_reload_voices_picks_up_changes_and_survives_a_broken_entry(tmp_path: Path) -> None:
+    doc = f5_doc(warmup="none")
+    e = make(doc, tmp_path)
+    e.load(lambda _m: None)
+    import tomlkit
+
+    doc["voices"].append({"id": "second", "ref_audio": doc["voices"][0]["ref_audio"], "ref_text": "Again."})
+    doc["voices"].append({"id": "broken", "ref_audio": str(tmp_path / "gone.wav"), "ref_text": "x"})
+    (tmp_path / "ishowtts.toml").write_text(tomlkit.dumps(doc))
+    e.reload_voices()
+    assert [v.id for v in e.voices()] == ["tiny", "second"]
+    assert run(e, "Hi.", "second")
+    (tmp_path / "ishowtts.toml").write_text("not = [valid")
+    e.reload_voices()  # a config error keeps the loaded voices
+    assert [v.id for v in e.voices()] == ["tiny", "second"]
+
+
+def test_warmup_runs_every_bucket_with_progress() -> None:
+    e = make(f5_doc(warmup="all", max_ref_s=4.0, max_total_s=8.0, bucket_ratio=1.3))
+    e.load(lambda _m: None)
+    seen: list[str] = []
+    e.warmup(seen.append)
+    shapes = e.warmup_shapes()
+    assert len(seen) == len(shapes) >= 3
+    assert all("warming up F5" in s for s in seen)
+    # every chunk the daemon can make lands on a warmed shape
+    for line in ("Hi!", "A medium line of chat text, with a clause.", "word " * 60):
+        for _, frames in e.plan(line):
+            assert frames in shapes
+
+
+def test_bucket_ladder_is_geometric_and_quantised() -> None:
+    lad = bucket_ladder(1.1, 2000)
+    assert lad[-1] >= 2000 and all(b % 16 == 0 for b in lad)
+    assert all(1.0 < b2 / b1 <= 1.1 + 16 / b1 for b1, b2 in itertools.pairwise(lad))
+
+
+def test_sampling_leaves_the_global_rng_alone(engine: F5Engine) -> None:
+    torch.manual_seed(0)
+    before = torch.rand(1)
+    torch.manual_seed(0)
+    run(engine, "Does sampling touch the global RNG?")
+    assert torch.equal(torch.rand(1), before)
