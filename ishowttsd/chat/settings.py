@@ -69,7 +69,10 @@ class ChatSettings:
     max_repeat_chars: int = 3
     """A character (grapheme) repeated more than this many times in a row is cut; 0 = off."""
     blocklist: tuple[BlockRule, ...] = ()
-    mask_char: str = "*"
+    mask_char: str = "\u204e"
+    """One per masked grapheme. The default LOW ASTERISK (⁎) reads as a mask and is silent: espeak
+    (Piper) skips it, and it is not in F5-TTS's vocabulary (unknown characters become a space).
+    A plain ``*`` is read aloud as "asterisk" by Piper."""
     replace: tuple[ReplaceRule, ...] = ()
     lexicon: MappingProxyType[str, str] = field(default_factory=lambda: _EMPTY)
     """Whole word (case-folded) -> how to say it."""
