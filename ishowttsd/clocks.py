@@ -103,7 +103,14 @@ def gpu_devfreq(root: Path) -> Path | None:
     except OSError:
         return None
     for node in nodes:
-        if _GPU_NODE.search(node.name.lower()) and (node / "cur_freq").exists():
+        if not (node / "cur_freq").exists():
+            continue
+        # jetson_clocks itself goes by the device-tree node name (NUL-terminated in sysfs).
+        try:
+            of_name = (node / "device/of_node/name").read_bytes().rstrip(b"\0").decode("ascii", "replace")
+        except OSError:
+            of_name = ""
+        if _GPU_NODE.search(node.name.lower()) or _GPU_NODE.search(of_name.lower()):
             return node
     return None
 

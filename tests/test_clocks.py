@@ -262,3 +262,16 @@ def test_console_entry_point_on_this_host(tmp_path: Path, fake_bin: Path) -> Non
     assert p.returncode == 0, p.stderr
     assert "not a Jetson" in p.stdout
     assert calls(tmp_path) == []
+
+
+def test_gpu_node_found_by_device_tree_name(tmp_path: Path) -> None:
+    """A devfreq directory with an unfamiliar name but of_node/name "gpu" (how jetson_clocks finds it)."""
+    node = tmp_path / "sys/class/devfreq/57000000.host"
+    (node / "device/of_node").mkdir(parents=True)
+    (node / "cur_freq").write_text("76800000\n")
+    (node / "max_freq").write_text("921600000\n")
+    assert clocks.gpu_devfreq(tmp_path) is None
+    (node / "device/of_node/name").write_bytes(b"gpu\0")
+    assert clocks.gpu_devfreq(tmp_path) == node
+    g = clocks.read_gpu_freq(tmp_path)
+    assert g is not None and g.at_max is False
