@@ -178,3 +178,13 @@ def test_empty_matcher() -> None:
     m: WordMatcher[str] = WordMatcher([])
     assert not m
     assert m.sub("anything", lambda _s, p: p) == ("anything", 0)
+
+
+def test_strip_emoji_takes_whole_sequences() -> None:
+    from ishowttsd.chat.filters import strip_emoji
+
+    text = f"gg {FAMILY} 👍🏽 🇯🇵 🏳️\u200d🌈 1️⃣ ok 😂😂"
+    out, n = strip_emoji(text)
+    assert n == 6
+    assert out.split() == ["gg", "1️⃣", "ok"]  # a keycap is a digit, read as one
+    assert strip_emoji("no emoji here, 你好") == ("no emoji here, 你好", 0)

@@ -29,3 +29,8 @@ def test_default_mask_is_not_spoken(voice: Any) -> None:
 def test_plain_asterisk_would_be_spoken(voice: Any) -> None:
     # why the default is not "*": this is what a streamer would hear
     assert "st" in _phonemes(voice, "oh **** you")
+
+
+def test_emoji_are_read_aloud_by_piper(voice: Any) -> None:
+    # why strip_emoji exists and why the estimate counts an emoji as ~10 characters
+    assert len(_phonemes(voice, "ok 😂 ok")) > len(_phonemes(voice, "ok ok")) + 10

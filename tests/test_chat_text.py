@@ -88,7 +88,9 @@ def test_estimates_by_script() -> None:
     zh = estimate_seconds("大家好你们好吗", 14.0)
     assert 1.5 < en < 2.2
     assert 1.2 < zh < 1.8  # ~5 syllables a second
-    assert estimate_seconds("🔥🔥🔥" + ZWJ_FAMILY, 14.0) == 0.0  # emoji are not spoken
+    # Piper reads an emoji's name ("fire", "woman woman girl"): ~10 characters' worth each
+    assert estimate_seconds("🔥🔥🔥" + ZWJ_FAMILY, 14.0) == 4 * 10 / 14
+    assert estimate_seconds("\u0301\u200b\x07", 14.0) == 0.0  # marks and controls are silent
     assert estimate_seconds("1000000", 14.0) > estimate_seconds("abcdefg", 14.0)
 
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import regex
 
-from ishowttsd.chat.text import graphemes
+from ishowttsd.chat.text import graphemes, is_emoji
 
 # Common TLDs a bare domain ("clips.twitch.tv", "bit.ly") may end with; a bare "word.word" with any
 # other ending counts as a link only when a path follows, so "hello.world" and "file.txt" stay text.
@@ -96,6 +96,18 @@ def strip_emote_ranges(text: str, ranges: Sequence[tuple[int, int]]) -> tuple[st
     if n == 0:
         return text, 0
     return "".join(c for c, k in zip(text, keep, strict=True) if k), n
+
+
+def strip_emoji(text: str) -> tuple[str, int]:
+    """Remove emoji (whole ZWJ sequences, skin tones and flags with them)."""
+    kept: list[str] = []
+    n = 0
+    for g in graphemes(text):
+        if is_emoji(g):
+            n += 1
+        else:
+            kept.append(g)
+    return ("".join(kept), n) if n else (text, 0)
 
 
 _SPLIT_WS = regex.compile(r"(\s+)")

@@ -5,7 +5,8 @@ when its setting is (docs/CHAT.md lists the keys):
 
  1. ``ignored`` / ``banned``: users on ``ignore_users``, or banned / timed out by a moderator.
  2. ``stale``: the line's ``ts`` is already older than its staleness limit.
- 3. emotes: the bot's emote ranges (on the raw text, whose offsets they are), then ``emote_names``.
+ 3. emotes: the bot's emote ranges (on the raw text, whose offsets they are), then ``emote_names``,
+    then emoji (``strip_emoji``).
  4. sanitise: control characters and lone surrogates removed, whitespace runs made one space.
  5. links: removed or replaced (``urls``, ``url_replacement``).
  6. repeats: runs of one word, then of one character, cut (``max_repeat_tokens``/``_chars``).
@@ -33,7 +34,13 @@ from typing import Any, Protocol
 import regex
 
 from ishowttsd import log
-from ishowttsd.chat.filters import collapse_chars, collapse_tokens, replace_urls, strip_emote_ranges
+from ishowttsd.chat.filters import (
+    collapse_chars,
+    collapse_tokens,
+    replace_urls,
+    strip_emoji,
+    strip_emote_ranges,
+)
 from ishowttsd.chat.settings import ChatSettings
 from ishowttsd.chat.state import ChatState
 from ishowttsd.chat.text import estimate_seconds, skeleton, truncate
@@ -231,6 +238,10 @@ class Pipeline:
             text, n = self._emote_names.sub(text, lambda _span, _p: "")
             if n:
                 notes.append(Note("emotes", n))
+        if s.strip_emoji:
+            text, n = strip_emoji(text)
+            if n:
+                notes.append(Note("emoji", n))
         text = _sanitise(text)
         if s.urls != "keep":
             text, n = replace_urls(text, s.url_replacement if s.urls == "replace" else "")

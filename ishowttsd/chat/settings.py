@@ -64,6 +64,8 @@ class ChatSettings:
     """Remove the emote ranges the bot sends (Twitch ``emotes`` tag)."""
     emote_names: tuple[str, ...] = ()
     """Words removed as emotes when the bot sends no ranges (e.g. ``Kappa``, ``LUL``)."""
+    strip_emoji: bool = False
+    """Remove emoji. Piper reads their names aloud ("face with tears of joy"); F5-TTS is silent."""
     max_repeat_tokens: int = 2
     """A word repeated more than this many times in a row is cut to this many; 0 = off."""
     max_repeat_chars: int = 3
@@ -211,6 +213,7 @@ def parse_chat(t: Table) -> ChatSettings:
         url_replacement=t.string("url_replacement", d.url_replacement),
         strip_emotes=t.flag("strip_emotes", d.strip_emotes),
         emote_names=_words(t, "emote_names"),
+        strip_emoji=t.flag("strip_emoji", d.strip_emoji),
         max_repeat_tokens=t.integer("max_repeat_tokens", d.max_repeat_tokens, min=0, max=1000),
         max_repeat_chars=t.integer("max_repeat_chars", d.max_repeat_chars, min=0, max=1000),
         blocklist=_blocklist(t),

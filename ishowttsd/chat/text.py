@@ -18,14 +18,18 @@ _WORD_BOUNDARY = regex.compile(r"\b", flags=regex.WORD | regex.V1)
 """Unicode (UAX #29) word boundaries: between words, and between CJK ideographs."""
 _SYLLABIC = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}]")
 """Scripts written without spaces, where one character is about one syllable of speech."""
-_SILENT = regex.compile(r"[\p{Extended_Pictographic}\p{Regional_Indicator}\p{Mark}\p{Cf}\p{Cc}]")
-"""Graphemes an engine does not pronounce (emoji, flags, stray marks, format controls)."""
+_EMOJI = regex.compile(r"[\p{Extended_Pictographic}\p{Regional_Indicator}]")
+_SILENT = regex.compile(r"[\p{Mark}\p{Cf}\p{Cc}]")
+"""Graphemes an engine does not pronounce (stray marks, format and control characters)."""
 _MARKS = frozenset(("Mn", "Me", "Cf"))
 
 SYLLABIC_WEIGHT = 3.0
 """One CJK/Thai character costs this many alphabetic characters of speaking time (~4.7/s at 14)."""
 DIGIT_WEIGHT = 2.0
 """Digits are read as number words, longer than their glyphs."""
+EMOJI_WEIGHT = 10.0
+"""Piper's espeak reads an emoji's name ("😂": "face with tears of joy"); F5-TTS is silent on them.
+The estimate takes the longer, so limits and queue bounds err on the short side."""
 
 
 def graphemes(text: str) -> list[str]:
@@ -74,9 +78,16 @@ def _cost(g: str) -> float:
         return DIGIT_WEIGHT
     if _SYLLABIC.match(c):
         return SYLLABIC_WEIGHT
+    if _EMOJI.match(c):
+        return EMOJI_WEIGHT
     if _SILENT.match(c):
         return 0.0
     return 1.0
+
+
+def is_emoji(g: str) -> bool:
+    """Whether grapheme ``g`` is an emoji (pictograph, ZWJ sequence, or flag)."""
+    return _EMOJI.match(g) is not None
 
 
 def estimate_seconds(text: str, chars_per_second: float = 14.0) -> float:
