@@ -62,7 +62,9 @@ class Job:
 
     @property
     def est_seconds(self) -> float:
-        return estimate_seconds(self.text)
+        # The chat pipeline's script-aware estimate (CJK, digits, emoji) when it made one.
+        est = self.meta.get("est_seconds")
+        return float(est) if est is not None else estimate_seconds(self.text)
 
     def describe(self) -> dict[str, Any]:
         """Fields every event about this job carries."""
