@@ -111,6 +111,7 @@ class ChatIntake:
         if d.ttl_s is not None:
             job.expires_at = time.monotonic() + d.ttl_s  # the worker's clock
         job.meta["expires_wall"] = d.expires_at
+        job.meta["est_seconds"] = d.seconds
         job.meta["chat_accept"] = d
         if d.notes:
             self.server.publish_event(
