@@ -111,7 +111,7 @@ def test_ready_only_after_warmup_then_pings_at_half_watchdog_usec(systemd: tuple
         assert len(pings) >= 4, pings
         gaps = [b - a for a, b in itertools.pairwise(pings)]
         assert all(0.95 <= g < 1.9 for g in gaps), gaps
-        assert pings[0] - t_ready < 0.6
+        assert pings[0] - t_ready < 1.5  # promptly after READY (the loop ticks every <= 0.25 s)
         st = daemon.request({"op": "status"})
         assert st["watchdog"]["phase"] == "running"
         assert st["watchdog"]["baseline"]["s_per_audio_s"] > 0
@@ -148,9 +148,10 @@ def test_stuck_worker_stops_pings_and_sigterm_sends_stopping(systemd: tuple[Syst
 def test_rtf_drift_sends_watchdog_trigger(systemd: tuple[SystemdSide, Path]) -> None:
     side, d = systemd
     overrides = {
-        # After the (undelayed) calibration, every chunk costs 1.5 s more: a GPU gone slow.
-        "debug": {"chunk_delay_s": 1.5},
-        "watchdog": {"rtf_factor": 3.0, "rtf_window": 1, "rtf_jobs": 2, "min_audio_s": 0.2},
+        # After the (undelayed) calibration, every chunk costs 2.5 s more: a GPU gone slow. Piper
+        # makes this line's ~2 s of audio in ~0.1 s, so the drift is large even on a loaded CI box.
+        "debug": {"chunk_delay_s": 2.5},
+        "watchdog": {"rtf_factor": 2.5, "rtf_window": 1, "rtf_jobs": 2, "min_audio_s": 0.2},
     }
     with running_daemon(overrides, env=env_for(side, 10_000_000), d=d) as daemon:
         s = daemon.dealer()
