@@ -19,6 +19,7 @@ from ishowttsd import paths
 from ishowttsd.chat.settings import ChatSettings, parse_chat
 from ishowttsd.confread import ConfigError, Table
 from ishowttsd.engine.f5.settings import F5Settings, VoiceSettings, parse_f5, parse_voices
+from ishowttsd.security import SecuritySettings, check_endpoints, parse_security
 from ishowttsd.twitch.settings import TwitchSettings, parse_twitch
 from ishowttsd.watchdog import WatchdogSettings, parse_watchdog
 
@@ -125,6 +126,7 @@ class Settings:
     watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
     chat: ChatSettings = field(default_factory=ChatSettings)
     twitch: TwitchSettings = field(default_factory=TwitchSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
 
 
 def find_config(explicit: str | os.PathLike[str] | None, env: dict[str, str] | None = None) -> Path | None:
@@ -252,6 +254,10 @@ def parse(doc: dict[str, Any], file: Path | None) -> Settings:
     watchdog = parse_watchdog(root.table("watchdog"))
     chat = parse_chat(root.table("chat"))
     twitch = parse_twitch(root.table("twitch"))
+    security = parse_security(root.table("security"))
+    endpoints = {"zmq.control": zmq_s.control, "zmq.ingest": zmq_s.ingest, "zmq.pcm": zmq_s.pcm}
+    endpoints.update({f"zmq.ingest_connect[{i}]": ep for i, ep in enumerate(zmq_s.ingest_connect)})
+    check_endpoints(endpoints, security, file)
 
     root.finish()
     return Settings(
@@ -268,4 +274,5 @@ def parse(doc: dict[str, Any], file: Path | None) -> Settings:
         watchdog=watchdog,
         chat=chat,
         twitch=twitch,
+        security=security,
     )

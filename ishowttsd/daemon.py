@@ -109,6 +109,9 @@ class Daemon:
         """Called with freshly loaded settings on SIGHUP (chat filters subscribe here)."""
         self.intake = ChatIntake(settings, self.server, self.scheduler, self.worker)
         self.reload_listeners.append(self.intake.reload)
+        curve = self.server.curve
+        if curve is not None:  # SIGHUP re-reads the authorised client keys
+            self.reload_listeners.append(lambda _new: curve.reload())
         self.intake.replay()  # before serving, so replayed jobs keep their place ahead of new ones
 
     # -- callbacks from the server and worker ------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any
 
 import zmq
 
-from ishowttsd import log, protocol
+from ishowttsd import log, protocol, security
 from ishowttsd.config import Settings
 from ishowttsd.outbox import EventOut, Outbox, PcmOut
 from ishowttsd.protocol import ChatMessage, ProtocolError, Request
@@ -75,6 +75,8 @@ class Server:
         """Handlers for the ingest moderation topics (``delete``, ``ban``, ...)."""
         self._pending_single: dict[str, bytes] = {}
         z = settings.zmq
+        self.curve = security.start(settings.security, ctx)
+        """CURVE for non-ipc endpoints (None: ipc only; config refuses tcp without keys)."""
         self.control = self._socket(zmq.ROUTER)
         # Replies to a client that has gone raise EHOSTUNREACH instead of vanishing silently.
         self.control.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -85,6 +87,8 @@ class Server:
         self._bind(self.control, z.control)
         self._bind(self.ingest, z.ingest)
         for ep in z.ingest_connect:
+            if self.curve is not None:
+                self.curve.protect(self.ingest, ep)
             self.ingest.connect(ep)
         self._bind(self.pcm, z.pcm)
         self.poller = zmq.Poller()
@@ -102,6 +106,8 @@ class Server:
         return s
 
     def _bind(self, sock: zmq.Socket[Any], endpoint: str) -> None:
+        if self.curve is not None:
+            self.curve.protect(sock, endpoint)
         path = _ipc_path(endpoint)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o770)
@@ -138,6 +144,8 @@ class Server:
     def close(self) -> None:
         for s in (self.control, self.ingest, self.pcm):
             s.close(0)
+        if self.curve is not None:
+            self.curve.close()
         for ep in (self.settings.zmq.control, self.settings.zmq.ingest, self.settings.zmq.pcm):
             path = _ipc_path(ep)
             if path is not None:
