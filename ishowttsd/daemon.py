@@ -102,7 +102,6 @@ class Daemon:
         self.engine_why = why
         self.watchdog = Watchdog(settings.watchdog, self.notifier)
         self.telemetry = Telemetry()
-        self.calibration: list[Sample] = []
         self.worker.warm_hooks.append(self._calibrate)
         self.worker.job_listeners.append(self._job_done)
         self.reload_listeners: list[Callable[[Settings], None]] = []
@@ -120,14 +119,17 @@ class Daemon:
         self.notifier.extend_timeout(WARMUP_EXTEND_S, status=line)
 
     def _calibrate(self, engine: Engine) -> None:
-        """Time two lines after warm-up (worker thread): the RTF watchdog's baseline."""
-        if not self.settings.watchdog.rtf_check:
-            return
-        self._warmup_progress("timing the watchdog's calibration lines")
-        try:
-            self.calibration = time_calibration(lambda text: engine.synthesize(text, None, CancelToken()))
-        except Exception as e:  # the baseline is then learnt from the first jobs instead
-            _log.warning("watchdog calibration failed", error=str(e))
+        """Worker thread, after the engine's warm-up and before it takes jobs: time two lines for
+        the RTF watchdog's baseline and end the watchdog's warm-up. Here rather than in the main
+        loop, so a job finishing just after warm-up can't be mistaken for a calibration sample."""
+        samples: list[Sample] = []
+        if self.settings.watchdog.rtf_check:
+            self._warmup_progress("timing the watchdog's calibration lines")
+            try:
+                samples = time_calibration(lambda text: engine.synthesize(text, None, CancelToken()))
+            except Exception as e:  # the baseline is then learnt from the first jobs instead
+                _log.warning("watchdog calibration failed", error=str(e))
+        self.watchdog.warmup_done(samples)
 
     def _job_done(self, job: Job, result: JobResult) -> None:
         """Worker thread, after each completed job: feed the RTF monitor; show the line in STATUS=."""
@@ -185,7 +187,6 @@ class Daemon:
                     if self.worker.startup_error is not None:
                         return self._startup_failed(self.worker.startup_error)
                     self.ready = True
-                    self.watchdog.warmup_done(self.calibration)
                     names = ", ".join(v.id for v in self.engine.voices())
                     status = f"ready: {self.engine.name} ({names}), warm-up {self.worker.warmup_s:.1f} s"
                     self.notifier.ready(status)
