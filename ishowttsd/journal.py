@@ -197,6 +197,8 @@ class Journal:
         """Record an accepted job (committed when this returns). Raises :class:`JournalError`."""
         try:
             with self._tx() as db:
+                # A client may reuse the id of a job that is over; only one still in flight conflicts.
+                db.execute("DELETE FROM jobs WHERE id=? AND state IN ('finished','dropped')", (entry.id,))
                 db.execute(
                     "INSERT INTO jobs (id, priority, text, voice, user, channel, platform, kind, msg_id,"
                     " source, accepted_at, expires_at, state, updated_at)"
@@ -208,7 +210,7 @@ class Journal:
                     ),
                 )  # fmt: skip
         except sqlite3.IntegrityError:
-            raise JournalError(f"job id {entry.id!r} is already in the journal", "duplicate_id") from None
+            raise JournalError(f"job id {entry.id!r} is already queued or speaking", "duplicate_id") from None
         except UnicodeEncodeError as e:  # a lone surrogate ("\\ud800" in JSON) cannot be stored or spoken
             raise JournalError(f"text is not valid Unicode: {e.reason} at {e.start}", "bad_text") from None
         except sqlite3.Error as e:

@@ -74,12 +74,19 @@ def test_expired_jobs_are_dropped_on_replay(tmp_path: Path) -> None:
     assert [e.id for e in j.replay().pending] == ["paid", "fresh"]  # and it stays dropped
 
 
-def test_duplicate_id_is_a_per_job_error(tmp_path: Path) -> None:
+def test_duplicate_id_is_a_per_job_error_while_in_flight(tmp_path: Path) -> None:
     j = Journal.in_dir(tmp_path)
     j.add(entry("a"))
+    j.add(entry("b"))
     with pytest.raises(JournalError) as ei:
         j.add(entry("a"))
     assert ei.value.code == "duplicate_id"
+    j.started("a")
+    with pytest.raises(JournalError):
+        j.add(entry("a"))
+    j.finished("a")
+    j.add(entry("a"))  # an id whose job is over may be used again, and queues as a new job
+    assert [e.id for e in j.replay().pending] == ["b", "a"]
 
 
 def test_lone_surrogate_is_a_per_job_error(tmp_path: Path) -> None:
