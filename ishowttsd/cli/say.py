@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import uuid
@@ -14,7 +15,7 @@ from typing import Any
 
 import zmq
 
-from ishowttsd import paths, protocol
+from ishowttsd import paths, protocol, security
 
 EXIT_DONE = 0
 EXIT_USAGE = 2
@@ -68,6 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="WAV", help="also receive this job's audio and write it to WAV")
     p.add_argument("--json", action="store_true", help="print every event as a JSON line")
     p.add_argument("--endpoint", help="control endpoint (default: $ISHOWTTS_CONTROL or the runtime dir)")
+    p.add_argument(
+        "--server-key",
+        metavar="FILE|Z85",
+        default=os.environ.get("ISHOWTTS_SERVER_KEY"),
+        help="CURVE: the daemon's public key (server.key, or its Z85 text) for a tcp:// endpoint "
+        "(default $ISHOWTTS_SERVER_KEY)",
+    )
+    p.add_argument(
+        "--client-key",
+        metavar="FILE",
+        default=os.environ.get("ISHOWTTS_CLIENT_KEY"),
+        help="CURVE: this client's secret key file (`ishowtts-keys client`; default $ISHOWTTS_CLIENT_KEY)",
+    )
     g = p.add_mutually_exclusive_group()
     g.add_argument("--stop", action="store_true", help="stop the current speech")
     g.add_argument("--cancel", action="store_true", help="stop the current speech and empty the queue")
@@ -80,10 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class Client:
-    def __init__(self, endpoint: str, json_out: bool) -> None:
+    def __init__(self, endpoint: str, json_out: bool, curve: security.CurveKeys | None = None) -> None:
         self.ctx: zmq.Context[Any] = zmq.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        if curve is not None:
+            security.apply_client(self.sock, curve)
         self.sock.connect(endpoint)
         self.json_out = json_out
         self.audio: dict[str, list[bytes]] = {}
@@ -206,7 +222,17 @@ def _write_wav(path: Path, client: Client, jobs: list[str]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     endpoint = args.endpoint or paths.control_endpoint()
-    client = Client(endpoint, args.json)
+    curve = None
+    if args.server_key or args.client_key:
+        if not (args.server_key and args.client_key):
+            print("ishowtts-say: CURVE needs both --server-key and --client-key", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            curve = security.load_client_keys(args.client_key, args.server_key)
+        except (OSError, ValueError) as e:
+            print(f"ishowtts-say: cannot read the CURVE keys: {e}", file=sys.stderr)
+            return EXIT_USAGE
+    client = Client(endpoint, args.json, curve)
     try:
         for flag, op in (
             ("stop", "stop"),
