@@ -201,6 +201,8 @@ class Daemon:
             self.close()
 
     def _tick_watchdog(self) -> None:
+        if not self.ready:  # systemd's watchdog starts with READY=1: no pings before it
+            return
         now = time.monotonic()  # the worker stamps its heartbeat with the same clock
         alive = Watchdog.worker_alive(
             now, self.worker.heartbeat, self.worker.is_alive(), self.settings.watchdog.stall_s
