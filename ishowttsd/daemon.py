@@ -299,6 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ishowttsd: invalid configuration: {e}", file=sys.stderr)
         return EXIT_CONFIG
     log.configure(settings.daemon.log_level, settings.daemon.log_format)
+    # Nothing the daemon creates (sockets, journal, caches) is for other users, whatever umask it inherited.
+    os.umask(os.umask(0) | 0o007)
     if args.check_config:
         print(f"ishowttsd: {path or 'built-in defaults'}: configuration OK")
         return EXIT_OK
