@@ -57,6 +57,9 @@ class WatchdogSettings:
     slowest single chunk, including any shape compiled on first use."""
     rtf_check: bool = True
     """Restart the daemon when synthesis drifts slower than the warm-up baseline."""
+    rtf_engines: tuple[str, ...] = ("f5",)
+    """Engines whose RTF is checked. Not Piper by default: on the CPU its speed follows whatever
+    else the CPU is doing (an encoder, a browser), which a restart cannot fix."""
     rtf_factor: float = 2.0
     """Drift threshold: the window's median normalised RTF (1.0 = warm-up speed) must exceed this."""
     rtf_window: int = 5
@@ -67,12 +70,18 @@ class WatchdogSettings:
     """Jobs with less audio than this (seconds) are not counted: their timing is mostly noise."""
 
 
+def rtf_checked(settings: WatchdogSettings, engine: str) -> bool:
+    """Whether the RTF monitor runs for ``engine`` (and calibration lines are worth timing)."""
+    return settings.rtf_check and engine in settings.rtf_engines
+
+
 def parse_watchdog(t: Table) -> WatchdogSettings:
     """Read the ``[watchdog]`` table (``t`` is that table); unknown keys are errors."""
     d = WatchdogSettings()
     s = WatchdogSettings(
         stall_s=t.number("stall_s", d.stall_s, min=1.0, max=3600.0),
         rtf_check=t.flag("rtf_check", d.rtf_check),
+        rtf_engines=t.str_list("rtf_engines", d.rtf_engines),
         rtf_factor=t.number("rtf_factor", d.rtf_factor, min=1.05, max=100.0),
         rtf_window=t.integer("rtf_window", d.rtf_window, min=1, max=1000),
         rtf_jobs=t.integer("rtf_jobs", d.rtf_jobs, min=1, max=1000),
@@ -189,7 +198,7 @@ class Watchdog:
 
     Lifecycle, as the daemon calls it:
 
-    1. ``Watchdog(settings, notifier, clock)`` - before loading the engine.
+    1. ``Watchdog(settings, notifier, clock, engine=name)`` - before loading the engine.
     2. ``start_warmup()`` - load and warm-up begin; nothing fires, no pings.
     3. ``warmup_done(samples)`` - calibration samples (:func:`time_calibration`) or an explicit
        :class:`Baseline`; with neither, the first ``rtf_window`` counted jobs become the baseline.
@@ -206,8 +215,11 @@ class Watchdog:
         settings: WatchdogSettings,
         notifier: Notify,
         clock: Callable[[], float] = time.monotonic,
+        engine: str | None = None,
     ) -> None:
         self.settings = settings
+        self.rtf_enabled = rtf_checked(settings, engine) if engine is not None else settings.rtf_check
+        """Whether a drift triggers a restart (``rtf_check`` and, given an engine, ``rtf_engines``)."""
         self._notify = notifier
         self._clock = clock
         usec = notifier.watchdog_usec
@@ -278,7 +290,7 @@ class Watchdog:
         ratio = synth_s / expected if expected > 0 else float("inf")
         self.jobs_counted += 1
         self._ratios.append(ratio)
-        if self.phase != "running" or not self.settings.rtf_check:
+        if self.phase != "running" or not self.rtf_enabled:
             return ratio
         needed = min(self.settings.rtf_window, self.settings.rtf_jobs)
         drift = self.drift()
@@ -366,6 +378,7 @@ class Watchdog:
                 "s_per_audio_s": round(self.baseline.s_per_audio_s, 5),
             },
             "rtf_drift": None if drift is None else round(drift, 3),
+            "rtf_check": self.rtf_enabled,
             "rtf_factor": self.settings.rtf_factor,
             "jobs_over": self._over,
             "trigger_reason": self.trigger_reason,
@@ -379,5 +392,6 @@ __all__ = [
     "Watchdog",
     "WatchdogSettings",
     "parse_watchdog",
+    "rtf_checked",
     "time_calibration",
 ]

@@ -92,7 +92,7 @@ def say(d: Any, text: str, job_id: str) -> None:
 
 def test_ready_only_after_warmup_then_pings_at_half_watchdog_usec(systemd: tuple[SystemdSide, Path]) -> None:
     side, d = systemd
-    overrides = {"debug": {"warmup_delay_s": 1.5}}
+    overrides = {"debug": {"warmup_delay_s": 1.5}, "watchdog": {"rtf_engines": ["piper"]}}
     with running_daemon(overrides, env=env_for(side, 2_000_000), ready=False, d=d) as daemon:
         t_ready = side.wait_for(lambda m: m.get("READY") == "1", timeout_s=60)
         before = [m for t, m in side.snapshot() if t < t_ready]
@@ -151,7 +151,13 @@ def test_rtf_drift_sends_watchdog_trigger(systemd: tuple[SystemdSide, Path]) -> 
         # After the (undelayed) calibration, every chunk costs 2.5 s more: a GPU gone slow. Piper
         # makes this line's ~2 s of audio in ~0.1 s, so the drift is large even on a loaded CI box.
         "debug": {"chunk_delay_s": 2.5},
-        "watchdog": {"rtf_factor": 2.5, "rtf_window": 1, "rtf_jobs": 2, "min_audio_s": 0.2},
+        "watchdog": {
+            "rtf_engines": ["piper"],  # off for Piper by default: CPU load is not a fault to restart for
+            "rtf_factor": 2.5,
+            "rtf_window": 1,
+            "rtf_jobs": 2,
+            "min_audio_s": 0.2,
+        },
     }
     with running_daemon(overrides, env=env_for(side, 10_000_000), d=d) as daemon:
         s = daemon.dealer()
@@ -183,6 +189,10 @@ def test_emoji_status_line_arrives_intact(systemd: tuple[SystemdSide, Path]) -> 
         side.wait_for(lambda m: "STATUS" in m and "Ünïcørn" in m["STATUS"], timeout_s=5)
         raw = [r for r in side.raw if "Ünïcørn".encode() in r]
         assert raw == [f"STATUS=ready; last: say: {text}".encode()]
+        # Defaults: no RTF check (and no calibration lines) for the CPU voice.
+        wd = daemon.request({"op": "status"})["watchdog"]
+        assert wd["rtf_check"] is False and wd["phase"] == "running"
+        assert not any("calibration" in m.get("STATUS", "") for _, m in side.snapshot())
 
         # A chat line: the user's name (with its emoji) is in the STATUS line too.
         bot = daemon.bot()

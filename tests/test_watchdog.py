@@ -168,6 +168,18 @@ def test_rtf_check_off(notify_sock: NotifySocket) -> None:
     assert notify_sock.messages() == []
 
 
+def test_rtf_engines_select_which_engines_are_checked(notify_sock: NotifySocket) -> None:
+    env = {"NOTIFY_SOCKET": str(notify_sock.path)}
+    s = WatchdogSettings(rtf_window=1, rtf_jobs=1)
+    assert Watchdog(s, Notifier(env), engine="f5").rtf_enabled is True
+    assert Watchdog(s, Notifier(env), engine="piper").rtf_enabled is False
+    assert Watchdog(WatchdogSettings(rtf_check=False), Notifier(env), engine="f5").rtf_enabled is False
+    wd = Watchdog(s, Notifier(env), engine="piper")
+    warm(wd)
+    assert wd.job_finished(5.0, 100.0, 100) is not None  # measured and shown in status ...
+    assert notify_sock.messages() == []  # ... but never a restart
+
+
 def test_baseline_learnt_from_first_jobs_without_calibration(notify_sock: NotifySocket) -> None:
     wd, _ = make(notify_sock, rtf_window=2, rtf_jobs=1, rtf_factor=2.0)
     wd.start_warmup()
@@ -246,8 +258,8 @@ def test_dead_worker_thread_is_not_alive() -> None:
 
 
 def test_watchdog_section_parsed_and_validated() -> None:
-    s = config.parse({"watchdog": {"rtf_factor": 3, "rtf_window": 8, "stall_s": 20}}, None)
-    assert s.watchdog == WatchdogSettings(stall_s=20.0, rtf_factor=3.0, rtf_window=8)
+    s = config.parse({"watchdog": {"rtf_factor": 3, "rtf_window": 8, "stall_s": 20, "rtf_engines": []}}, None)
+    assert s.watchdog == WatchdogSettings(stall_s=20.0, rtf_factor=3.0, rtf_window=8, rtf_engines=())
     with pytest.raises(ConfigError, match=r"watchdog\.rtf_factor: must be >= 1.05"):
         config.parse({"watchdog": {"rtf_factor": 0.5}}, None)
     with pytest.raises(ConfigError, match=r"watchdog\.rtf_jobz: unknown key \(did you mean 'rtf_jobs'\?\)"):
