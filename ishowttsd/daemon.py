@@ -100,7 +100,7 @@ class Daemon:
         )
         self.ready = False
         self.engine_why = why
-        self.watchdog = Watchdog(settings.watchdog, self.notifier)
+        self.watchdog = Watchdog(settings.watchdog, self.notifier, engine=self.engine.name)
         self.telemetry = Telemetry()
         self.worker.warm_hooks.append(self._calibrate)
         self.worker.job_listeners.append(self._job_done)
@@ -123,7 +123,7 @@ class Daemon:
         the RTF watchdog's baseline and end the watchdog's warm-up. Here rather than in the main
         loop, so a job finishing just after warm-up can't be mistaken for a calibration sample."""
         samples: list[Sample] = []
-        if self.settings.watchdog.rtf_check:
+        if self.watchdog.rtf_enabled:
             self._warmup_progress("timing the watchdog's calibration lines")
             try:
                 samples = time_calibration(lambda text: engine.synthesize(text, None, CancelToken()))
