@@ -335,3 +335,57 @@ def test_documented_twitch_keys_match_the_defaults() -> None:
     for k, default in fields.items():
         if default is not None:
             assert doc[k] == default, k
+
+
+def test_publisher_speaks_curve_to_a_network_ingest(tmp_path: Path) -> None:
+    import zmq.auth
+
+    from ishowttsd import security
+
+    server_pub, server_sec = zmq.auth.create_certificates(tmp_path, "server")
+    _, client_sec = zmq.auth.create_certificates(tmp_path, "client")
+    _, other_sec = zmq.auth.create_certificates(tmp_path, "impostor")
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    spub, ssec = zmq.auth.load_certificate(server_sec)
+    assert ssec is not None
+    sub.curve_server = True
+    sub.curve_publickey, sub.curve_secretkey = spub, ssec
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    port = sub.bind_to_random_port("tcp://127.0.0.1")
+    ep = f"tcp://127.0.0.1:{port}"
+    good = Publisher(ep, ctx=ctx, curve=security.load_client_keys(str(client_sec), str(server_pub)))
+    # The impostor trusts the wrong server key: the handshake fails, nothing is ever subscribed.
+    bad = Publisher(ep, ctx=ctx, curve=security.load_client_keys(str(other_sec), str(other_sec)))
+    plain = Publisher(ep, ctx=ctx)
+    try:
+        deadline = time.monotonic() + 10
+        while not good.connected() and time.monotonic() < deadline:
+            sub.poll(20)
+            good.poll_subscriptions()
+        assert good.publish(b"chat", {"text": "over curve"})
+        assert sub.poll(2000) and sub.recv_multipart() == [b"chat", b'{"text":"over curve"}']
+        end = time.monotonic() + 1.5  # time enough for a handshake (the good one took far less)
+        while time.monotonic() < end:
+            sub.poll(20)
+            bad.poll_subscriptions()
+            plain.poll_subscriptions()
+        for p in (bad, plain):
+            assert not p.connected()
+            assert not p.publish(b"chat", {"text": "must not arrive"})
+            assert p.dropped["daemon_away"] == 1
+        assert not sub.poll(300)
+    finally:
+        for p in (good, bad, plain):
+            p.close()
+        sub.close(0)
+        ctx.term()
+
+
+def test_curve_flags_come_in_pairs(tmp_path: Path) -> None:
+    cfg = tmp_path / "i.toml"
+    cfg.write_text("")
+    base = ["--config", str(cfg), "--channel", "c", "--ingest", "tcp://127.0.0.1:1"]
+    assert cli.main([*base, "--server-key", "x" * 40]) == 2
+    assert cli.main([*base, "--server-key", "x" * 40, "--client-key", str(tmp_path / "none")]) == 2

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import signal
 import sys
 import threading
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from ishowttsd import config, log, paths
+from ishowttsd import config, log, paths, security
 from ishowttsd.notify import Notifier
 from ishowttsd.twitch.client import EXIT_CONFIG, EXIT_LOGIN_REFUSED, EXIT_OK, Bridge
 from ishowttsd.twitch.credentials import Credentials, load_credentials
@@ -44,6 +45,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--ingest", metavar="ENDPOINT", help="daemon's ingest endpoint (default: see above)")
     p.add_argument("--credentials", metavar="PATH", type=Path, help="bot login file (default: anonymous)")
+    p.add_argument(
+        "--server-key",
+        metavar="FILE|Z85",
+        default=os.environ.get("ISHOWTTS_SERVER_KEY"),
+        help="CURVE, for a tcp:// ingest: the daemon's public key (default $ISHOWTTS_SERVER_KEY)",
+    )
+    p.add_argument(
+        "--client-key",
+        metavar="FILE",
+        default=os.environ.get("ISHOWTTS_CLIENT_KEY"),
+        help="CURVE: this bot's secret key file from `ishowtts-keys client` (default $ISHOWTTS_CLIENT_KEY)",
+    )
     p.add_argument(
         "--config", metavar="PATH", help="ishowtts TOML (default: $ISHOWTTS_CONFIG, /etc/ishowtts/...)"
     )
@@ -93,12 +106,27 @@ def resolve(args: argparse.Namespace) -> tuple[TwitchSettings, str, str, config.
     return tw, channel, endpoint, settings
 
 
+def _curve(args: argparse.Namespace) -> security.CurveKeys | None:
+    if not (args.server_key or args.client_key):
+        return None
+    if not (args.server_key and args.client_key):
+        missing = "--client-key" if args.server_key else "--server-key"
+        raise config.ConfigError(None, missing, "CURVE needs both --server-key and --client-key")
+    try:
+        return security.load_client_keys(args.client_key, args.server_key)
+    except (OSError, ValueError) as e:
+        raise config.ConfigError(
+            None, "--client-key/--server-key", f"cannot read the CURVE keys: {e}"
+        ) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         tw, channel, endpoint, settings = resolve(args)
         log.configure(settings.daemon.log_level, settings.daemon.log_format)
         creds = load_credentials(tw.credentials) if tw.credentials is not None else Credentials()
+        curve = _curve(args)
     except config.ConfigError as e:
         log.configure()
         _log.error("configuration error", error=str(e))
@@ -117,7 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     notifier = Notifier()
-    publisher = Publisher(endpoint, hwm=tw.hwm)
+    if curve is None and not security.is_local(endpoint):
+        _log.warning("a network ingest without CURVE keys: the daemon refuses it", ingest=endpoint)
+    publisher = Publisher(endpoint, hwm=tw.hwm, curve=curve)
     bridge = Bridge(tw, channel, creds, publisher, stop=stop, notifier=notifier)
     _log.info(
         "starting",

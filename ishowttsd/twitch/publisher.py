@@ -24,7 +24,7 @@ from typing import Any
 
 import zmq
 
-from ishowttsd import log
+from ishowttsd import log, security
 from ishowttsd.protocol import encode
 
 _log = log.get(__name__)
@@ -40,6 +40,7 @@ class Publisher:
         hwm: int = 1000,
         ctx: zmq.Context[Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        curve: security.CurveKeys | None = None,
     ) -> None:
         self.endpoint = endpoint
         self._ctx = ctx or zmq.Context.instance()
@@ -51,6 +52,8 @@ class Publisher:
         s.setsockopt(zmq.XPUB_NODROP, 1)
         s.setsockopt(zmq.RECONNECT_IVL, 100)
         s.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        if curve is not None:
+            security.apply_client(s, curve)  # a tcp:// ingest: the daemon admits only CURVE clients
         s.connect(endpoint)
         self._sock: zmq.Socket[Any] = s
         self._subs: set[bytes] = set()
