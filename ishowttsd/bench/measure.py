@@ -356,6 +356,15 @@ def measure_concurrency(b: Bench, pipe: FastPipeline) -> dict[str, Any]:
         b.say(
             f"  concurrency {key}: {ms:.1f} ms for {jobs_audio:.1f} s audio = {jobs_audio / (ms / 1e3):.0f}x"
         )
+        if len(set(texts)) > 1:
+            # the same lines as length groups (what the daemon's batcher does)
+
+            def grouped(texts: list[str] = texts) -> None:
+                pipe.run_grouped([b.job(t, 10 + i) for i, t in enumerate(texts)])
+
+            gms, _ = median_ms(grouped, p.warmups, p.reps, b.sync)
+            out[key].update(grouped_wall_ms=gms, grouped_x_realtime=jobs_audio / (gms / 1e3))
+            b.say(f"  concurrency {key} grouped by length: {gms:.1f} ms = {jobs_audio / (gms / 1e3):.0f}x")
     return out
 
 

@@ -25,6 +25,7 @@ steps on f5's EPSS timesteps with sway sampling, reference frames replaced by th
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -295,7 +296,9 @@ class FusedDiT:
         n = x.shape[1]
         hx = F.linear(x.to(self.dtype), self.w_x)
         h = torch.cat((hx, hx)) + consts  # [2B, N, D]
-        c = h.transpose(1, 2)
+        # contiguous (2B, D, N): on the transposed view cuDNN runs the grouped k=31 conv as 16
+        # per-group kernels plus layout copies, ~5x slower (measured, docs/PERFORMANCE.md)
+        c = h.transpose(1, 2).contiguous()
         if kmask is not None:
             km = kmask[:, None, :]
             c = c.masked_fill(~km, 0.0)
@@ -414,7 +417,7 @@ class _PrepPlan:
     def __init__(self, fs: FastSampler, frames: int, ref_frames: int) -> None:
         f = fs.fused
         self.text = torch.full((1, frames), -1, dtype=torch.long, device=f.device)
-        self.ref = torch.zeros(ref_frames, f.mel_dim, dtype=f.param_dtype, device=f.device)
+        self.ref = torch.zeros(ref_frames, f.mel_dim, dtype=f.dtype, device=f.device)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
@@ -458,7 +461,7 @@ class FastSampler:
         compile_dynamic: bool | None = None,
         cuda_graph: bool = True,
         bucket_frames: int = 32,
-        attn_mode: str = "augment",
+        attn_mode: str = "sdpa",
         fused: FusedDiT | None = None,
     ) -> None:
         """``fused``: share another sampler's fused weights (and compiled block), e.g. for a
@@ -481,6 +484,12 @@ class FastSampler:
         self.mods, self.final = self.fused.modulations(self.schedule)
         self.cuda_graph = cuda_graph
         self.bucket = bucket_frames
+        # The text encoder in the compute dtype (as the stock path runs it in the model dtype):
+        # in fp32 its ConvNeXt matmuls cost ~1 ms per chunk on an H100.
+        te = dit.text_embed
+        if next(te.parameters()).dtype != self.fused.dtype:
+            te = copy.deepcopy(te).to(self.fused.dtype)
+        self.text_embed = te
         self.plans: dict[tuple[int, int, bool], _Plan] = {}
         self.prep_plans: dict[tuple[int, int], _PrepPlan] = {}
         self.max_prep_plans = 256
@@ -525,7 +534,7 @@ class FastSampler:
             return job
         f = self.fused
         text = job.text.to(f.device)
-        ref = job.ref_mel.to(f.device, f.param_dtype)
+        ref = job.ref_mel.to(f.device, f.dtype)
         if not self.cuda_graph:
             job.consts = self._conditioning(text, ref, job.frames)
             return job
@@ -543,9 +552,9 @@ class FastSampler:
         """What ``sampler.prepare`` computes for the guided case, then projected: text embeddings
         with and without text, the reference mel padded (and zeros for the unconditional half).
         ``text`` may be -1 padded up to ``frames`` (the text encoder pads with the same filler)."""
-        dit = self.fused.dit
-        text_c = dit.text_embed(text, seq_len=frames, drop_text=False)
-        text_u = dit.text_embed(text, seq_len=frames, drop_text=True)
+        te = self.text_embed
+        text_c = te(text, seq_len=frames, drop_text=False)
+        text_u = te(text, seq_len=frames, drop_text=True)
         cond = F.pad(ref_mel[None], (0, 0, 0, frames - ref_mel.shape[0]), value=0.0)
         cond_in = torch.cat((cond, torch.zeros_like(cond)))
         return self.fused.project_conditioning(cond_in, torch.cat((text_c, text_u)).to(cond.dtype))
@@ -614,6 +623,8 @@ class Vocoder:
         ist = getattr(vocos.head, "istft", None)
         self.native = ist is not None and getattr(ist, "padding", "") == "same" and hasattr(vocos.head, "out")
         self._env: dict[int, Tensor] = {}
+        self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, Tensor, Tensor]] = {}
+        self._pool = torch.cuda.graph_pool_handle() if torch.cuda.is_available() else None
 
     def _envelope(self, frames: int) -> Tensor:
         env = self._env.get(frames)
@@ -630,6 +641,35 @@ class Vocoder:
                 raise ValueError(f"iSTFT window envelope vanishes for {frames} frames")
             self._env[frames] = env
         return env
+
+    def pcm(self, mel: Tensor) -> Tensor:
+        """(mel, T) -> int16 samples on the device. On CUDA one graph per frame count replays
+        Vocos (~40 small kernels, ~1 ms of launches eagerly)."""
+        frames = int(mel.shape[-1])
+        if mel.device.type != "cuda" or not self.native:
+            return _to_int16(self.decode(mel[None].float())[0])
+        g = self._graphs.get(frames)
+        if g is None:
+            g = self._capture(frames, mel.device)
+        g[1].copy_(mel)
+        g[0].replay()
+        return g[2]
+
+    def _capture(self, frames: int, device: torch.device) -> tuple[torch.cuda.CUDAGraph, Tensor, Tensor]:
+        static = torch.zeros(self.vocos.backbone.embed.in_channels, frames, device=device)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            _to_int16(self.decode(static[None])[0])  # also computes (and checks) the envelope
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            out = _to_int16(self.decode(static[None])[0])
+        if len(self._graphs) >= 128:
+            self._graphs.pop(next(iter(self._graphs)))
+        entry = (graph, static, out)
+        self._graphs[frames] = entry
+        return entry
 
     def decode(self, mel: Tensor) -> Tensor:
         """(B, mel, T) -> (B, samples), identical to ``Vocos.decode``."""
@@ -688,11 +728,7 @@ class FastPipeline:
         e1 = self._event()
         mels = self.fs.sample(jobs, slots)
         e2 = self._event()
-        waves = []
-        for j, mel in zip(jobs, mels, strict=True):
-            gen = mel[j.ref_frames :].T[None].float()  # (1, D, frames) as Vocos.decode takes it
-            w = self.vocoder.decode(gen)[0]
-            waves.append((w.clamp(-1.0, 1.0) * 32767.0).round().to(torch.int16))
+        waves = [self.vocoder.pcm(mel[j.ref_frames :].T) for j, mel in zip(jobs, mels, strict=True)]
         e3 = self._event()
         total = sum(int(w.numel()) for w in waves)
         host = self._host(total)
@@ -718,6 +754,24 @@ class FastPipeline:
 
     def run(self, jobs: Sequence[FastJob], slots: int | None = None) -> list[Pcm]:
         return self.enqueue(jobs, slots)()
+
+    def run_grouped(self, jobs: Sequence[FastJob]) -> list[Pcm]:
+        """Concurrent jobs as length groups (``batch.group_by_length``), each one padded batch in
+        a captured batch size; all groups are queued before the host waits. Output in input order."""
+        from ishowttsd.engine.f5 import batch
+
+        groups = batch.group_by_length([j.frames for j in jobs], self.fs.bucket)
+        waits = [(g, self.enqueue([jobs[i] for i in g], batch.slots_for(len(g)))) for g in groups]
+        out: list[Pcm | None] = [None] * len(jobs)
+        for g, wait in waits:
+            for i, pcm in zip(g, wait(), strict=True):
+                out[i] = pcm
+        return [p for p in out if p is not None]
+
+
+def _to_int16(w: Tensor) -> Tensor:
+    """[-1, 1] floats to int16 on the device (half the bytes to copy; clipped, never wrapped)."""
+    return (w.clamp(-1.0, 1.0) * 32767.0).round().to(torch.int16)
 
 
 class _HostEvent:

@@ -1,0 +1,110 @@
+"""Batching policy of the fast path (torch-free): the collection window, length groups, and
+the ``[f5.fast]`` settings."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ishowttsd.confread import ConfigError, Table
+from ishowttsd.engine.f5.batch import (
+    SLOT_SIZES,
+    BatchCollector,
+    FastSettings,
+    group_by_length,
+    parse_fast,
+    slots_for,
+)
+
+
+def test_collector_returns_at_once_when_full() -> None:
+    c: BatchCollector[int] = BatchCollector(window_s=5.0, max_batch=3)
+    for i in range(4):
+        c.put(i)
+    t0 = time.monotonic()
+    assert c.take(timeout=1.0) == [0, 1, 2]
+    assert time.monotonic() - t0 < 1.0  # did not sit out the 5 s window
+    c.close()
+    assert c.take(timeout=1.0) == [3]  # the rest comes next
+
+
+def test_collector_waits_the_window_for_company() -> None:
+    c: BatchCollector[str] = BatchCollector(window_s=0.3, max_batch=8)
+    c.put("first")
+    threading.Timer(0.1, lambda: c.put("second")).start()
+    t0 = time.monotonic()
+    got = c.take(timeout=1.0)
+    waited = time.monotonic() - t0
+    assert got == ["first", "second"]
+    assert 0.25 <= waited < 1.0
+
+
+def test_collector_times_out_empty_and_closes() -> None:
+    c: BatchCollector[int] = BatchCollector(window_s=0.05, max_batch=2)
+    assert c.take(timeout=0.05) == []
+    c.close()
+    assert c.take(timeout=1.0) == []
+    with pytest.raises(RuntimeError):
+        c.put(1)
+
+
+def test_collector_uses_injected_clock_for_the_deadline() -> None:
+    ticks = iter([0.0] + [1e9] * 10)  # the window opens at 0, and the next reading is long past it
+    c: BatchCollector[int] = BatchCollector(window_s=30.0, max_batch=4, clock=lambda: next(ticks))
+    c.put(1)
+    t0 = time.monotonic()
+    assert c.take(timeout=1.0) == [1]
+    assert time.monotonic() - t0 < 5.0  # the 30 s window, by that clock, had already closed
+
+
+def test_slots_are_captured_sizes() -> None:
+    assert [slots_for(n) for n in (1, 2, 3, 5, 9, 16)] == [1, 2, 4, 8, 16, 16]
+    with pytest.raises(ValueError):
+        slots_for(SLOT_SIZES[-1] + 1)
+
+
+def test_length_groups_cover_every_job_once() -> None:
+    frames = [509, 634, 634, 580, 661, 736, 811, 998, 661, 561, 1010, 923, 705, 561, 929, 580]
+    groups = group_by_length(frames, 32)
+    flat = sorted(i for g in groups for i in g)
+    assert flat == list(range(len(frames)))
+    assert all(1 <= len(g) <= SLOT_SIZES[-1] for g in groups)
+    # groups are length-sorted ranges: no group's shortest job is shorter than a later group's longest
+    spans = [(min(frames[i] for i in g), max(frames[i] for i in g)) for g in groups]
+    assert all(a[0] >= b[1] for a, b in itertools.pairwise(spans))
+
+
+def test_length_groups_split_outliers_and_keep_uniform_batches() -> None:
+    assert len(group_by_length([1000] * 16, 32)) == 1
+    g = group_by_length([3000] + [200] * 15, 32)
+    assert len(g) == 2 and g[0] == [0]  # one long line does not pad fifteen short ones
+    assert group_by_length([], 32) == []
+
+
+def table(data: dict[str, object]) -> Table:
+    return Table(data, "f5.fast", Path("/etc/ishowtts/ishowtts.toml"))
+
+
+def test_parse_fast_defaults_and_values() -> None:
+    assert parse_fast(table({})) == FastSettings()
+    s = parse_fast(table({"dtype": "fp16", "bucket_frames": 0, "batch_window_ms": 10, "max_batch": 4}))
+    assert (s.dtype, s.bucket_frames, s.batch_window_ms, s.max_batch) == ("fp16", 0, 10.0, 4)
+
+
+@pytest.mark.parametrize(
+    "data,key",
+    [
+        ({"fp8": True, "dtype": "fp16"}, "fp8"),
+        ({"batch_window_ms": 500}, "batch_window_ms"),
+        ({"attn_mode": "flash"}, "attn_mode"),
+        ({"bucket_frame": 32}, "bucket_frame"),
+    ],
+)
+def test_parse_fast_errors_name_the_key(data: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_fast(table(data))
+    assert key in str(e.value)

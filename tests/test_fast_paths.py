@@ -1,0 +1,153 @@
+"""The fast path, the batched path and the stock f5-tts path produce the same audio (CPU, tiny
+model, fp32: the fast path runs its fused step eagerly there; CUDA graphs, compile and bf16 are
+exercised by ``ishowtts-bench`` on a GPU)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from ishowttsd.bench import models, workload
+from ishowttsd.engine.base import float_to_int16
+from ishowttsd.engine.f5 import sampler, upstream
+from ishowttsd.engine.f5.fast import FastJob, FastPipeline, FastSampler, Linear, Vocoder, quantize_fp8
+from ishowttsd.engine.f5.settings import InferenceConfig
+
+TOL = 1e-5  # fp32, same weights and noise: only summation order differs
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+@pytest.fixture(scope="module")
+def env() -> dict[str, Any]:
+    torch.manual_seed(0)
+    m = models.build("tiny", torch.device("cpu"), seed=3)
+    audio = torch.from_numpy(workload.reference_audio(seconds=2.0))[None]
+    with torch.no_grad():
+        ref_mel = m.cfm.mel_spec(audio).permute(0, 2, 1)[0]
+    cfg = InferenceConfig(nfe_step=8, cfg_strength=2.0, sway_sampling_coef=-1.0, use_epss=True)
+    return {"m": m, "audio": audio, "ref_mel": ref_mel, "cfg": cfg}
+
+
+def make_job(env: dict[str, Any], text: str, seed: int) -> FastJob:
+    u = upstream.modules().utils
+    ids = u.list_str_to_idx(u.convert_char_to_pinyin([workload.stock_ref_text() + text]), env["m"].vocab)
+    dur = workload.duration_frames(env["audio"].shape[-1], workload.REF_TEXT, text)
+    frames = sampler.total_frames(env["ref_mel"].shape[0], ids.shape[1], dur)
+    noise = sampler.make_noise(1, frames, 100, seed, torch.device("cpu"), torch.float32)[0]
+    return FastJob(env["ref_mel"], ids, frames, noise)
+
+
+def stock_mel(env: dict[str, Any], text: str, seed: int) -> torch.Tensor:
+    """f5-tts's own CFM.sample (raw-audio prompt, its own duration floor and seeded noise)."""
+    u = upstream.modules().utils
+    with torch.inference_mode():
+        out, _ = env["m"].cfm.sample(
+            cond=env["audio"],
+            text=u.convert_char_to_pinyin([workload.stock_ref_text() + text]),
+            duration=workload.duration_frames(env["audio"].shape[-1], workload.REF_TEXT, text),
+            steps=8,
+            cfg_strength=2.0,
+            sway_sampling_coef=-1.0,
+            seed=seed,
+        )
+    return out[0]
+
+
+@pytest.mark.parametrize("bucket,attn", [(0, "sdpa"), (32, "sdpa"), (32, "augment"), (48, "augment")])
+def test_fast_path_matches_stock_sampler(env: dict[str, Any], bucket: int, attn: str) -> None:
+    ref = stock_mel(env, workload.FIRST_CHUNK, 11)
+    fs = FastSampler(env["m"].dit, env["cfg"], bucket_frames=bucket, attn_mode=attn)
+    job = make_job(env, workload.FIRST_CHUNK, 11)
+    assert (fs.shape_for([job.frames])[2]) == (bucket != 0 and job.frames % bucket != 0)
+    out = fs.sample([job])[0]
+    assert out.shape == ref.shape
+    assert rel(out, ref) < TOL
+    # the reference frames are the prompt's mel, pasted back as CFM.sample does
+    assert torch.equal(out[: job.ref_frames], env["ref_mel"].float())
+
+
+def test_batched_path_matches_each_job_alone(env: dict[str, Any]) -> None:
+    texts = list(workload.MIXED_LINES[:5])
+    fs = FastSampler(env["m"].dit, env["cfg"], bucket_frames=32)
+    jobs = [make_job(env, t, 100 + i) for i, t in enumerate(texts)]
+    batched = [m.clone() for m in fs.sample(jobs, slots=8)]  # 3 idle slots too
+    assert len({j.frames for j in jobs}) > 2  # really mixed lengths
+    for i, t in enumerate(texts):
+        alone = stock_mel(env, t, 100 + i)
+        assert batched[i].shape == alone.shape
+        assert rel(batched[i], alone) < TOL, t
+
+
+def test_pipeline_audio_matches_stock_audio(env: dict[str, Any]) -> None:
+    """PCM out of the fast pipeline (one padded batch and length groups) equals the stock
+    path's waveform: Vocos on the generated frames, as ``infer_batch_process`` does it."""
+    texts = [workload.FIRST_CHUNK, "gg", "what game is this?"]
+    fs = FastSampler(env["m"].dit, env["cfg"], bucket_frames=32)
+    pipe = FastPipeline(fs, env["m"].vocoder)
+    one_batch = pipe.run([make_job(env, t, 7 + i) for i, t in enumerate(texts)], slots=4)
+    grouped = pipe.run_grouped([make_job(env, t, 7 + i) for i, t in enumerate(texts)])
+    for i, t in enumerate(texts):
+        mel = stock_mel(env, t, 7 + i)
+        r = env["audio"].shape[-1] // workload.HOP
+        with torch.inference_mode():
+            wave = env["m"].vocoder.decode(mel[r:].T[None].float())[0].numpy()
+        expect = float_to_int16(wave)
+        job_ref = make_job(env, t, 0).ref_frames
+        if job_ref != r:  # CFM's mel of the prompt has one frame more than samples // hop
+            with torch.inference_mode():
+                wave = env["m"].vocoder.decode(mel[job_ref:].T[None].float())[0].numpy()
+            expect = float_to_int16(wave)
+        for got in (one_batch[i].samples, grouped[i].samples):
+            assert got.dtype == np.int16 and got.shape == expect.shape
+            assert int(np.abs(got.astype(np.int32) - expect.astype(np.int32)).max()) <= 2, t
+
+
+def test_streamed_chunks_equal_separate_runs(env: dict[str, Any]) -> None:
+    fs = FastSampler(env["m"].dit, env["cfg"], bucket_frames=32)
+    pipe = FastPipeline(fs, env["m"].vocoder)
+    a, b = make_job(env, "Hello chat,", 1), make_job(env, "thanks for the follow", 2)
+    wait_a = pipe.enqueue([a])
+    wait_b = pipe.enqueue([b])  # queued before the first chunk's audio is taken
+    got_a, got_b = wait_a()[0].samples, wait_b()[0].samples
+    sep_a = pipe.run([make_job(env, "Hello chat,", 1)])[0].samples
+    sep_b = pipe.run([make_job(env, "thanks for the follow", 2)])[0].samples
+    assert np.array_equal(got_a, sep_a) and np.array_equal(got_b, sep_b)
+
+
+def test_conditioning_is_the_reference_samplers(env: dict[str, Any]) -> None:
+    fs = FastSampler(env["m"].dit, env["cfg"])
+    job = make_job(env, workload.LINE, 3)
+    c = sampler.prepare(env["m"].dit, env["ref_mel"][None], job.text, job.frames, env["cfg"])
+    want = fs.fused.project_conditioning(c.cond_in, c.text_in)
+    padded = torch.full((1, job.frames), -1, dtype=torch.long)
+    padded[:, : job.text.shape[1]] = job.text
+    got = fs._conditioning(padded, env["ref_mel"], job.frames)  # -1 padded text, as the graph has it
+    assert rel(got, want) < TOL
+    assert torch.equal(fs.schedule, sampler.timesteps(env["cfg"], "cpu", torch.float32))
+
+
+def test_vocoder_without_sync_is_vocos(env: dict[str, Any]) -> None:
+    mel = torch.randn(1, 100, 57)
+    with torch.inference_mode():
+        want = env["m"].vocoder.decode(mel)
+        got = Vocoder(env["m"].vocoder).decode(mel)
+    assert torch.allclose(got, want, atol=1e-6, rtol=1e-5)
+
+
+def test_fp8_weight_quantisation_keeps_rows() -> None:
+    torch.manual_seed(0)
+    w = torch.randn(48, 32) * torch.logspace(-2, 1, 48)[:, None]  # rows of very different scale
+    q = quantize_fp8(Linear(w, torch.randn(48)))
+    assert q.wq_t is not None and q.w_scale is not None
+    assert q.wq_t.dtype == torch.float8_e4m3fn and q.wq_t.shape == (32, 48)
+    assert q.w_scale.shape == (1, 48)
+    deq = q.wq_t.t().float() * q.w_scale.t()
+    # e4m3 keeps 3 mantissa bits: each row within ~6% of itself, whatever its scale
+    row_err = (deq - w).norm(dim=1) / w.norm(dim=1)
+    assert float(row_err.max()) < 0.07
