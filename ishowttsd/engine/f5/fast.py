@@ -625,6 +625,7 @@ class Vocoder:
         self._env: dict[int, Tensor] = {}
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, Tensor, Tensor]] = {}
         self._pool = torch.cuda.graph_pool_handle() if torch.cuda.is_available() else None
+        self.native_graphs = True
 
     def _envelope(self, frames: int) -> Tensor:
         env = self._env.get(frames)
@@ -646,11 +647,16 @@ class Vocoder:
         """(mel, T) -> int16 samples on the device. On CUDA one graph per frame count replays
         Vocos (~40 small kernels, ~1 ms of launches eagerly)."""
         frames = int(mel.shape[-1])
-        if mel.device.type != "cuda" or not self.native:
+        if mel.device.type != "cuda" or not self.native or not self.native_graphs:
             return _to_int16(self.decode(mel[None].float())[0])
         g = self._graphs.get(frames)
         if g is None:
-            g = self._capture(frames, mel.device)
+            try:
+                g = self._capture(frames, mel.device)
+            except RuntimeError as e:  # a driver/cuFFT that refuses capture: stay correct, eager
+                _log.warning("vocoder graph capture failed; running Vocos eagerly", error=str(e))
+                self.native_graphs = False
+                return _to_int16(self.decode(mel[None].float())[0])
         g[1].copy_(mel)
         g[0].replay()
         return g[2]
