@@ -30,7 +30,7 @@ def make(doc: dict[str, Any], tmp: Path | None = None) -> F5Engine:
 
 
 def loaded(**f5: Any) -> F5Engine:
-    e = make(f5_doc(seed=42, warmup="none", **f5))
+    e = make(f5_doc(**{"seed": 42, "warmup": "none", **f5}))
     e.load(lambda _m: None)
     return e
 
@@ -211,3 +211,38 @@ def test_sampling_leaves_the_global_rng_alone(engine: F5Engine) -> None:
     torch.manual_seed(0)
     run(engine, "Does sampling touch the global RNG?")
     assert torch.equal(torch.rand(1), before)
+
+
+@pytest.mark.slow
+def test_compiled_step_matches_eager_and_caches_kernels_in_cache_dir(tmp_path: Path) -> None:
+    """torch.compile on the CPU (inductor, C++): same audio as eager; kernels in [daemon] cache_dir."""
+    import subprocess
+    import sys
+
+    import tomlkit
+
+    doc = f5_doc(compile="default", warmup="first", seed=3)
+    doc["daemon"] = {"cache_dir": str(tmp_path / "cache")}
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(tomlkit.dumps(doc))
+    code = (
+        "import sys, numpy as np\nfrom pathlib import Path\nfrom ishowttsd import config\n"
+        "from ishowttsd.engine.f5.engine import F5Engine\nfrom ishowttsd.engine.base import CancelToken\n"
+        "s = config.load(Path(sys.argv[1]))\ne = F5Engine(s)\ne.load(lambda m: None)\ne.warmup(lambda m: None)\n"
+        "pcm = np.concatenate([c.pcm for c in e.synthesize('Hi chat!', None, CancelToken())])\n"
+        "np.save(sys.argv[2], pcm)\n"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("TORCHINDUCTOR_CACHE_DIR",)}
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(cfg), str(tmp_path / "c.npy")],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    compiled = np.load(tmp_path / "c.npy").astype(np.float64)
+    eager = np.concatenate([c.pcm for c in run(loaded(seed=3), "Hi chat!")]).astype(np.float64)
+    assert len(compiled) == len(eager)
+    assert np.linalg.norm(compiled - eager) / np.linalg.norm(eager) < 1e-3
+    assert any((tmp_path / "cache" / "inductor").rglob("*")), "no inductor artefacts in the cache dir"

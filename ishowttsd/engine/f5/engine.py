@@ -322,8 +322,15 @@ class F5Engine:
         """torch.compile the step, with inductor/triton caches in the persistent cache directory
         so the second start of the daemon reuses the first one's kernels."""
         cache = Path(self._all.daemon.cache_dir)
-        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache / "inductor"))
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+        # An explicit setting in the environment wins; torch itself writes its /tmp default back
+        # into the environment the first time anything asks, which must not count as explicit.
+        current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+        if current is None or os.path.abspath(current) == os.path.abspath(default_cache_dir()):
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache / "inductor")
         os.environ.setdefault("TRITON_CACHE_DIR", str(cache / "triton"))
+        _log.info("torch.compile", mode=mode, inductor_cache=os.environ["TORCHINDUCTOR_CACHE_DIR"])
         compiled: Any = torch.compile(
             sampler.velocity, mode=None if mode == "default" else mode, dynamic=False
         )
