@@ -601,3 +601,23 @@ def test_plain_tcp_with_no_tls(work: Path) -> None:
         bridge.stop()
         sub.close()
         srv.close()
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_interrupts_a_hanging_tls_handshake(cert: tuple[Path, Path], work: Path) -> None:
+    # A server that accepts TCP and then says nothing: the TLS handshake would wait connect_timeout_s.
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    args = ["--channel", "c", "--server", f"127.0.0.1:{port}", "--ca-file", str(cert[0])]
+    bridge = Bridge(work, [*args, "--ingest", f"ipc://{work}/ingest.sock"], {"connect_timeout_s": 60.0})
+    try:
+        listener.settimeout(10)
+        conn, _ = listener.accept()
+        bridge.wait_log("connecting")
+        time.sleep(0.3)  # well inside the handshake's read
+        t0 = time.monotonic()
+        assert bridge.stop(timeout_s=5) == 0
+        assert time.monotonic() - t0 < 3.0
+        conn.close()
+    finally:
+        listener.close()

@@ -18,7 +18,7 @@ from types import FrameType
 
 from ishowttsd import config, log, paths, security
 from ishowttsd.notify import Notifier
-from ishowttsd.twitch.client import EXIT_CONFIG, EXIT_LOGIN_REFUSED, EXIT_OK, Bridge
+from ishowttsd.twitch.client import EXIT_CONFIG, EXIT_LOGIN_REFUSED, EXIT_OK, Bridge, Interrupted
 from ishowttsd.twitch.credentials import Credentials, load_credentials
 from ishowttsd.twitch.publisher import Publisher
 from ishowttsd.twitch.settings import DEFAULT_SERVER, TwitchSettings, normalise_channel, split_server
@@ -134,12 +134,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
 
     stop = threading.Event()
+    bridge: Bridge | None = None
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         if stop.is_set():
             raise SystemExit(1)  # a second signal: stop now
         _log.info("stopping", signal=signal.Signals(signum).name)
         stop.set()
+        if bridge is not None and bridge.interruptible:
+            raise Interrupted()  # out of a connect or TLS handshake that may block for seconds
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

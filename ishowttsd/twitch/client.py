@@ -49,6 +49,10 @@ class LoginRefused(Exception):
     pass
 
 
+class Interrupted(Exception):
+    """Raised by the stop-signal handler while :attr:`Bridge.interruptible` (a blocking connect)."""
+
+
 class SessionEnded(Exception):
     """A connection ended in a way that calls for a reconnect; ``reason`` is for the log."""
 
@@ -96,6 +100,8 @@ class Bridge:
         self.counters: Counter[str] = Counter()
         self._tls: ssl.SSLContext | None = self._tls_context(settings.ca_file) if settings.tls else None
         self._last_watchdog = -1e18
+        self.interruptible = False
+        """True only around the blocking connect: a stop signal may then raise :class:`Interrupted`."""
 
     @staticmethod
     def _tls_context(ca_file: Path | None) -> ssl.SSLContext:
@@ -113,6 +119,8 @@ class Bridge:
             try:
                 conn = self._connect()
                 reason = self._serve(conn)
+            except Interrupted:
+                break
             except LoginRefused as e:
                 _log.error(
                     "the server refused the bot's login; fix the token in the credentials file",
@@ -173,14 +181,20 @@ class Bridge:
     def _connect(self) -> _Conn:
         timeout = self.settings.connect_timeout_s
         _log.info("connecting", server=f"{self.host}:{self.port}", tls=self._tls is not None)
-        raw = socket.create_connection((self.host, self.port), timeout=timeout)
+        # DNS, TCP connect and the TLS handshake block for up to connect_timeout_s; a stop signal
+        # arriving meanwhile interrupts them (see interruptible) rather than outwaiting TimeoutStopSec.
+        self.interruptible = True
         try:
-            sock: socket.socket = raw
-            if self._tls is not None:
-                sock = self._tls.wrap_socket(raw, server_hostname=self.host)
-        except BaseException:
-            raw.close()
-            raise
+            raw = socket.create_connection((self.host, self.port), timeout=timeout)
+            try:
+                sock: socket.socket = raw
+                if self._tls is not None:
+                    sock = self._tls.wrap_socket(raw, server_hostname=self.host)
+            except BaseException:
+                raw.close()
+                raise
+        finally:
+            self.interruptible = False
         # Twitch's anonymous read-only login: any justinfan<digits> nick, no password.
         nick = self.creds.login or f"justinfan{self.rng.randint(10000, 99999)}"
         conn = _Conn(sock=sock, nick=nick)
