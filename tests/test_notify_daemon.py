@@ -11,6 +11,8 @@ import json
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -116,6 +118,18 @@ def test_ready_only_after_warmup_then_pings_at_half_watchdog_usec(systemd: tuple
         assert st["watchdog"]["phase"] == "running"
         assert st["watchdog"]["baseline"]["s_per_audio_s"] > 0
         assert st["telemetry"] == ({} if not Path("/etc/nv_tegra_release").exists() else st["telemetry"])
+        # What a person sees: ishowtts-say --status shows the watchdog and the telemetry.
+        p = subprocess.run(
+            [sys.executable, "-m", "ishowttsd.cli.say", "--status", "--endpoint", daemon.control],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert p.returncode == 0, p.stderr
+        lines = {ln.split(": ", 1)[0]: ln.split(": ", 1)[1] for ln in p.stdout.splitlines() if ": " in ln}
+        assert json.loads(lines["watchdog"])["phase"] == "running"
+        assert json.loads(lines["telemetry"]) == st["telemetry"]
 
 
 def test_stuck_worker_stops_pings_and_sigterm_sends_stopping(systemd: tuple[SystemdSide, Path]) -> None:
