@@ -17,7 +17,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PYTHON="${PYTHON:-python3}"
 TORCH_VERSION="2.13.0"
-APT_PACKAGES=(libportaudio2 libasound2 alsa-utils)
+APT_PACKAGES=(libportaudio2 libasound2 alsa-utils strace)
 
 # pip on the workplace machines warns about every configured local index it does not find.
 pip_in() { local venv="$1"; shift; "$venv/bin/pip" "$@" 2> >(grep -v "^WARNING: Location" >&2); }
