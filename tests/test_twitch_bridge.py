@@ -397,6 +397,7 @@ def test_replays_twitch_lines_into_ingest_messages_and_survives_disconnects(
         assert nick.startswith("justinfan") and nick[9:].isdigit()
         assert not any(ln.startswith("PASS") for ln in c1.lines), "anonymous login sends no password"
         bridge.wait_log("joined")
+        bridge.wait_log("daemon connected")  # the SUB's subscription has reached the bridge
         L = lines(1732550000000)
         c1.send(L["EMOTE_PRIVMSG"], L["ASTRAL_PRIVMSG"], *MALFORMED[:3])
         c1.send(L["BITS_PRIVMSG"], L["MOD_ACTION_PRIVMSG"], L["BROADCASTER_PRIVMSG"], *MALFORMED[3:])
@@ -592,6 +593,7 @@ def test_plain_tcp_with_no_tls(work: Path) -> None:
     try:
         c = srv.wait_conn(1)
         nick = c.register()
+        bridge.wait_log("daemon connected")
         c.send(lines(1732550000000)["TROLL_PRIVMSG"])
         assert sub.wait(1)[0][1]["user"] == "TrollGuy"
         c.send(f":{nick}!{nick}@{nick}.tmi.twitch.tv PART #ishowtts")  # removed from the channel
