@@ -88,7 +88,7 @@ class QueueSettings:
     """A ``say`` or chat text longer than this is rejected (chat filters may truncate first)."""
     max_audio_s: float = 900.0
     """Bound on the estimated seconds of speech waiting in the queue."""
-    max_per_user: int = 0
+    max_per_user: int = 3
     """At most this many queued chat lines per user (0: no limit)."""
 
 

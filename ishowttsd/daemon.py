@@ -241,7 +241,7 @@ class Daemon:
         left = self.scheduler.close()
         for job in left:
             job.cancel.cancel("shutdown")
-            self.server._emit(job, "cancelled", reason="shutdown")
+            self.server.emit(job, "cancelled", reason="shutdown")
         deadline = time.monotonic() + self.settings.daemon.drain_timeout_s
         while self.scheduler.current is not None and time.monotonic() < deadline:
             self.server.poll_once(50)

@@ -103,7 +103,7 @@ class ChatIntake:
         d = self.pipeline.process(msg, commit=False)  # committed when queued (see on_event)
         if isinstance(d, Drop):
             job.priority = d.priority
-            self.server._emit(job, "dropped", reason=d.reason, detail=d.detail, text=d.text)
+            self.server.emit(job, "dropped", reason=d.reason, detail=d.detail, text=d.text)
             return False
         job.text = d.text
         job.priority = d.priority
@@ -261,7 +261,7 @@ class ChatIntake:
 
     def _remove(self, pred: Callable[[Job], bool], reason: str, action: str, **fields: Any) -> None:
         jobs = self.scheduler.remove(pred, reason)
-        self.server._announce_removed(jobs, "cancelled", reason)
+        self.server.announce_removed(jobs, "cancelled", reason)
         self.server.publish_event(
             {"event": "moderation", "action": action, **fields, "jobs": [j.id for j in jobs]}
         )

@@ -79,9 +79,12 @@ class Job:
 
 
 class QueueFull(Exception):
-    def __init__(self, reason: str) -> None:
+    """The job can't be queued; ``code`` is the ``dropped`` event's reason, ``reason`` the detail."""
+
+    def __init__(self, reason: str, code: str = "queue_full") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,7 @@ class Scheduler:
             if job.user is not None and self.limits.max_per_user and job.source == "chat":
                 n = sum(1 for j in self._queue if j.user == job.user and j.source == "chat")
                 if n >= self.limits.max_per_user:
-                    raise QueueFull(f"user {job.user!r} already has {n} queued lines")
+                    raise QueueFull(f"user {job.user!r} already has {n} queued lines", "user_limit")
             dropped: list[Job] = []
             while self._over_limits(job):
                 victim = self._victim_for(job)

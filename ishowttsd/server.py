@@ -316,7 +316,7 @@ class Server:
                 jobs = self.scheduler.remove(lambda j: j.id == req.id, "cancelled")
             else:
                 jobs = self.scheduler.remove(lambda j: True, "cancelled")
-            self._announce_removed(jobs, "cancelled", "cancelled")
+            self.announce_removed(jobs, "cancelled", "cancelled")
             return {"event": "ok", "op": op, "jobs": [j.id for j in jobs]}
         return {"event": "error", "code": "unknown_op", "reason": f"unknown op {op!r}"}
 
@@ -360,29 +360,29 @@ class Server:
             refusal = hook(job)
             if refusal is not None:
                 self.counters["rejected"] += 1
-                self._emit(job, "error", code=refusal[0], reason=refusal[1], text=job.text)
+                self.emit(job, "error", code=refusal[0], reason=refusal[1], text=job.text)
                 return False
         try:
             dropped = self.scheduler.submit(job)
         except QueueFull as e:
             self.counters["rejected"] += 1
-            self._emit(job, "dropped", reason="queue_full", detail=e.reason, text=job.text)
+            self.emit(job, "dropped", reason=e.code, detail=e.reason, text=job.text)
             return False
         for victim in dropped:
             self.counters["dropped"] += 1
-            self._emit(
+            self.emit(
                 victim, "dropped", reason="queue_full", detail="made room for newer speech", text=victim.text
             )
-        self._emit(job, "queued", position=self.scheduler.position(job), text=job.text)
+        self.emit(job, "queued", position=self.scheduler.position(job), text=job.text)
         return True
 
-    def _announce_removed(self, jobs: list[Job], event: str, reason: str) -> None:
+    def announce_removed(self, jobs: list[Job], event: str, reason: str) -> None:
         cur = self.scheduler.current
         for j in jobs:
             if j is not cur:  # the worker reports the speaking job itself when it stops
-                self._emit(j, event, reason=reason)
+                self.emit(j, event, reason=reason)
 
-    def _emit(self, job: Job, event: str, **fields: Any) -> None:
+    def emit(self, job: Job, event: str, **fields: Any) -> None:
         payload = {"event": event, **job.describe(), **fields}
         if job.req is not None:
             payload["req"] = job.req
@@ -443,7 +443,7 @@ class Server:
                 return None
         text = job.text
         if len(text) > self.settings.queue.max_text_chars:
-            self._emit(
+            self.emit(
                 job,
                 "dropped",
                 reason="text_too_long",
@@ -451,7 +451,7 @@ class Server:
             )
             return None
         if not text.strip():
-            self._emit(job, "dropped", reason="empty_text")
+            self.emit(job, "dropped", reason="empty_text")
             return None
         known = self._voice_ids()
         if job.voice is not None and known is not None and job.voice not in known:
