@@ -143,3 +143,21 @@ def test_upstream_import_avoids_trainer_and_hub_stacks() -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert upstream.modules().CFM.__module__ == "f5_tts.model.cfm"
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        {"text_mask_padding": False, "pe_attn_head": 1},  # F5TTS_Base / F5TTS_Small layout
+        {"qk_norm": "rms_norm", "long_skip_connection": True, "conv_layers": 0},
+    ],
+)
+def test_matches_cfm_sample_on_other_dit_layouts(flags: dict[str, Any]) -> None:
+    arch = {**TINY_ARCH, **flags}
+    m = build_cfm(arch, vocab_size=40, seed=4).eval()
+    cfg = InferenceConfig(seed=21)
+    g = torch.Generator().manual_seed(21)
+    ref = torch.randn(1, 30, 100, generator=g)
+    text = torch.randint(0, 26, (1, 15), generator=g)
+    a, b = ours(m, ref, text, 70, cfg), stock(m, ref, text, 70, cfg)
+    assert rel(a[:, 30:], b[:, 30:]) < 1e-5
