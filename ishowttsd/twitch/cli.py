@@ -43,7 +43,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-tls", action="store_true", help="plain TCP (tests, other IRC networks; never for Twitch)"
     )
-    p.add_argument("--ingest", metavar="ENDPOINT", help="daemon's ingest endpoint (default: see above)")
+    p.add_argument(
+        "--ingest",
+        metavar="ENDPOINT",
+        help="daemon's ingest endpoint (default: [twitch] ingest, $ISHOWTTS_INGEST, the runtime dir)",
+    )
     p.add_argument("--credentials", metavar="PATH", type=Path, help="bot login file (default: anonymous)")
     p.add_argument(
         "--server-key",
