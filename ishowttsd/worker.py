@@ -172,7 +172,7 @@ class Worker(threading.Thread):
                 self._debug_oom(job)
                 if job.cancel.cancelled:
                     break
-                self.scheduler.wait_while_paused(job.cancel, timeout=3600)
+                self._hold_while_paused(job)
         except UnknownVoice as e:
             failure = (e.code, str(e))
         except EngineError as e:
@@ -214,6 +214,17 @@ class Worker(threading.Thread):
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB ([debug] oom_marker)")
         if self.debug.host_oom_marker and self.debug.host_oom_marker in job.text:
             raise MemoryError("[debug] host_oom_marker")
+
+    def _hold_while_paused(self, job: Job, limit_s: float = 3600.0) -> None:
+        """Wait between chunks while paused (at most ``limit_s``), stamping the heartbeat each second:
+        a pause is not a hang, and the watchdog must keep pinging through it."""
+        end = self._clock() + limit_s
+        while self.scheduler.paused and not job.cancel.cancelled and not self.stopping.is_set():
+            left = end - self._clock()
+            if left <= 0:
+                return
+            self.scheduler.wait_while_paused(job.cancel, timeout=min(1.0, left))
+            self.heartbeat = self._clock()
 
     def _debug_delay(self, job: Job) -> None:
         """Test knobs ([debug]): slow each chunk, or hang like a stuck GPU kernel would."""
