@@ -220,3 +220,22 @@ def test_emoji_status_line_arrives_intact(systemd: tuple[SystemdSide, Path]) -> 
         side.wait_for(lambda m: user in m.get("STATUS", ""), timeout_s=5)
         raw = [r for r in side.raw if user.encode() in r]
         assert raw == [f"STATUS=ready; last: {user}: {started['text']}".encode()]
+
+
+def test_pause_mid_job_is_not_a_hang(systemd: tuple[SystemdSide, Path]) -> None:
+    """A moderator's pause holds the worker between chunks: pings go on (no restart for a pause)."""
+    side, d = systemd
+    overrides = {"watchdog": {"stall_s": 1.5}, "debug": {"chunk_delay_s": 0.3}}
+    with running_daemon(overrides, env=env_for(side, 1_000_000), d=d) as daemon:
+        events = daemon.subscribe(b"event")
+        time.sleep(0.3)
+        say(daemon, "First sentence here. Second sentence there. Third one too.", "paused")
+        events.wait_for(lambda e: e.get("event") == "started" and e.get("job") == "paused", timeout_s=30)
+        assert daemon.request({"op": "pause"})["event"] != "error"
+        t_pause = time.monotonic() - side.t0
+        time.sleep(4.0)  # well past stall_s
+        pings = side.pings(since=t_pause + 1.0)
+        assert len(pings) >= 4, pings
+        assert not any(m.get("STATUS", "").startswith("worker stalled") for _, m in side.snapshot())
+        assert daemon.request({"op": "resume"})["event"] != "error"
+        events.wait_for(lambda e: e.get("event") == "done" and e.get("job") == "paused", timeout_s=30)
