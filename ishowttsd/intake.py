@@ -281,9 +281,12 @@ class ChatIntake:
             return
         duration: float | None = None
         if timeout:
-            raw = body.get("duration", DEFAULT_TIMEOUT_S)
+            # ``duration_s`` is the contract; plain ``duration`` is read too, for early bots.
+            raw = body.get("duration_s", body.get("duration", DEFAULT_TIMEOUT_S))
             if isinstance(raw, bool) or not isinstance(raw, (int, float)) or raw < 0:
-                self._ingest_error("bad_request", "timeout: field 'duration' must be seconds (a number >= 0)")
+                self._ingest_error(
+                    "bad_request", "timeout: field 'duration_s' must be seconds (a number >= 0)"
+                )
                 return
             duration = float(raw)
         folded = user.casefold()

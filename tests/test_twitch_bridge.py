@@ -430,8 +430,7 @@ def test_replays_twitch_lines_into_ingest_messages_and_survives_disconnects(
             ("chat", {**common, "text": "this stream is bad", "kind": "chat", "user": "TrollGuy", "emotes": [],
                       "id": "cccccccc-0000-4000-8000-000000000005", "subscriber": False}),
             ("delete", {"id": "b34ccfc7-4977-403a-8a94-33c6bac34fb8", "user": "Ronni", "channel": "ishowtts"}),
-            ("timeout", {"user": "CheerFan", "login": "cheerfan", "channel": "ishowtts", "duration_s": 600,
-                         "duration": 600}),
+            ("timeout", {"user": "CheerFan", "login": "cheerfan", "channel": "ishowtts", "duration_s": 600}),
             ("ban", {"user": "TrollGuy", "login": "trollguy", "channel": "ishowtts"}),
             ("clear", {"channel": "ishowtts"}),
         ]  # fmt: skip

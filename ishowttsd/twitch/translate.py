@@ -226,5 +226,4 @@ class Translator:
         # ``duration_s`` is the bridge's documented field; ``duration`` is the name the daemon's
         # intake reads (ishowttsd/intake.py). Both carry the same seconds until one name wins.
         body["duration_s"] = duration
-        body["duration"] = duration
         return Outgoing(b"timeout", body)
