@@ -234,6 +234,8 @@ class Watchdog:
         self._over = 0
         self._last_ping: float | None = None
         self._stalled_since: float | None = None
+        self._played = 0
+        self._played_at = float("-inf")
         self.pings = 0
         self.jobs_counted = 0
         self.trigger_reason: str | None = None
@@ -267,6 +269,20 @@ class Watchdog:
     def worker_alive(now: float, heartbeat: float, thread_alive: bool, stall_s: float) -> bool:
         """The ``worker_alive`` argument of :meth:`tick`, from the worker's last heartbeat stamp."""
         return thread_alive and (now - heartbeat) < stall_s
+
+    @_locked
+    def alive(self, now: float, heartbeat: float, thread_alive: bool, samples_played: int = 0) -> bool:
+        """The ``worker_alive`` argument of :meth:`tick`, counting audible progress as progress.
+
+        After synthesising a long line the worker waits in the sound card's sink until it has been
+        played, minutes for a long ``say``, without stamping its heartbeat. So the worker counts
+        as alive while its thread runs and either its heartbeat or the growth of
+        ``samples_played`` (the sinks' played-sample counter) is younger than ``stall_s``. A hung
+        synthesis still stops both within seconds: the sink runs dry.
+        """
+        if samples_played != self._played:
+            self._played, self._played_at = samples_played, now
+        return thread_alive and now - max(heartbeat, self._played_at) < self.settings.stall_s
 
     # -- the RTF monitor ---------------------------------------------------------------------------
     @_locked

@@ -248,6 +248,26 @@ def test_no_watchdog_usec_means_no_pings(notify_sock: NotifySocket) -> None:
     assert notify_sock.messages() == []
 
 
+def test_playback_counts_as_progress(notify_sock: NotifySocket) -> None:
+    """A long line playing out: the worker waits in the sink without stamping, samples keep growing."""
+    wd, now = make(notify_sock, stall_s=5.0)
+    warm(wd)
+    heartbeat = now[0]  # synthesis finished; from here on the worker only waits for playback
+    played = 0
+    for _ in range(120):  # 30 s of playback at 0.25 s ticks
+        now[0] += 0.25
+        played += 5512
+        assert wd.alive(now[0], heartbeat, True, played) is True
+    # The device stops taking samples (a hung ALSA write): stalled once stall_s has passed.
+    t_stop = now[0]
+    while now[0] - t_stop < 5.0:
+        assert wd.alive(now[0], heartbeat, True, played) is True
+        now[0] += 0.25
+    assert wd.alive(now[0], heartbeat, True, played) is False
+    assert wd.alive(now[0], now[0], False, played) is False  # a dead thread is never alive
+    assert wd.alive(now[0], now[0], True, played) is True  # the worker stamps again
+
+
 def test_dead_worker_thread_is_not_alive() -> None:
     assert Watchdog.worker_alive(10.0, 9.0, True, 5.0) is True
     assert Watchdog.worker_alive(10.0, 9.0, False, 5.0) is False
