@@ -204,9 +204,9 @@ class Daemon:
         if not self.ready:  # systemd's watchdog starts with READY=1: no pings before it
             return
         now = time.monotonic()  # the worker stamps its heartbeat with the same clock
-        alive = Watchdog.worker_alive(
-            now, self.worker.heartbeat, self.worker.is_alive(), self.settings.watchdog.stall_s
-        )
+        # Audio still playing out counts as progress (the ALSA sink counts the samples it played).
+        played = sum(int(getattr(s, "samples_played", 0)) for s in self.sinks)
+        alive = self.watchdog.alive(now, self.worker.heartbeat, self.worker.is_alive(), played)
         self.watchdog.tick(now, alive)
 
     def reload(self) -> None:
