@@ -296,6 +296,7 @@ def measure_variant(b: Bench, name: str, fs: FastSampler, full: bool) -> dict[st
     res["stream"] = measure_stream(b, pipe)
     if b.cuda:
         res["peak_mem_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    res["conv_contiguous"] = {f"{k[0]}x{k[1]}": v for k, v in fs.fused.conv_contiguous.items()}
     stages = {k: round(v, 2) for k, v in res["stages_ms"].items()}
     b.say(f"{name}: line {ms:.2f} ms (RTF {res['rtf']:.5f}) ttfa {res['ttfa_ms']:.2f} ms")
     b.say(f"  stages {stages} warm-up {res['warmup_s']:.1f} s")

@@ -230,6 +230,7 @@ class FusedDiT:
         self.w_out = dit.proj_out.weight.detach().to(dtype)
         self.b_out = dit.proj_out.bias.detach().to(dtype)
         self._block_fn: Callable[..., Tensor] = _block
+        self.conv_contiguous: dict[tuple[int, int], bool] = {}
         self.compiled = False
         self._rope_cache: dict[int, tuple[Tensor, Tensor]] = {}
 
@@ -296,9 +297,12 @@ class FusedDiT:
         n = x.shape[1]
         hx = F.linear(x.to(self.dtype), self.w_x)
         h = torch.cat((hx, hx)) + consts  # [2B, N, D]
-        # contiguous (2B, D, N): on the transposed view cuDNN runs the grouped k=31 conv as 16
-        # per-group kernels plus layout copies, ~5x slower (measured, docs/PERFORMANCE.md)
-        c = h.transpose(1, 2).contiguous()
+        # The grouped k=31 conv runs on (2B, D, N): as a transposed view of h (cuDNN converts
+        # layouts itself) or made contiguous first. Which is faster depends on shape and dtype
+        # (measured both ways on an H100), so each shape's plan times both once and keeps the winner.
+        c = h.transpose(1, 2)
+        if self.conv_contiguous.get((h.shape[0], n), False):
+            c = c.contiguous()
         if kmask is not None:
             km = kmask[:, None, :]
             c = c.masked_fill(~km, 0.0)
@@ -318,6 +322,41 @@ class FusedDiT:
         pred = F.linear(h, self.w_out, self.b_out).float()
         pc, pu = pred.chunk(2)
         return pc + (pc - pu) * cfg_strength
+
+    @torch.no_grad()
+    def tune_conv(self, b2: int, n: int, reps: int = 5) -> bool:
+        """Time the positional conv on a transposed view and on a contiguous copy for this
+        shape (CUDA events, median of ``reps``); remember and return whether contiguous won."""
+        key = (b2, n)
+        if key in self.conv_contiguous or self.device.type != "cuda":
+            return self.conv_contiguous.get(key, False)
+        h = torch.randn(b2, n, self.dim, device=self.device, dtype=self.dtype)
+
+        def run(contig: bool) -> None:
+            c = h.transpose(1, 2)
+            if contig:
+                c = c.contiguous()
+            for i in range(2):
+                c = F.mish(F.conv1d(c, self.conv_w[i], self.conv_b[i], padding=self.conv_pad,
+                                    groups=self.conv_groups))  # fmt: skip
+            _ = h + c.transpose(1, 2)
+
+        times = {}
+        for contig in (False, True):
+            run(contig)  # cudnn.benchmark picks its algorithm here
+            ts = []
+            for _ in range(reps):
+                e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                e0.record()
+                run(contig)
+                e1.record()
+                e1.synchronize()
+                ts.append(e0.elapsed_time(e1))
+            times[contig] = sorted(ts)[len(ts) // 2]
+        self.conv_contiguous[key] = times[True] < times[False]
+        _log.info("positional conv layout", batch2=b2, frames=n, contiguous_ms=round(times[True], 4),
+                  view_ms=round(times[False], 4))  # fmt: skip
+        return self.conv_contiguous[key]
 
     def compile_blocks(self, mode: str = "default", dynamic: bool | None = None) -> None:
         """Compile one block function; every block (and every step) reuses it."""
@@ -375,6 +414,7 @@ class _Plan:
         self.out: Tensor | None = None
         self.graph: torch.cuda.CUDAGraph | None = None
         self._calls = 0
+        f.tune_conv(2 * batch, frames)
 
     def _step(self, x: Tensor, t: Tensor, c: Any) -> Tensor:
         """The reference sampler's step signature; the step index picks the precomputed AdaLN."""
