@@ -41,6 +41,7 @@ class IngestProbe:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self.bot = daemon.bot()
+        self.ctl = daemon.dealer()  # one control socket for the whole run (not one per request)
         self.events: Events = daemon.subscribe(b"event")
         self.sent = 0
         self.bad_events = 0
@@ -79,7 +80,7 @@ class IngestProbe:
     def check(self, frames: list[bytes]) -> None:
         proc = self.daemon.proc
         assert proc is not None
-        before = _accounted(self.daemon.request({"op": "status"}))
+        before = _accounted(self.daemon.request({"op": "status"}, sock=self.ctl))
         n_events = len(self.events.events)
         self.bot.send_multipart(frames)
         mid = self._sentinel()
@@ -91,7 +92,7 @@ class IngestProbe:
                 f"log:\n{self.daemon.log_text()[-3000:]}"
             ) from None
         self.sent += 1
-        after = _accounted(self.daemon.request({"op": "status"}))
+        after = _accounted(self.daemon.request({"op": "status"}, sock=self.ctl))
         counted = after - before - 1  # minus the sentinel
         moderation = frames[0] in MODERATION_TOPICS
         assert counted == 1 or (moderation and counted == 0), (frames, counted)
