@@ -40,19 +40,34 @@ def default_endpoint(name: str, env: dict[str, str] | None = None) -> str:
     return f"ipc://{runtime_dir(env) / (name + '.sock')}"
 
 
+SYSTEM_RUNTIME_DIR = Path("/run/ishowtts")
+"""Where the system service (``RuntimeDirectory=ishowtts``) puts its sockets."""
+
+
+def _client_endpoint(name: str, var: str, env: dict[str, str] | None) -> str:
+    """A client's endpoint: ``$VAR``, else the runtime-dir default; but when that socket does
+    not exist and the system service's does, the system one (a login shell has its own
+    ``$XDG_RUNTIME_DIR``, not the service's ``$RUNTIME_DIRECTORY``)."""
+    env = dict(os.environ) if env is None else env
+    if env.get(var):
+        return env[var]
+    own = runtime_dir(env) / f"{name}.sock"
+    system = SYSTEM_RUNTIME_DIR / f"{name}.sock"
+    if not own.exists() and system.exists():
+        return f"ipc://{system}"
+    return f"ipc://{own}"
+
+
 def control_endpoint(env: dict[str, str] | None = None) -> str:
     """The endpoint a client uses to reach the daemon: ``$ISHOWTTS_CONTROL`` overrides the default."""
-    env = dict(os.environ) if env is None else env
-    return env.get("ISHOWTTS_CONTROL") or default_endpoint("control", env)
+    return _client_endpoint("control", "ISHOWTTS_CONTROL", env)
 
 
 def ingest_endpoint(env: dict[str, str] | None = None) -> str:
     """The endpoint a chat bot connects its PUB to: ``$ISHOWTTS_INGEST`` overrides the default."""
-    env = dict(os.environ) if env is None else env
-    return env.get("ISHOWTTS_INGEST") or default_endpoint("ingest", env)
+    return _client_endpoint("ingest", "ISHOWTTS_INGEST", env)
 
 
 def pcm_endpoint(env: dict[str, str] | None = None) -> str:
     """The endpoint to subscribe to for PCM and events: ``$ISHOWTTS_PCM`` overrides the default."""
-    env = dict(os.environ) if env is None else env
-    return env.get("ISHOWTTS_PCM") or default_endpoint("pcm", env)
+    return _client_endpoint("pcm", "ISHOWTTS_PCM", env)
