@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         except FetchError as e:
             print(f"ishowtts-models: {e}", file=sys.stderr)
             return 1
-        except OSError as e:  # huggingface_hub's network errors derive from OSError
-            print(f"ishowtts-models: download failed: {e}", file=sys.stderr)
+        except Exception as e:  # huggingface_hub/httpx errors have no common base we could name
+            print(f"ishowtts-models: download failed ({type(e).__name__}): {e}", file=sys.stderr)
             return 1
         print(f"models ready in {target}")
         return 0
