@@ -107,3 +107,30 @@ def test_missing_checkpoint_fails_startup_with_the_path(tmp_path: Path) -> None:
         log = d.log_text()
     assert rc != 0
     assert str(missing) in log and "ishowtts-models fetch" in log
+
+
+def test_sighup_adds_a_voice_without_reloading_the_model() -> None:
+    import signal
+
+    import tomlkit
+
+    ov = overrides()
+    with running_daemon(ov) as d:
+        assert [v["id"] for v in d.request({"op": "voices"})["voices"]] == ["tiny", "tiny2"]
+        loads = d.log_text().count("f5 model loaded")
+        new = dict(d.settings)
+        new["voices"] = [*ov["voices"], dict(ov["voices"][0], id="tiny3", ref_text="A third one.")]
+        d.config.write_text(tomlkit.dumps(new))
+        d.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        ids: list[str] = []
+        while time.monotonic() < deadline:
+            ids = [v["id"] for v in d.request({"op": "voices"})["voices"]]
+            if "tiny3" in ids:
+                break
+            time.sleep(0.2)
+        assert ids == ["tiny", "tiny2", "tiny3"]
+        s = d.dealer()
+        s.send(json.dumps({"op": "say", "text": "New voice here.", "voice": "tiny3"}).encode())
+        assert collect_until_terminal(s, 60)[-1]["event"] == "done"
+        assert d.log_text().count("f5 model loaded") == loads  # the model stayed loaded
