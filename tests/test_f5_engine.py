@@ -194,7 +194,8 @@ def test_warmup_runs_every_bucket_with_progress() -> None:
     assert len(seen) == len(shapes) >= 3
     assert all("warming up F5" in s for s in seen)
     # every chunk the daemon can make lands on a warmed shape
-    for line in ("Hi!", "A medium line of chat text, with a clause.", "word " * 60):
+    cjk = "今天天气很好，我们一起去公园散步吧。" * 12
+    for line in ("Hi!", "A medium line of chat text, with a clause.", "word " * 60, cjk):
         for _, frames in e.plan(line):
             assert frames in shapes
 

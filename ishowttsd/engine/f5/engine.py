@@ -274,8 +274,11 @@ class F5Engine:
 
     def _chunks(self, v: LoadedVoice, line: str) -> list[str]:
         # f5-tts's budget: reference + chunk within max_total_s at this voice's speech rate.
+        # Durations count UTF-8 bytes (f5-tts's estimate) while chunks count characters: scale by
+        # the line's bytes per character, or a CJK chunk (3 bytes each) would overrun the budget.
         room = self._seconds_to_frames(self._s.max_total_s) - v.ref_frames
-        max_chars = max(8, int(room / v.frames_per_byte() * v.speed))
+        bytes_per_char = len(line.encode("utf-8")) / max(1, len(line))
+        max_chars = max(8, int(room / v.frames_per_byte() * v.speed / bytes_per_char))
         return text.chunk(line, max_chars, self._s.first_chunk_chars)
 
     def _bucket(self, frames: int) -> int:
