@@ -334,6 +334,13 @@ class F5Engine:
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache / "inductor")
         os.environ.setdefault("TRITON_CACHE_DIR", str(cache / "triton"))
         _log.info("torch.compile", mode=mode, inductor_cache=os.environ["TORCHINDUCTOR_CACHE_DIR"])
+        # One static-shape graph per length bucket: dynamo's default limit (8 recompiles) would
+        # silently drop the larger buckets back to eager.
+        import torch._dynamo.config as dynamo_config
+
+        need = len(self._ladder) + 8
+        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, need)
+        dynamo_config.accumulated_recompile_limit = max(dynamo_config.accumulated_recompile_limit, need)
         compiled: Any = torch.compile(
             sampler.velocity, mode=None if mode == "default" else mode, dynamic=False
         )
