@@ -40,7 +40,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--main", default="bf16", help="the variant the top-level figures report")
     p.add_argument("--sweep", default="6,7,8,12,16,32", help="NFE sweep (comma list; empty: none)")
     p.add_argument("--no-ablations", action="store_true", help="skip eager / graph-only ablations")
-    p.add_argument("--attn-mode", choices=("augment", "sdpa"), default="augment")
+    p.add_argument("--attn-mode", choices=("augment", "sdpa"), default="sdpa")
+    p.add_argument("--conv-layout", choices=("view", "contiguous", "auto"), default="view")
     p.add_argument("--bucket-frames", type=int, default=32)
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results directory")
     p.add_argument("--out", type=Path, default=None, help="also write the record here")
@@ -74,6 +75,7 @@ def plan_from(a: argparse.Namespace) -> Any:
         concurrency=(1, 4) if smoke else (1, 4, 16),
         bucket_frames=a.bucket_frames,
         attn_mode=a.attn_mode,
+        conv_layout=a.conv_layout,
         ablations=not a.no_ablations,
         budget_s=a.budget_s,
     )

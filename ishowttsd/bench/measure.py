@@ -44,7 +44,8 @@ class Plan:
     main: str = "bf16"
     concurrency: Sequence[int] = (1, 4, 16)
     bucket_frames: int = 32
-    attn_mode: str = "augment"
+    attn_mode: str = "sdpa"
+    conv_layout: str = "view"
     compile: bool = True
     compile_dynamic: bool | None = False
     """Static shapes: one compile per (batch, bucket) (``_dyn`` variants: one dynamic compile)."""
@@ -242,6 +243,7 @@ def _fast(b: Bench, dtype: str, *, fp8: bool = False, compile: bool = True, grap
         bucket_frames=b.plan.bucket_frames if bucket_frames is None else bucket_frames,
         attn_mode=attn_mode or b.plan.attn_mode, fused=fused,
         compile_dynamic=b.plan.compile_dynamic if compile_dynamic is None else compile_dynamic,
+        conv_layout=b.plan.conv_layout,
     )  # fmt: skip
 
 

@@ -112,8 +112,84 @@ def profile(size: str = "full") -> None:
         print(p.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=70))
 
 
+def category(name: str) -> str:
+    n = name.lower()
+    if "sdpa" in n or "fmha" in n or "flash" in n or ("attention" in n and "triton" not in n):
+        return "attention"
+    if "fprop" in n or "conv" in n or "nchwtonhwc" in n or "nhwctonchw" in n:
+        return "pos-conv"
+    if "nvjet" in n or "gemm" in n or "cutlass" in n or ("scaled_mm" in n and "triton" not in n):
+        return "gemm"
+    if "triton" in n:
+        return "fused elementwise (inductor)"
+    return "other"
+
+
+def replay_ms(fn: Any, reps: int = 20) -> float:
+    """Median of CUDA-event times around ``fn`` (a graph replay plus a few small copies)."""
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(reps):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        fn()
+        e.record()
+        e.synchronize()
+        times.append(s.elapsed_time(e))
+    times.sort()
+    return times[len(times) // 2]
+
+
+def matrix(dtype: str = "fp16") -> None:
+    """First chunk and line, DiT loop only (graph replay, CUDA events, median of 20): attention
+    mask mode x positional-conv layout; then a kernel breakdown of the winner. Prints BEST."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as prof
+
+    from ishowttsd.bench import measure, workload
+    from ishowttsd.engine.f5.fast import FastSampler
+
+    b = measure.setup(measure.Plan(size="full", device="cuda"), print)
+    cases = {"first_chunk": workload.FIRST_CHUNK, "line": workload.LINE}
+    score: dict[tuple[str, bool], float] = {}
+    for attn in ("sdpa", "augment"):
+        fs = FastSampler(b.m.dit, b.cfg, dtype=dtype, attn_mode=attn, bucket_frames=32)
+        for name, text in cases.items():
+            job = b.job(text, 1)
+            bt, frames, masked = fs.shape_for([job.frames])
+            for contig in (False, True):
+                fs.plans.clear()
+                fs.fused.conv_contiguous[(2 * bt, frames)] = contig
+                ms = replay_ms(lambda: fs.sample([job]))
+                score[(attn, contig)] = score.get((attn, contig), 0.0) + ms
+                print(
+                    f"  {name:12s} {frames} masked={masked} attn={attn:8s} contig={contig!s:5s} {ms:.3f} ms"
+                )
+    (attn, contig), _ = min(score.items(), key=lambda kv: kv[1])
+    print(f"BEST {attn} {'contiguous' if contig else 'view'}")
+    fs = FastSampler(b.m.dit, b.cfg, dtype=dtype, attn_mode=attn, bucket_frames=0, cuda_graph=False)
+    job = b.job(workload.LINE, 1)
+    fs.fused.conv_contiguous[(2, job.frames)] = contig
+    for _ in range(2):
+        fs.sample([job])
+    torch.cuda.synchronize()
+    with prof(activities=[ProfilerActivity.CUDA]) as p:
+        fs.sample([job])
+        torch.cuda.synchronize()
+    cats: dict[str, float] = {}
+    for ev in p.key_averages():
+        cats[category(ev.key)] = cats.get(category(ev.key), 0.0) + ev.self_device_time_total / 1e3
+    total = sum(cats.values())
+    print(f"kernel time by kind, {dtype} line {job.frames} frames exact, 8 steps (no graph): {total:.2f} ms")
+    for k, v in sorted(cats.items(), key=lambda kv: -kv[1]):
+        print(f"  {k:32s} {v:7.2f} ms  {100 * v / total:5.1f}%")
+
+
 if __name__ == "__main__":
     what = sys.argv[1:] or ["attention", "conv", "profile"]
+    if "matrix" in what:
+        matrix()
     if "attention" in what:
         attention()
     if "conv" in what:

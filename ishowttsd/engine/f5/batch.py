@@ -42,6 +42,8 @@ class FastSettings:
     bucket_frames: int = 32
     """Sequences are padded (and masked) up to a multiple of this; 0 = exact shapes."""
     attn_mode: str = "sdpa"
+    conv_layout: str = "view"
+    """Positional conv input: 'view' (transposed view), 'contiguous', or 'auto' (timed per shape)."""
     batch_window_ms: float = 30.0
     """How long the first job of a batch waits for company (about one line's DiT time)."""
     max_batch: int = 16
@@ -58,6 +60,7 @@ def parse_fast(t: Table) -> FastSettings:
         cuda_graph=t.flag("cuda_graph", d.cuda_graph),
         bucket_frames=t.integer("bucket_frames", d.bucket_frames, min=0, max=1024),
         attn_mode=t.choice("attn_mode", d.attn_mode, ATTN_MODES),
+        conv_layout=t.choice("conv_layout", d.conv_layout, ("view", "contiguous", "auto")),
         batch_window_ms=t.number("batch_window_ms", d.batch_window_ms, min=0.0, max=100.0),
         max_batch=t.integer("max_batch", d.max_batch, min=1, max=SLOT_SIZES[-1]),
     )

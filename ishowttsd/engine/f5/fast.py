@@ -414,7 +414,11 @@ class _Plan:
         self.out: Tensor | None = None
         self.graph: torch.cuda.CUDAGraph | None = None
         self._calls = 0
-        f.tune_conv(2 * batch, frames)
+        key = (2 * batch, frames)
+        if fs.conv_layout == "auto":
+            f.tune_conv(*key)
+        else:
+            f.conv_contiguous.setdefault(key, fs.conv_layout == "contiguous")
 
     def _step(self, x: Tensor, t: Tensor, c: Any) -> Tensor:
         """The reference sampler's step signature; the step index picks the precomputed AdaLN."""
@@ -503,6 +507,7 @@ class FastSampler:
         bucket_frames: int = 32,
         attn_mode: str = "sdpa",
         fused: FusedDiT | None = None,
+        conv_layout: str = "view",
     ) -> None:
         """``fused``: share another sampler's fused weights (and compiled block), e.g. for a
         different NFE; ``dtype``/``fp8``/``compile`` then come from it."""
@@ -512,6 +517,9 @@ class FastSampler:
         if fp8 and dtype != "bf16":
             raise ValueError("fp8 matmuls write bf16: set dtype = 'bf16' with fp8 = true")
         self.cfg = cfg
+        if conv_layout not in ("view", "contiguous", "auto"):
+            raise ValueError(f"conv_layout must be 'view', 'contiguous' or 'auto', got {conv_layout!r}")
+        self.conv_layout = conv_layout
         if fused is not None:
             self.fused = fused
             dtype = next(k for k, v in DTYPES.items() if v == fused.dtype)
@@ -541,6 +549,7 @@ class FastSampler:
             "dtype": dtype, "fp8": fp8, "compile": compile_mode if compile else "none",
             "compile_dynamic": compile_dynamic, "cuda_graph": cuda_graph, "bucket_frames": bucket_frames,
             "attn_mode": attn_mode,
+            "conv_layout": conv_layout,
         }  # fmt: skip
 
     def plan(self, batch: int, frames: int, masked: bool) -> _Plan:
