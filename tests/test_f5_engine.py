@@ -270,3 +270,32 @@ def test_compile_mode_allows_one_graph_per_bucket() -> None:
     e = loaded(compile="default")  # compiles lazily: loading costs nothing extra
     assert len(e._ladder) > 8
     assert dynamo_config.recompile_limit >= len(e._ladder)
+
+
+def test_warmup_runs_each_shape_exactly_with_voices_of_different_lengths(tmp_path: Path) -> None:
+    from ishowttsd.engine.f5 import sampler
+
+    long_ref = tmp_path / "long.wav"
+    x, rate = sf.read(tiny_dir() / "ref.wav", dtype="float32")
+    sf.write(long_ref, np.concatenate([x, x]), rate)  # ~6 s
+    doc = f5_doc(warmup="all", max_ref_s=7.0, max_total_s=8.0, bucket_ratio=1.5)
+    doc["voices"] = [
+        {
+            "id": "long",
+            "ref_audio": str(long_ref),
+            "ref_text": "Twice the tiny voice, one after the other.",
+        },
+        *doc["voices"],
+    ]
+    e = make(doc)
+    e.load(lambda _m: None)
+    seen: set[int] = set()
+
+    def spy(x: torch.Tensor, t: torch.Tensor, c: sampler.Conditioning) -> torch.Tensor:
+        seen.add(int(x.shape[1]))
+        return sampler.velocity(x, t, c)
+
+    e._step = spy  # the engine's step hook (what a compiled or graphed step plugs into)
+    e.warmup(lambda _m: None)
+    assert seen == set(e.warmup_shapes())
+    assert min(seen) < e._voices["long"].ref_frames  # some shapes only fit the short voice

@@ -138,9 +138,11 @@ class F5Engine:
         shapes = self.warmup_shapes()
         if self._s.warmup == "first":
             shapes = shapes[:1]
-        voice = self._voices[self._default]
+        min_gen = self._seconds_to_frames(self._s.min_chunk_s)
         for i, frames in enumerate(shapes, 1):
             progress(f"warming up F5 ({i}/{len(shapes)}: {frames} frames)")
+            # A voice whose reference fits this shape (shapes come from every voice's range).
+            voice = next(v for v in self._voices.values() if v.ref_frames + min_gen <= frames)
             self._chunk_audio(voice, "Warm up.", frames)
         _log.info("f5 warm-up done", shapes=len(shapes), warmup_s=round(time.perf_counter() - t0, 3))
 
