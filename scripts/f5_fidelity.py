@@ -140,8 +140,14 @@ def main(argv: list[str] | None = None) -> int:
     # Sanity: the flow is not trivially zero (the output is not just the noise).
     noise = sampler.make_noise(1, frames, MEL_SPEC["n_mel_channels"], cfg.seed, device, dtype).float()
     moved = rel(e[:, ref_frames:], noise[:, ref_frames:])
+    # The stock path's noise, drawn as CFM.sample draws it (global seed, then randn): if this ever
+    # differs from make_noise, the report says so instead of leaving a mystery error.
+    torch.manual_seed(cfg.seed)
+    stock_noise = torch.randn(frames, MEL_SPEC["n_mel_channels"], device=device, dtype=dtype).float()
+    noise_identical = bool(torch.equal(stock_noise, noise[0]))
     report = {
         "pass": bool(err_gen <= a.tol and err_full <= a.tol and moved > 0.1),
+        "noise_identical": noise_identical,
         "tolerance": a.tol,
         "rel_err_generated": err_gen,
         "rel_err_full": err_full,
