@@ -147,9 +147,12 @@ class F5Engine:
         _log.info("f5 warm-up done", shapes=len(shapes), warmup_s=round(time.perf_counter() - t0, 3))
 
     def close(self) -> None:
+        on_cuda = self._m is not None and self._m.device.type == "cuda"
         self._m = None
         self._voices = {}
         self._refs = None
+        if on_cuda:
+            torch.cuda.empty_cache()  # give the memory back to other processes on a shared board
 
     # -- voices ---------------------------------------------------------------------------------
     def voices(self) -> Sequence[Voice]:
