@@ -143,6 +143,21 @@ def test_broken_voice_fails_startup_with_its_key(tmp_path: Path) -> None:
         make(doc).load(lambda _m: None)
 
 
+@pytest.mark.parametrize(("seconds", "amp", "words"), [(3.0, 0.0, "silent"), (0.2, 0.3, "under 0.5 s")])
+def test_unusable_reference_audio_fails_startup(
+    tmp_path: Path, seconds: float, amp: float, words: str
+) -> None:
+    p = tmp_path / "r.wav"
+    t = np.arange(int(seconds * 24000)) / 24000
+    sf.write(
+        p, np.concatenate([(amp * np.sin(2 * np.pi * 200 * t)), np.zeros(24000)]).astype(np.float32), 24000
+    )
+    doc = f5_doc()
+    doc["voices"][0]["ref_audio"] = str(p)
+    with pytest.raises(StartupError, match=rf"voices\[0\]\.ref_audio: .*r\.wav .*{words}"):
+        make(doc).load(lambda _m: None)
+
+
 def test_reference_audio_is_mono_resampled_trimmed_and_cached_by_content(tmp_path: Path) -> None:
     rate = 44100
     t = np.arange(int(15 * rate)) / rate

@@ -27,6 +27,7 @@ _log = log.get(__name__)
 SILENCE_DBFS = -42.0
 """Edge-trim threshold, f5-tts's value."""
 TAIL_PAD_S = 0.05
+MIN_REF_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,11 @@ class ReferenceCache:
             import torchaudio.functional as AF
 
             x = AF.resample(torch.from_numpy(x), rate, self._rate).numpy()
+        loud = np.nonzero(_frame_rms_db(x, max(1, self._rate // 100)) > SILENCE_DBFS)[0]
+        if len(loud) == 0:
+            raise StartupError(f"{key}: {path} is silent (nothing above {SILENCE_DBFS:.0f} dBFS)")
+        if (loud[-1] - loud[0] + 1) / 100 < MIN_REF_S:
+            raise StartupError(f"{key}: {path} has under {MIN_REF_S} s of sound; F5 needs a few seconds")
         wave, trimmed = prepare_wave(x, self._rate, max_s, target_rms)
         if trimmed:
             _log.warning(
