@@ -127,6 +127,7 @@ def test_architecture_mismatch_is_a_startup_error() -> None:
     with pytest.raises(StartupError) as ex:
         make(doc).load(lambda _m: None)
     assert "does not match" in str(ex.value) and "model_tiny.safetensors" in str(ex.value)
+    assert "ishowtts-models fetch" in str(ex.value)
 
 
 def test_vocab_mismatch_is_a_startup_error(tmp_path: Path) -> None:

@@ -200,7 +200,7 @@ def load_f5(
             )
             if x
         )
-        raise StartupError(f"[f5] checkpoint: {ckpt} does not match: {detail} ({hint})")
+        raise StartupError(f"[f5] checkpoint: {ckpt} does not match: {detail} ({hint}; or {FETCH_HINT})")
     cfm.load_state_dict(state, strict=True)
     cfm = cfm.to(device=device, dtype=dtype).eval()
     return cfm, vocab, mel, name
