@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     if plan.device.startswith("cuda") and not torch.cuda.is_available():
         print("ishowtts-bench: no CUDA device; use --smoke for the CPU smoke mode", file=sys.stderr)
         return 2
-    from ishowttsd.bench import measure
+    from ishowttsd.bench import measure, workload
 
     if a.warmup_probe:
         print(json.dumps(measure.warmup_probe(plan, lambda s: None)))
@@ -209,10 +209,10 @@ def main(argv: list[str] | None = None) -> int:
         },
         workload={
             "ref_s": 5.0,
-            "ref_text": measure.workload.REF_TEXT,
-            "line": measure.workload.LINE,
-            "first_chunk": measure.workload.FIRST_CHUNK,
-            "mixed_lines": list(measure.workload.MIXED_LINES),
+            "ref_text": workload.REF_TEXT,
+            "line": workload.LINE,
+            "first_chunk": workload.FIRST_CHUNK,
+            "mixed_lines": list(workload.MIXED_LINES),
             "cfg_strength": 2.0,
             "sway": -1.0,
             "epss": True,

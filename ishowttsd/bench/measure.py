@@ -204,9 +204,11 @@ def measure_stock(b: Bench) -> None:
     # NFE sweep of the stock path
     sweep = {}
     for nfe in p.sweep:
-        ms_n, _ = median_ms(
-            lambda n=nfe: run(b.audio, workload.REF_TEXT, workload.LINE, n), 1, p.sweep_reps, b.sync
-        )
+
+        def one(n: int = nfe) -> Any:
+            return run(b.audio, workload.REF_TEXT, workload.LINE, n)
+
+        ms_n, _ = median_ms(one, 1, p.sweep_reps, b.sync)
         sweep[str(nfe)] = ms_n
         b.say(f"stock nfe {nfe}: {ms_n:.1f} ms")
     res["nfe_sweep_ms"] = sweep
@@ -371,7 +373,7 @@ def measure_concurrency(b: Bench, pipe: FastPipeline) -> dict[str, Any]:
     return out
 
 
-def measure_batch_equality(b: Bench, fs: FastSampler) -> dict[str, float]:
+def measure_batch_equality(b: Bench, fs: FastSampler) -> dict[str, Any]:
     """Batched output vs each job alone (same sampler, same noise): max relative mel error."""
     texts = list(workload.MIXED_LINES[:4])
     jobs = [b.job(t, 50 + i) for i, t in enumerate(texts)]
@@ -461,13 +463,10 @@ def run_all(b: Bench) -> dict[str, Any]:
         guarded(b, f"fast_{v}", one)
     main_fs = samplers.get(main)
     if b.cuda and p.ablations:
-        for name, kw in (
-            ("bf16_eager", {"compile": False, "graph": False}),
-            ("bf16_graph_only", {"compile": False}),
-        ):
+        for name in ("bf16_eager", "bf16_graph"):
 
-            def abl(name: str = name, kw: dict[str, bool] = kw) -> None:
-                fs = _fast(b, "bf16", **kw)
+            def abl(name: str = name) -> None:
+                fs = _fast(b, **variant_options(name))
                 samplers[name] = fs
                 fast[name] = measure_variant(b, name, fs, full=False)
 
@@ -486,13 +485,15 @@ def fast_sweep(b: Bench, main_fs: FastSampler) -> None:
     sweep = {}
     for nfe in p.sweep:
         cfg = InferenceConfig(nfe_step=nfe, cfg_strength=2.0, sway_sampling_coef=-1.0, use_epss=True)
-        fs = _fast(
-            b, main_fs.options["dtype"], fp8=bool(main_fs.options["fp8"]), cfg=cfg, fused=main_fs.fused
-        )
+        dtype = str(main_fs.options["dtype"])
+        fs = _fast(b, dtype, cfg=cfg, fused=main_fs.fused, bucket_frames=main_fs.bucket,
+                   attn_mode=main_fs.fused.attn_mode)  # fmt: skip
         pipe = FastPipeline(fs, b.m.vocoder)
-        ms, _ = median_ms(
-            lambda pipe=pipe: _line_request(b, pipe, workload.LINE, 1), 1 + p.warmups, p.sweep_reps, b.sync
-        )
+
+        def line(pipe: FastPipeline = pipe) -> Any:
+            return _line_request(b, pipe, workload.LINE, 1)
+
+        ms, _ = median_ms(line, 1 + p.warmups, p.sweep_reps, b.sync)
         sweep[str(nfe)] = ms
         b.say(f"fast nfe {nfe}: {ms:.2f} ms")
         del fs, pipe

@@ -19,8 +19,9 @@ def bench_ms(fn: Any, reps: int = 50) -> float:
     for _ in range(5):
         fn()
     torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
+    g: torch.cuda.CUDAGraph | None = torch.cuda.CUDAGraph()
     try:
+        assert g is not None
         with torch.cuda.graph(g):
             for _ in range(10):
                 fn()
@@ -48,7 +49,7 @@ def attention(n: int = 1024, valid: int = 998) -> None:
         q, k, v = (torch.randn(b2, 16, n, 64, device=dev, dtype=torch.bfloat16) for _ in range(3))
         kb = torch.zeros(b2, n, device=dev)
         kb[:, valid:] = fast.MASKED_LOGIT
-        rows = {}
+        rows: dict[str, float | str] = {}
         for name, be in (("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION),
                          ("efficient", SDPBackend.EFFICIENT_ATTENTION)):  # fmt: skip
             try:

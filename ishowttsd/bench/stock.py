@@ -26,7 +26,7 @@ def load_utils_infer() -> tuple[Any | None, str]:
     m = upstream.modules()
     pkg = sys.modules["f5_tts.model"]
     if not hasattr(pkg, "CFM"):
-        pkg.CFM = m.CFM  # utils_infer does `from f5_tts.model import CFM`; the stub lacks the re-export
+        setattr(pkg, "CFM", m.CFM)  # noqa: B010  (utils_infer: `from f5_tts.model import CFM`; the stub lacks it)
     try:
         import f5_tts.infer.utils_infer as ui
     except Exception as e:  # ImportError, or a transitive failure inside transformers

@@ -203,7 +203,7 @@ class FusedDiT:
         w_in = dit.input_embed.proj.weight.detach()
         self.w_x = w_in[:, :mel_dim].to(dtype)
         self.conv = dit.input_embed.conv_pos_embed.conv1d
-        self.conv_w = [cast(self.conv[i].weight) for i in (0, 2)]
+        self.conv_w = [self.conv[i].weight.detach().to(dtype) for i in (0, 2)]
         self.conv_b = [cast(self.conv[i].bias) for i in (0, 2)]
         self.conv_groups: int = self.conv[0].groups
         self.conv_pad: int = self.conv[0].padding[0]
