@@ -151,3 +151,23 @@ def test_fp8_weight_quantisation_keeps_rows() -> None:
     # e4m3 keeps 3 mantissa bits: each row within ~6% of itself, whatever its scale
     row_err = (deq - w).norm(dim=1) / w.norm(dim=1)
     assert float(row_err.max()) < 0.07
+
+
+def test_engine_entry_point_float_output(env: dict[str, Any]) -> None:
+    """What the F5 engine calls: ``build_pipeline`` from ``[f5.fast]`` settings, float samples
+    (for its cross-fader) equal to Vocos on the stock mel."""
+    from ishowttsd.engine.f5.batch import FastSettings
+    from ishowttsd.engine.f5.fast import build_pipeline
+
+    m, cfg = env["m"], env["cfg"]
+    assert build_pipeline(m.dit, m.vocoder, cfg, FastSettings()) is None  # CPU: the engine's own path
+    assert build_pipeline(m.dit, m.vocoder, cfg, FastSettings(enabled=False), allow_cpu=True) is None
+    pipe = build_pipeline(m.dit, m.vocoder, cfg, FastSettings(), int16=False, allow_cpu=True)
+    assert pipe is not None
+    job = make_job(env, "welcome in raiders", 5)
+    got = pipe.run([job])[0].samples
+    mel = stock_mel(env, "welcome in raiders", 5)
+    with torch.inference_mode():
+        want = m.vocoder.decode(mel[job.ref_frames :].T[None].float())[0].numpy()
+    assert got.dtype == np.float32 and got.shape == want.shape
+    assert float(np.abs(got - want).max()) < 1e-4

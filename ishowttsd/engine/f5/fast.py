@@ -653,7 +653,7 @@ class FastSampler:
 class Pcm:
     """One job's audio on the host, and where its time went."""
 
-    samples: Any  # numpy int16, mono
+    samples: Any  # numpy int16 (or float32), mono
     stages: dict[str, float]
     """Seconds by stage from CUDA events (``prepare``, ``dit``, ``vocoder``, ``copy``), per batch."""
 
@@ -667,8 +667,10 @@ class Vocoder:
     once per length and cached; everything else is Vocos's own arithmetic on its own weights.
     """
 
-    def __init__(self, vocos: Any) -> None:
+    def __init__(self, vocos: Any, int16: bool = True) -> None:
         self.vocos = vocos
+        # applied on the GPU before the copy out: int16 (half the bytes) or float32 samples
+        self._out = _to_int16 if int16 else _as_float
         ist = getattr(vocos.head, "istft", None)
         self.native = ist is not None and getattr(ist, "padding", "") == "same" and hasattr(vocos.head, "out")
         self._env: dict[int, Tensor] = {}
@@ -693,11 +695,11 @@ class Vocoder:
         return env
 
     def pcm(self, mel: Tensor) -> Tensor:
-        """(mel, T) -> int16 samples on the device. On CUDA one graph per frame count replays
-        Vocos (~40 small kernels, ~1 ms of launches eagerly)."""
+        """(mel, T) -> samples on the device (int16 or float32, see ``int16``). On CUDA one graph
+        per frame count replays Vocos (~40 small kernels, ~1 ms of launches eagerly)."""
         frames = int(mel.shape[-1])
         if mel.device.type != "cuda" or not self.native or not self.native_graphs:
-            return _to_int16(self.decode(mel[None].float())[0])
+            return self._out(self.decode(mel[None].float())[0])
         g = self._graphs.get(frames)
         if g is None:
             try:
@@ -705,7 +707,7 @@ class Vocoder:
             except RuntimeError as e:  # a driver/cuFFT that refuses capture: stay correct, eager
                 _log.warning("vocoder graph capture failed; running Vocos eagerly", error=str(e))
                 self.native_graphs = False
-                return _to_int16(self.decode(mel[None].float())[0])
+                return self._out(self.decode(mel[None].float())[0])
         g[1].copy_(mel)
         g[0].replay()
         return g[2]
@@ -715,11 +717,11 @@ class Vocoder:
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            _to_int16(self.decode(static[None])[0])  # also computes (and checks) the envelope
+            self._out(self.decode(static[None])[0])  # also computes (and checks) the envelope
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._pool):
-            out = _to_int16(self.decode(static[None])[0])
+            out = self._out(self.decode(static[None])[0])
         if len(self._graphs) >= 128:
             self._graphs.pop(next(iter(self._graphs)))
         entry = (graph, static, out)
@@ -745,11 +747,15 @@ class Vocoder:
 
 
 class FastPipeline:
-    """Jobs in, 16-bit PCM out: the fast sampler, then Vocos (fp32) on each job's generated
-    frames, then an async copy into pinned memory; the host waits once, on the last event."""
+    """Jobs in, PCM out: the fast sampler, then Vocos (fp32) on each job's generated frames,
+    then an async copy into pinned memory; the host waits once, on the last event.
 
-    def __init__(self, fs: FastSampler, vocoder: Any) -> None:
-        self.fs, self.vocoder = fs, Vocoder(vocoder)
+    ``int16`` (default) hands out 16-bit samples; ``int16=False`` float32 in [-1, 1] (the
+    engine's cross-fader works on floats)."""
+
+    def __init__(self, fs: FastSampler, vocoder: Any, *, int16: bool = True) -> None:
+        self.fs, self.vocoder = fs, Vocoder(vocoder, int16=int16)
+        self.dtype = torch.int16 if int16 else torch.float32
         self.cuda = fs.device.type == "cuda"
         # Two pinned buffers, used in turn: one enqueue may run ahead of the previous finish().
         self._pinned: list[Tensor | None] = [None, None]
@@ -759,7 +765,7 @@ class FastPipeline:
         self._turn ^= 1
         buf = self._pinned[self._turn]
         if buf is None or buf.numel() < n:
-            buf = torch.empty(max(n, 1 << 20), dtype=torch.int16, pin_memory=self.cuda)
+            buf = torch.empty(max(n, 1 << 20), dtype=self.dtype, pin_memory=self.cuda)
             self._pinned[self._turn] = buf
         return buf
 
@@ -824,6 +830,10 @@ class FastPipeline:
         return [p for p in out if p is not None]
 
 
+def _as_float(w: Tensor) -> Tensor:
+    return w.float()
+
+
 def _to_int16(w: Tensor) -> Tensor:
     """[-1, 1] floats to int16 on the device (half the bytes to copy; clipped, never wrapped)."""
     return (w.clamp(-1.0, 1.0) * 32767.0).round().to(torch.int16)
@@ -840,3 +850,19 @@ class _HostEvent:
 
     def elapsed_time(self, other: _HostEvent) -> float:
         return (other.t - self.t) * 1e3
+
+
+def build_pipeline(
+    dit: Any, vocoder: Any, cfg: Any, settings: Any, *, int16: bool = True, allow_cpu: bool = False
+) -> FastPipeline | None:
+    """The fast path as ``[f5.fast]`` (``batch.FastSettings``) configures it, for a loaded DiT
+    and Vocos; None where it does not apply (disabled, or not on CUDA unless ``allow_cpu``)."""
+    device = next(dit.parameters()).device
+    if not settings.enabled or (device.type != "cuda" and not allow_cpu):
+        return None
+    fs = FastSampler(
+        dit, cfg, dtype=settings.dtype, fp8=settings.fp8, compile=settings.compile,
+        cuda_graph=settings.cuda_graph, bucket_frames=settings.bucket_frames,
+        attn_mode=settings.attn_mode, conv_layout=settings.conv_layout,
+    )  # fmt: skip
+    return FastPipeline(fs, vocoder, int16=int16)
