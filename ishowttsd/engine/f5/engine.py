@@ -119,7 +119,8 @@ class F5Engine:
             )
         self._default = want or next(iter(self._voices))
         max_frames = self._seconds_to_frames(self._s.max_total_s)
-        self._ladder = bucket_ladder(self._s.bucket_ratio, max_frames) if self._s.bucket_ratio > 1 else []
+        ratio = self._s.ladder_ratio
+        self._ladder = bucket_ladder(ratio, max_frames) if ratio > 1 else []
         if self._s.compile != "none":
             self._step = self._compiled_step(self._s.compile)
         _log.info(
@@ -250,7 +251,8 @@ class F5Engine:
 
     def warmup_shapes(self) -> list[int]:
         """Every total frame count the daemon can use, over all voices (bucketed), smallest first.
-        Without bucketing (``bucket_ratio = 1``) the shortest and longest chunk of each voice."""
+        Without bucketing (eager default, or ``bucket_ratio = 1``) the shortest and longest chunk
+        of each voice."""
         shapes: set[int] = set()
         max_total = self._seconds_to_frames(self._s.max_total_s)
         min_gen = self._seconds_to_frames(self._s.min_chunk_s)

@@ -85,9 +85,16 @@ class F5Settings:
     """A line longer than this speaks a short first chunk (up to a clause or word boundary)."""
     min_chunk_s: float = 0.6
     """Shortest generated audio per chunk; very short texts get at least this much time."""
-    bucket_ratio: float = 1.1
+    bucket_ratio: float | None = None
     """Total frame counts are rounded up to a geometric ladder of this ratio (1 = exact lengths),
-    so compiled or graphed code sees few shapes; the speech of a chunk gets at most this much slower."""
+    so compiled code sees few shapes; a chunk's speech gets at most this much slower. None: 1.1
+    with ``compile``, exact lengths without (eager code gains nothing from fewer shapes)."""
+
+    @property
+    def ladder_ratio(self) -> float:
+        if self.bucket_ratio is not None:
+            return self.bucket_ratio
+        return 1.1 if self.compile != "none" else 1.0
 
     def files(self) -> dict[str, Path | None]:
         """The files F5 needs, by config key (for presence checks and error messages)."""
@@ -173,7 +180,7 @@ def parse_f5(t: Table, state_dir: Path) -> F5Settings:
         max_total_s=t.number("max_total_s", d.max_total_s, min=4.0, max=60.0),
         first_chunk_chars=t.integer("first_chunk_chars", d.first_chunk_chars, min=0, max=1000),
         min_chunk_s=t.number("min_chunk_s", d.min_chunk_s, min=0.1, max=5.0),
-        bucket_ratio=t.number("bucket_ratio", d.bucket_ratio, min=1.0, max=2.0),
+        bucket_ratio=t.opt_float("bucket_ratio", min=1.0, max=2.0),
     )
     if s.max_total_s <= s.max_ref_s:
         raise t.error("max_total_s", f"must exceed max_ref_s ({s.max_ref_s}), got {s.max_total_s}")
