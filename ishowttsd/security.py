@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,11 +136,24 @@ def apply_client(sock: zmq.Socket[Any], keys: CurveKeys) -> None:
 class _Keyring:
     """The ZAP callback: a client key is admitted iff it is in the set last read from disk."""
 
+    DENY_LOG_EVERY_S = 60.0
+    """A refused client retries every ~100 ms: log each key at most once a minute."""
+
     def __init__(self) -> None:
         self.allowed: frozenset[bytes] = frozenset()
+        self._denied_at: dict[bytes, float] = {}
 
     def callback(self, domain: str, key: bytes) -> bool:
-        return key in self.allowed
+        if key in self.allowed:
+            return True
+        now = time.monotonic()
+        if now - self._denied_at.get(key, -1e9) >= self.DENY_LOG_EVERY_S:
+            if len(self._denied_at) > 1000:
+                self._denied_at.clear()
+            self._denied_at[key] = now
+            shown = key.decode("ascii", "replace")
+            _log.warning("CURVE client refused: key not authorised", client_key=shown)
+        return False
 
 
 class Curve:
