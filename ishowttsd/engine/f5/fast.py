@@ -8,15 +8,17 @@ What makes it fast, each a measured choice (docs/PERFORMANCE.md has the numbers)
   shared by the conditional and the unconditional CFG halves. The time embedding and every
   block's AdaLN modulation depend only on the timestep, so they are computed once per
   schedule for all steps.
-* **Static shapes.** Sequences are padded up to a length bucket and padded keys are masked out
-  of attention (and the conv positional embedding), so a padded job computes exactly what the
-  unpadded stock path computes; one CUDA graph per (batch, bucket) replays all NFE steps with
-  no host sync and no per-kernel launch cost.
+* **Static shapes.** Exact frame counts (the engine's duration ladder already limits them) or
+  padded up to a length bucket, with padded keys masked out of attention (and of the conv
+  positional embedding), so a padded or batched job computes what the unpadded stock path
+  computes; one CUDA graph per (batch, frames) replays all NFE steps with no host sync and no
+  per-kernel launch cost. The per-job conditioning and Vocos are graph-captured per shape too.
 * **Fewer, larger kernels.** Q, K and V are one GEMM; attention goes through SDPA
   (flash/cuDNN); ``torch.compile`` (regional: one transformer block, reused by all blocks)
   fuses norms, modulation, rotary embedding, gates and residuals.
 * **Optional fp8 matmuls** (Hopper): weights quantised once per output channel, activations per
-  token, through ``torch._scaled_mm``. Off unless configured: it changes numerics.
+  token, through ``torch._scaled_mm``. Off unless configured: measured no faster for one line
+  (the activation quantisation costs what the fp8 GEMMs save) and it changes numerics.
 
 The ODE state stays fp32 (it is tiny: 100 channels); the DiT runs in the configured dtype.
 Stock semantics kept: CFG ``v = c + (c - u) * cfg_strength`` on one batched forward, Euler
@@ -44,19 +46,6 @@ DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, 
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
 MASKED_LOGIT = -5000.0
 """Added to padded keys' logits: exp() of it is 0, and divided by the softmax scale it still fits fp16."""
-
-
-def timesteps(nfe: int, sway: float | None, use_epss: bool = True) -> Tensor:
-    """The stock schedule (``CFM.sample``): EPSS where f5 defines it, else uniform; then sway. fp32, CPU."""
-    from f5_tts.model.utils import get_epss_timesteps
-
-    if use_epss:
-        t = get_epss_timesteps(nfe, device="cpu", dtype=torch.float32)
-    else:
-        t = torch.linspace(0, 1, nfe + 1, dtype=torch.float32)
-    if sway is not None:
-        t = t + sway * (torch.cos(torch.pi / 2 * t) - 1 + t)
-    return t
 
 
 def bucket_for(frames: int, granularity: int) -> int:
@@ -362,7 +351,10 @@ class FusedDiT:
         """Compile one block function; every block (and every step) reuses it."""
         import torch._dynamo
 
-        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        # one static compile per (batch, frames) shape: raise dynamo's recompile limit (default 8)
+        cfg = torch._dynamo.config
+        name = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
+        setattr(cfg, name, max(getattr(cfg, name), 256))
         kwargs: dict[str, Any] = {"dynamic": dynamic}
         if mode != "default":
             kwargs["mode"] = mode
