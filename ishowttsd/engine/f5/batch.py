@@ -53,6 +53,9 @@ class FastSettings:
     conv_layout: str = "view"
     """Positional conv input: 'view' (transposed view), 'contiguous', or 'auto' (timed per shape);
     'view' and 'contiguous' measured equal inside the graph."""
+    on_cpu: bool = False
+    """Run the fast pipeline on the CPU too (eager, no graphs): for testing that the daemon's
+    fast path speaks exactly like the reference sampler. Off: on CPU the engine's own path runs."""
     batch_window_ms: float = 0.0
     """How long the first job of a batch waits for company. Jobs that arrive while a batch runs
     (26-400 ms) are queued and taken together anyway; a window only adds its own length to the
@@ -65,6 +68,7 @@ def parse_fast(t: Table) -> FastSettings:
     d = FastSettings()
     s = FastSettings(
         enabled=t.flag("enabled", d.enabled),
+        on_cpu=t.flag("on_cpu", d.on_cpu),
         dtype=t.choice("dtype", d.dtype, DTYPES),
         fp8=t.flag("fp8", d.fp8),
         compile=t.flag("compile", d.compile),

@@ -97,6 +97,8 @@ class F5Engine:
         self._default: str = ""
         self._step: sampler.VelocityFn = sampler.velocity
         self._ladder: list[int] = []
+        self._fast: Any = None
+        """The fast pipeline (``fast.FastPipeline``) where it applies (CUDA), else None."""
 
     # -- lifecycle -----------------------------------------------------------------------------
     def load(self, progress: Progress) -> None:
@@ -118,10 +120,16 @@ class F5Engine:
                 f"[engine] voice = {want!r} is not an F5 voice; known: {', '.join(self._voices)}"
             )
         self._default = want or next(iter(self._voices))
+        from ishowttsd.engine.f5 import fast
+
+        fs = self._s.fast
+        self._fast = fast.build_pipeline(m.dit, m.vocoder, self._cfg, fs, int16=False, allow_cpu=fs.on_cpu)
         max_frames = self._seconds_to_frames(self._s.max_total_s)
         ratio = self._s.ladder_ratio
+        if self._fast is not None and fs.compile and self._s.bucket_ratio is None:
+            ratio = 1.1  # compiled graphs per shape: the ladder keeps the shapes few, warm-up runs each
         self._ladder = bucket_ladder(ratio, max_frames) if ratio > 1 else []
-        if self._s.compile != "none":
+        if self._s.compile != "none" and self._fast is None:
             self._step = self._compiled_step(self._s.compile)
         _log.info(
             "f5 engine loaded",
@@ -129,6 +137,7 @@ class F5Engine:
             nfe_step=self._cfg.nfe_step,
             cfg_strength=self._cfg.cfg_strength,
             compile=self._s.compile,
+            fast_path=self._fast is not None,
             load_s=round(time.perf_counter() - t0, 3),
         )
 
@@ -317,8 +326,20 @@ class F5Engine:
         frames = sampler.total_frames(v.ref_frames, int(tokens.shape[1]), frames)
         t1 = time.perf_counter()
         with torch.inference_mode():
-            c = sampler.prepare(m.dit, v.ref.mel, tokens, frames, self._cfg)
             noise = sampler.make_noise(1, frames, m.mel.n_mel_channels, self._cfg.seed, m.device, m.dtype)
+            if self._fast is not None:
+                from ishowttsd.engine.f5.fast import FastJob
+
+                pcm = self._fast.run([FastJob(v.ref.mel[0], tokens, frames, noise[0])])[0]
+                st = pcm.stages  # CUDA-event times of the GPU stages
+                wave_fast = np.asarray(pcm.samples, dtype=np.float32)
+                return wave_fast, {
+                    "text": t1 - t0,
+                    "model": st["prepare"] + st["dit"],
+                    "vocoder": st["vocoder"] + st["copy"],
+                    "total": time.perf_counter() - t0,
+                }
+            c = sampler.prepare(m.dit, v.ref.mel, tokens, frames, self._cfg)
             mel = sampler.sample(c, noise, self._step)
             if m.device.type == "cuda":
                 torch.cuda.synchronize(m.device)

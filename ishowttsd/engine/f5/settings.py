@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ishowttsd.confread import Table
+from ishowttsd.engine.f5.batch import FastSettings, parse_fast
 
 ARCHITECTURES = ("F5TTS_v1_Base", "F5TTS_Base", "F5TTS_v1_Small", "F5TTS_Small")
 """Model architectures known by name (f5-tts's bundled ``configs/<name>.yaml``)."""
@@ -85,6 +86,8 @@ class F5Settings:
     """A line longer than this speaks a short first chunk (up to a clause or word boundary)."""
     min_chunk_s: float = 0.6
     """Shortest generated audio per chunk; very short texts get at least this much time."""
+    fast: FastSettings = field(default_factory=FastSettings)
+    """``[f5.fast]``: the fast GPU inference path (CUDA graphs, compiled blocks, buckets)."""
     bucket_ratio: float | None = None
     """Total frame counts are rounded up to a geometric ladder of this ratio (1 = exact lengths),
     so compiled code sees few shapes; a chunk's speech gets at most this much slower. None: 1.1
@@ -181,6 +184,7 @@ def parse_f5(t: Table, state_dir: Path) -> F5Settings:
         first_chunk_chars=t.integer("first_chunk_chars", d.first_chunk_chars, min=0, max=1000),
         min_chunk_s=t.number("min_chunk_s", d.min_chunk_s, min=0.1, max=5.0),
         bucket_ratio=t.opt_float("bucket_ratio", min=1.0, max=2.0),
+        fast=parse_fast(t.table("fast")),
     )
     if s.max_total_s <= s.max_ref_s:
         raise t.error("max_total_s", f"must exceed max_ref_s ({s.max_ref_s}), got {s.max_total_s}")
