@@ -169,3 +169,14 @@ def bot_process(endpoint: str, bot: int, rate: float, seconds: float, start_at: 
     pub.close()
     ctx.term()
     out.put((bot, total, taken))
+
+
+def wait_disconnected(monitor: zmq.Socket[Any], timeout_s: float = 10.0) -> bool:
+    """True once a socket monitor reports EVENT_DISCONNECTED (the peer hung up on us)."""
+    from zmq.utils.monitor import recv_monitor_message
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if monitor.poll(100) and recv_monitor_message(monitor)["event"] == zmq.EVENT_DISCONNECTED:
+            return True
+    return False

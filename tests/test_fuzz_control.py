@@ -22,7 +22,7 @@ import pytest
 import zmq
 from fuzzgen import REQUEST_CORPUS, control_frames, req_frames
 from hypothesis import HealthCheck, given, settings
-from robust import LONG, announce_huge_frame, ipc_path, record, rss_kb
+from robust import LONG, announce_huge_frame, ipc_path, record, rss_kb, wait_disconnected
 from support import Daemon, collect_until_terminal, running_daemon
 
 CI_CASES = 300
@@ -246,9 +246,13 @@ def test_100mb_frame_is_dropped_without_memory_growth(daemon: Daemon) -> None:
     for kind in (zmq.DEALER, zmq.REQ):
         s = daemon.ctx.socket(kind)
         s.setsockopt(zmq.LINGER, 0)
+        monitor = s.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         s.connect(daemon.control)
         s.send(big)
-        assert not s.poll(1000), "a frame over max_message_bytes was answered"
+        assert wait_disconnected(monitor), "the daemon did not drop the connection of the oversized frame"
+        assert not s.poll(200), "a frame over max_message_bytes was answered"
+        s.disable_monitor()
+        monitor.close(0)
         s.close(0)
     del big
     rss1 = rss_kb(pid)

@@ -18,7 +18,7 @@ import pytest
 import zmq
 from fuzzgen import INGEST_CORPUS, ingest_frames
 from hypothesis import HealthCheck, given, settings
-from robust import LONG, announce_huge_frame, ipc_path, record, rss_kb
+from robust import LONG, announce_huge_frame, ipc_path, record, rss_kb, wait_disconnected
 from support import Daemon, Events, running_daemon
 
 from ishowttsd.protocol import MODERATION_TOPICS
@@ -167,16 +167,15 @@ def test_fuzz_ingest_long(daemon: Daemon) -> None:
 def test_100mb_chat_frame_is_dropped_without_memory_growth(daemon: Daemon) -> None:
     pid = daemon.proc.pid  # type: ignore[union-attr]
     rss0 = rss_kb(pid)
-    bot = daemon.ctx.socket(zmq.PUB)
-    bot.setsockopt(zmq.LINGER, 0)
-    bot.connect(daemon.ingest)
-    time.sleep(0.3)
-    bot.send_multipart([b"chat", b"x" * (100 << 20)])
-    time.sleep(1.0)
-    bot.close(0)
+    probe = IngestProbe(daemon)  # its bot is connected and subscribed to once this returns
+    monitor = probe.bot.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+    probe.bot.send_multipart([b"chat", b"x" * (100 << 20)])
+    assert wait_disconnected(monitor), "the daemon did not drop the connection of the oversized frame"
+    probe.bot.disable_monitor()
+    monitor.close(0)
     growth_mb = (rss_kb(pid) - rss0) / 1024
     assert daemon.request({"op": "ping"})["event"] == "pong"
-    probe = IngestProbe(daemon)  # chat from a well-behaved bot still flows
+    probe = IngestProbe(daemon)  # chat from a well-behaved bot (a fresh connection) still flows
     probe.check([b"chat", json.dumps({"text": "normal line", "user": "u1"}).encode()])
     record("huge_frame_ingest", frame_mb=100, rss_growth_mb=round(growth_mb, 1))
     assert growth_mb < 8, f"daemon RSS grew {growth_mb:.1f} MB on a 100 MB chat frame"
