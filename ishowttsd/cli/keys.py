@@ -78,7 +78,7 @@ def cmd_init(d: Path, force: bool, group: str) -> int:
     os.chmod(secret_file, 0o640 if gid is not None else 0o600)
     os.chmod(public_file, 0o644)
     print(f"server key pair: {public_file} (give to clients), {secret_file} (keep secret)")
-    print(f"set in the daemon's config:  [security] keys_dir = \"{d}\"")
+    print(f'set in the daemon\'s config:  [security] keys_dir = "{d}"')
     return EXIT_OK
 
 
@@ -112,7 +112,7 @@ def cmd_authorize(d: Path, public_file: Path, name: str | None) -> int:
     tmp = auth / f".{name}.key.tmp"
     tmp.write_text(
         "#   ZeroMQ CURVE public key, authorised by ishowtts-keys\n"
-        f"metadata\n    name = \"{name}\"\ncurve\n    public-key = \"{public.decode()}\"\n"
+        f'metadata\n    name = "{name}"\ncurve\n    public-key = "{public.decode()}"\n'
     )
     os.chmod(tmp, 0o644)
     tmp.replace(target)
@@ -202,4 +202,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
