@@ -102,6 +102,10 @@ class Scheduler:
         self._clock = clock
         self._cv = threading.Condition()
         self._queue: list[Job] = []
+        self._est: dict[int, float] = {}
+        self._queued_s = 0.0
+        """Sum of the queued jobs' estimated seconds, kept as jobs come and go: a raid submits
+        ~1,000 lines/s, and summing the whole queue on each was the I/O thread's top cost."""
         self._seq = itertools.count()
         self._current: Job | None = None
         self._paused = False
@@ -122,24 +126,33 @@ class Scheduler:
                 victim = self._victim_for(job)
                 if victim is None:
                     for j in dropped:  # undo: nothing is lost when the new job is refused
-                        self._queue.append(j)
-                    raise QueueFull(
-                        f"queue full ({len(self._queue)} jobs, "
-                        f"{sum(j.est_seconds for j in self._queue):.0f} s of audio)"
-                    )
-                self._queue.remove(victim)
+                        self._add(j)
+                    raise QueueFull(f"queue full ({len(self._queue)} jobs, {self._queued_s:.0f} s of audio)")
+                self._discard(victim)
                 dropped.append(victim)
             job.seq = next(self._seq)
             if not job.accepted_at:
                 job.accepted_at = self._clock()
-            self._queue.append(job)
+            self._add(job)
             self._cv.notify_all()
             return dropped
+
+    def _add(self, job: Job) -> None:
+        est = job.est_seconds
+        self._queue.append(job)
+        self._est[id(job)] = est  # what was added is what is taken away, even if the text changes
+        self._queued_s += est
+
+    def _discard(self, job: Job) -> None:
+        self._queue.remove(job)
+        self._queued_s -= self._est.pop(id(job), 0.0)
+        if not self._queue:
+            self._queued_s = 0.0  # no float drift carried across an empty queue
 
     def _over_limits(self, incoming: Job) -> bool:
         if len(self._queue) + 1 > self.limits.max_jobs:
             return True
-        total = sum(j.est_seconds for j in self._queue) + incoming.est_seconds
+        total = self._queued_s + incoming.est_seconds
         return total > self.limits.max_audio_s and bool(self._queue)
 
     def _victim_for(self, incoming: Job) -> Job | None:
@@ -156,7 +169,8 @@ class Scheduler:
         """Take queued jobs matching ``pred`` out, and cancel the current one if it matches."""
         with self._cv:
             out = [j for j in self._queue if pred(j)]
-            self._queue = [j for j in self._queue if not pred(j)]
+            for j in out:
+                self._discard(j)
             cur = self._current
             if include_current and cur is not None and pred(cur):
                 cur.cancel.cancel(reason)
@@ -192,7 +206,8 @@ class Scheduler:
         """Refuse new jobs; return (and forget) those still queued."""
         with self._cv:
             self._closed = True
-            left, self._queue = self._queue, []
+            left, self._queue, self._queued_s = self._queue, [], 0.0
+            self._est.clear()
             self._cv.notify_all()
             return left
 
@@ -210,7 +225,7 @@ class Scheduler:
                     return None
                 self._cv.wait(left)
             job = min(self._queue, key=lambda j: (RANK[j.priority], j.seq))
-            self._queue.remove(job)
+            self._discard(job)
             self._current = job
             return job
 
@@ -253,6 +268,11 @@ class Scheduler:
             if self._current is not None and self._current.id in wanted:
                 found.append(self._current)
             return found
+
+    @property
+    def queued_seconds(self) -> float:
+        """Estimated seconds of speech waiting."""
+        return self._queued_s
 
     def __len__(self) -> int:
         return len(self._queue)

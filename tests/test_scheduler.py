@@ -104,3 +104,20 @@ def test_closed_scheduler_refuses_and_returns_leftovers() -> None:
     assert [j.id for j in s.close()] == ["a"]
     with pytest.raises(QueueFull):
         s.submit(job("b"))
+
+
+def test_queued_seconds_follow_every_way_in_and_out() -> None:
+    s = Scheduler(Limits(max_jobs=3, max_audio_s=1000))
+    jobs = [job(f"j{i}", text="x" * (15 * (i + 1))) for i in range(5)]  # 1 s, 2 s, ... 5 s
+    for j in jobs[:3]:
+        s.submit(j)
+    assert abs(s.queued_seconds - 6.0) < 1e-9
+    s.submit(jobs[3])  # full: j0 (1 s) makes room
+    assert abs(s.queued_seconds - 9.0) < 1e-9
+    s.remove(lambda j: j.id == "j2", "cancelled")
+    assert abs(s.queued_seconds - 6.0) < 1e-9
+    nxt = s.next(0)
+    assert nxt is not None
+    assert abs(s.queued_seconds - sum(j.est_seconds for j in s.queued())) < 1e-9
+    s.close()
+    assert s.queued_seconds == 0.0
