@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import zmq
-from robust import record, rss_kb
+from robust import hwm_rss_kb, record, rss_kb
 from support import (
     Daemon,
     Events,
@@ -376,3 +376,28 @@ def test_sigkill_mid_job_restart_is_clean() -> None:
         assert _terminal_by_job(s, {"after"})["after"]["event"] == "done"
         assert "Traceback" not in d.log_text()
     record("sigkill_mid_job", restart_to_ready_s=round(restart_s, 2), interrupted_job="replayed, done")
+
+
+# -- hostile text: memory per line --------------------------------------------------------------------
+
+
+def test_one_hostile_chat_line_cannot_take_gigabytes() -> None:
+    """300 CJK characters are one 2,158-phoneme "sentence" for espeak-ng; given to the model whole,
+    it took the daemon from 165 MB to 3.0 GB. Long phoneme runs are now split: peak RSS stays low."""
+    import random
+
+    rng = random.Random(7)
+    line = "".join(chr(rng.randrange(0x4E00, 0x9FFF)) for _ in range(300))
+    settings = {"piper": {"deterministic": True, "length_scale": 0.3}}
+    with running_daemon(settings) as d:
+        pid = d.proc.pid  # type: ignore[union-attr]
+        peak0 = hwm_rss_kb(pid)
+        s = d.dealer()
+        _say(s, line, "cjk")
+        out = _terminal_by_job(s, {"cjk"}, 180)["cjk"]
+        assert out["event"] == "done", out
+        peak = hwm_rss_kb(pid)
+    record("hostile_line_memory", chars=300, audio_s=out["audio_s"], chunks=out["chunks"],
+           peak_before_mb=round(peak0 / 1024), peak_after_mb=round(peak / 1024))  # fmt: skip
+    assert out["chunks"] >= 8  # split into pieces (each also reaches the speaker sooner)
+    assert (peak - peak0) / 1024 < 700, f"peak RSS rose {(peak - peak0) / 1024:.0f} MB for one chat line"
