@@ -26,6 +26,29 @@ import zmq
 REPO = Path(__file__).resolve().parent.parent
 
 
+def alsa_file_env(d: Path, target: Path | str) -> dict[str, str]:
+    """Point ALSA's default device at a raw file (the file plugin over the null device), so what
+    the daemon plays can be read back; the file is recreated each time a stream opens."""
+    rc = d / "asoundrc"
+    rc.write_text(
+        f"""
+pcm.!default {{ type plug; slave {{ pcm "tap"; format S16_LE; rate 22050; channels 1 }} }}
+pcm.tap {{ type file; slave.pcm "null"; file "{target}"; format "raw" }}
+pcm.null {{ type null }}
+"""
+    )
+    return {"ALSA_CONFIG_PATH": f"/usr/share/alsa/alsa.conf:{rc}"}
+
+
+def portaudio_available() -> bool:
+    """sounddevice imports only where the PortAudio library is installed (apt libportaudio2)."""
+    try:
+        import sounddevice  # noqa: F401
+    except OSError:
+        return False
+    return True
+
+
 def deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in extra.items():

@@ -4,35 +4,13 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-from support import collect_until_terminal, running_daemon, short_tmpdir
-
-
-def _alsa_env(d: Path, out: Path) -> dict[str, str]:
-    rc = d / "asoundrc"
-    rc.write_text(
-        f"""
-pcm.!default {{ type plug; slave {{ pcm "tap"; format S16_LE; rate 22050; channels 1 }} }}
-pcm.tap {{ type file; slave.pcm "null"; file "{out}"; format "raw" }}
-pcm.null {{ type null }}
-"""
-    )
-    return {"ALSA_CONFIG_PATH": f"/usr/share/alsa/alsa.conf:{rc}"}
-
-
-def _portaudio_available() -> bool:
-    try:
-        import sounddevice  # noqa: F401
-    except OSError:
-        return False
-    return True
-
+from support import alsa_file_env, collect_until_terminal, portaudio_available, running_daemon, short_tmpdir
 
 pytestmark = pytest.mark.skipif(
-    not _portaudio_available(), reason="PortAudio missing: run ./install.sh --dev (apt libportaudio2)"
+    not portaudio_available(), reason="PortAudio missing: run ./install.sh --dev (apt libportaudio2)"
 )
 
 
@@ -40,7 +18,7 @@ def test_alsa_file_plugin_receives_exactly_the_samples_played() -> None:
     d = short_tmpdir()
     out = d / "played.raw"
     settings = {"audio": {"sinks": ["alsa", "pcm"], "idle_close_s": 30.0}}
-    with running_daemon(settings, env=_alsa_env(d, out), d=d) as daemon:
+    with running_daemon(settings, env=alsa_file_env(d, out), d=d) as daemon:
         ev = daemon.subscribe()
         time.sleep(0.3)
         s = daemon.dealer()

@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,9 +22,11 @@ from robust import hwm_rss_kb, record, rss_kb
 from support import (
     Daemon,
     Events,
+    alsa_file_env,
     base_settings,
     collect_until_terminal,
     deep_merge,
+    portaudio_available,
     running_daemon,
     short_tmpdir,
 )
@@ -99,27 +100,9 @@ def test_engine_exception_and_out_of_memory_fail_only_their_job() -> None:
 # -- audio device faults -----------------------------------------------------------------------------
 
 
-def _alsa_env(d: Path, target: str) -> dict[str, str]:
-    rc = d / "asoundrc"
-    rc.write_text(
-        f"""
-pcm.!default {{ type plug; slave {{ pcm "tap"; format S16_LE; rate 22050; channels 1 }} }}
-pcm.tap {{ type file; slave.pcm "null"; file "{target}"; format "raw" }}
-pcm.null {{ type null }}
-"""
-    )
-    return {"ALSA_CONFIG_PATH": f"/usr/share/alsa/alsa.conf:{rc}"}
-
-
-def _portaudio_available() -> bool:
-    try:
-        import sounddevice  # noqa: F401
-    except OSError:
-        return False
-    return True
-
-
-needs_portaudio = pytest.mark.skipif(not _portaudio_available(), reason="PortAudio missing (apt libportaudio2)")
+needs_portaudio = pytest.mark.skipif(
+    not portaudio_available(), reason="PortAudio missing (apt libportaudio2)"
+)
 
 
 @needs_portaudio
@@ -127,7 +110,7 @@ def test_erroring_audio_device_fails_jobs_but_pcm_and_control_go_on() -> None:
     """Every write to the device fails (EIO from ALSA, via /dev/full): each job reports
     ``audio_error``, PCM subscribers still get the speech, and the daemon keeps answering."""
     d0 = short_tmpdir()
-    with running_daemon({"audio": {"sinks": ["alsa", "pcm"]}}, env=_alsa_env(d0, "/dev/full"), d=d0) as d:
+    with running_daemon({"audio": {"sinks": ["alsa", "pcm"]}}, env=alsa_file_env(d0, "/dev/full"), d=d0) as d:
         ev = d.subscribe()
         time.sleep(0.3)
         s = d.dealer()
@@ -153,7 +136,7 @@ def test_audio_device_vanishing_then_returning() -> None:
     dev.mkdir()
     out = dev / "played.raw"
     settings = {"audio": {"sinks": ["alsa", "pcm"], "idle_close_s": 0.2}}
-    with running_daemon(settings, env=_alsa_env(d0, str(out)), d=d0) as d:
+    with running_daemon(settings, env=alsa_file_env(d0, str(out)), d=d0) as d:
         s = d.dealer()
         _say(s, "The speaker works.", "v1")
         assert _terminal_by_job(s, {"v1"})["v1"]["event"] == "done"
@@ -255,7 +238,9 @@ def test_full_disk_under_the_journal_refuses_jobs_then_recovers() -> None:
     d0 = short_tmpdir()
     state = d0 / "state"
     state.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(state)], capture_output=True)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(state)], capture_output=True
+    )
     if r.returncode != 0:
         pytest.skip(f"cannot mount tmpfs: {r.stderr.decode().strip()}")
     try:
@@ -338,9 +323,16 @@ def test_sigterm_during_startup_exits_cleanly_and_keeps_accepted_jobs(phase: str
     with running_daemon({}, d=d0, ready=False) as d:
         ev = d.subscribe()
         d.wait_ready()
-        done = ev.wait_for(lambda e: e.get("job") == "early" and e["event"] in ("done", "error", "dropped"), 60)
+        done = ev.wait_for(
+            lambda e: e.get("job") == "early" and e["event"] in ("done", "error", "dropped"), 60
+        )
         assert done["event"] == "done", done
-    record(f"sigterm_during_{phase.replace(' ', '_').replace('-', '')}", exit_code=rc, stop_s=round(stop_s, 2), accepted_job_spoken_after_restart=True)
+    record(
+        f"sigterm_during_{phase.replace(' ', '_').replace('-', '')}",
+        exit_code=rc,
+        stop_s=round(stop_s, 2),
+        accepted_job_spoken_after_restart=True,
+    )
 
 
 def test_sigkill_mid_job_restart_is_clean() -> None:
@@ -369,7 +361,9 @@ def test_sigkill_mid_job_restart_is_clean() -> None:
         ev = d.subscribe()
         d.wait_ready()
         restart_s = time.monotonic() - t0
-        replayed = ev.wait_for(lambda e: e.get("job") == "killed" and e["event"] in ("done", "error", "dropped"), 60)
+        replayed = ev.wait_for(
+            lambda e: e.get("job") == "killed" and e["event"] in ("done", "error", "dropped"), 60
+        )
         assert replayed["event"] == "done", replayed
         s = d.dealer()
         _say(s, "Business as usual.", "after")

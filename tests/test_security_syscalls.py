@@ -24,7 +24,15 @@ from typing import Any
 
 import pytest
 from robust import record
-from support import REPO, Daemon, base_settings, collect_until_terminal, deep_merge, short_tmpdir
+from support import (
+    REPO,
+    Daemon,
+    alsa_file_env,
+    base_settings,
+    collect_until_terminal,
+    deep_merge,
+    short_tmpdir,
+)
 
 UNIT = REPO / "systemd" / "ishowtts.service"
 
@@ -52,7 +60,9 @@ def syscall_set(name: str) -> frozenset[str]:
     """The system calls in a ``@set`` (nested sets resolved) or a single call."""
     if not name.startswith("@"):
         return frozenset({name})
-    r = subprocess.run(["systemd-analyze", "syscall-filter", name], capture_output=True, text=True, check=True)
+    r = subprocess.run(
+        ["systemd-analyze", "syscall-filter", name], capture_output=True, text=True, check=True
+    )
     calls: set[str] = set()
     for line in r.stdout.splitlines()[1:]:
         item = line.strip()
@@ -84,18 +94,6 @@ def allowed_families() -> set[str]:
 # -- running the daemon under strace -------------------------------------------------------------------
 
 
-def _alsa_env(d: Path, out: Path) -> dict[str, str]:
-    rc = d / "asoundrc"
-    rc.write_text(
-        f"""
-pcm.!default {{ type plug; slave {{ pcm "tap"; format S16_LE; rate 22050; channels 1 }} }}
-pcm.tap {{ type file; slave.pcm "null"; file "{out}"; format "raw" }}
-pcm.null {{ type null }}
-"""
-    )
-    return {"ALSA_CONFIG_PATH": f"/usr/share/alsa/alsa.conf:{rc}"}
-
-
 def _children(pid: int) -> list[int]:
     out: list[int] = []
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -105,11 +103,15 @@ def _children(pid: int) -> list[int]:
 
 
 SYSCALL_RE = re.compile(r"^\d+\s+(?:<\.\.\. )?([a-z0-9_]+)(?:\(| resumed>)")
-CONNECT_RE = re.compile(r'^\d+\s+connect\(\d+(?:<[^>]*>)?, \{sa_family=AF_INET6?, sin6?_port=htons\(\d+\), [^}]*?(?:inet_addr\("([^"]+)"\)|inet_pton\(AF_INET6, "([^"]+)")')
+CONNECT_RE = re.compile(
+    r'^\d+\s+connect\(\d+(?:<[^>]*>)?, \{sa_family=AF_INET6?, sin6?_port=htons\(\d+\), [^}]*?(?:inet_addr\("([^"]+)"\)|inet_pton\(AF_INET6, "([^"]+)")'
+)
 FAMILY_RE = re.compile(r"^\d+\s+(socket|socketpair)\((AF_[A-Z0-9]+|\d+)")
 
 
-def trace_daemon(overrides: dict[str, Any], lines: list[str]) -> tuple[dict[str, int], set[str], dict[str, Any]]:
+def trace_daemon(
+    overrides: dict[str, Any], lines: list[str]
+) -> tuple[dict[str, int], set[str], dict[str, Any]]:
     """Run the daemon under ``strace -f`` through a whole life; return (syscall counts, address
     families, facts about the run)."""
     d = short_tmpdir()
@@ -131,7 +133,7 @@ def trace_daemon(overrides: dict[str, Any], lines: list[str]) -> tuple[dict[str,
             overrides,
         ),
     )
-    daemon = Daemon(d, settings, env=_alsa_env(d, played))
+    daemon = Daemon(d, settings, env=alsa_file_env(d, played))
     trace = d / "strace.txt"
     with open(daemon.log, "ab") as log:
         daemon.proc = subprocess.Popen(
@@ -202,7 +204,9 @@ def _check(counts: dict[str, int], families: set[str], facts: dict[str, Any], na
     blocked = sorted(used - allowed)
     fams = allowed_families()
     # Would a tighter filter still fit? (each set the unit still allows, and what of it was used)
-    candidates = {k: sorted(used & syscall_set(k)) for k in ("@resources", "@setuid", "@keyring", "@aio", "@memlock")}
+    candidates = {
+        k: sorted(used & syscall_set(k)) for k in ("@resources", "@setuid", "@keyring", "@aio", "@memlock")
+    }
     record(
         f"syscalls_{name}",
         used_of_allowed_sets=candidates,
@@ -215,7 +219,9 @@ def _check(counts: dict[str, int], families: set[str], facts: dict[str, Any], na
         **facts,
     )
     assert facts["played_bytes"] > 0, "the ALSA path was not exercised"
-    assert not blocked, f"the unit's SystemCallFilter= would refuse: {blocked} (calls: {[counts[b] for b in blocked]})"
+    assert not blocked, (
+        f"the unit's SystemCallFilter= would refuse: {blocked} (calls: {[counts[b] for b in blocked]})"
+    )
     assert families <= fams, f"RestrictAddressFamilies= lacks {sorted(families - fams)}"
     assert "AF_INET" in families and "AF_UNIX" in families  # the run did exercise both
     # No egress: the only IP peer is this host (the unit's IPAddressDeny=any + localhost agrees).
