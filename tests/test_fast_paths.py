@@ -13,7 +13,8 @@ import torch
 from ishowttsd.bench import models, workload
 from ishowttsd.engine.base import float_to_int16
 from ishowttsd.engine.f5 import sampler, upstream
-from ishowttsd.engine.f5.fast import FastJob, FastPipeline, FastSampler, Linear, Vocoder, quantize_fp8
+from ishowttsd.engine.f5.fast import FastJob, FastSampler, Linear, quantize_fp8
+from ishowttsd.engine.f5.pipeline import FastPipeline, Vocoder
 from ishowttsd.engine.f5.settings import InferenceConfig
 
 TOL = 1e-5  # fp32, same weights and noise: only summation order differs
@@ -157,7 +158,7 @@ def test_engine_entry_point_float_output(env: dict[str, Any]) -> None:
     """What the F5 engine calls: ``build_pipeline`` from ``[f5.fast]`` settings, float samples
     (for its cross-fader) equal to Vocos on the stock mel."""
     from ishowttsd.engine.f5.batch import FastSettings
-    from ishowttsd.engine.f5.fast import build_pipeline
+    from ishowttsd.engine.f5.pipeline import build_pipeline
 
     m, cfg = env["m"], env["cfg"]
     assert build_pipeline(m.dit, m.vocoder, cfg, FastSettings()) is None  # CPU: the engine's own path

@@ -20,7 +20,8 @@ import torch
 from ishowttsd import log
 from ishowttsd.bench import flops, models, stock, workload
 from ishowttsd.engine.f5 import sampler, upstream
-from ishowttsd.engine.f5.fast import FastJob, FastPipeline, FastSampler
+from ishowttsd.engine.f5.fast import FastJob, FastSampler
+from ishowttsd.engine.f5.pipeline import FastPipeline
 from ishowttsd.engine.f5.settings import InferenceConfig
 
 _log = log.get(__name__)

@@ -98,7 +98,7 @@ class F5Engine:
         self._step: sampler.VelocityFn = sampler.velocity
         self._ladder: list[int] = []
         self._fast: Any = None
-        """The fast pipeline (``fast.FastPipeline``) where it applies (CUDA), else None."""
+        """The fast pipeline (``pipeline.FastPipeline``) where it applies (CUDA), else None."""
 
     # -- lifecycle -----------------------------------------------------------------------------
     def load(self, progress: Progress) -> None:
@@ -120,10 +120,12 @@ class F5Engine:
                 f"[engine] voice = {want!r} is not an F5 voice; known: {', '.join(self._voices)}"
             )
         self._default = want or next(iter(self._voices))
-        from ishowttsd.engine.f5 import fast
+        from ishowttsd.engine.f5 import pipeline
 
         fs = self._s.fast
-        self._fast = fast.build_pipeline(m.dit, m.vocoder, self._cfg, fs, int16=False, allow_cpu=fs.on_cpu)
+        self._fast = pipeline.build_pipeline(
+            m.dit, m.vocoder, self._cfg, fs, int16=False, allow_cpu=fs.on_cpu
+        )
         max_frames = self._seconds_to_frames(self._s.max_total_s)
         ratio = self._s.ladder_ratio
         if self._fast is not None and fs.compile and self._s.bucket_ratio is None:

@@ -1,0 +1,238 @@
+"""From mel to PCM on the host, for the fast path: Vocos in the same CUDA stream (graph-captured,
+without its host sync), int16 or float32 on the GPU, pinned async copies, and the pipeline that
+chains the fast sampler (``fast.FastSampler``) to it. ``build_pipeline`` is the engine's entry."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ishowttsd import log
+from ishowttsd.engine.f5.fast import FastJob, FastSampler
+
+_log = log.get(__name__)
+
+
+@dataclass
+class Pcm:
+    """One job's audio on the host, and where its time went."""
+
+    samples: Any  # numpy int16 (or float32), mono
+    stages: dict[str, float]
+    """Seconds by stage from CUDA events (``prepare``, ``dit``, ``vocoder``, ``copy``), per batch."""
+
+
+class Vocoder:
+    """``Vocos.decode`` without its host sync.
+
+    Vocos's "same"-padding iSTFT asserts ``(window_envelope > 1e-11).all()`` on every call, which
+    waits for the GPU; with it, queueing the next chunk's DiT behind this chunk's vocoder is
+    impossible. The envelope depends only on the frame count, so it is computed (and checked)
+    once per length and cached; everything else is Vocos's own arithmetic on its own weights.
+    """
+
+    def __init__(self, vocos: Any, int16: bool = True) -> None:
+        self.vocos = vocos
+        # applied on the GPU before the copy out: int16 (half the bytes) or float32 samples
+        self._out = _to_int16 if int16 else _as_float
+        ist = getattr(vocos.head, "istft", None)
+        self.native = ist is not None and getattr(ist, "padding", "") == "same" and hasattr(vocos.head, "out")
+        self._env: dict[int, Tensor] = {}
+        self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, Tensor, Tensor]] = {}
+        self._pool = torch.cuda.graph_pool_handle() if torch.cuda.is_available() else None
+        self.native_graphs = True
+
+    def _envelope(self, frames: int) -> Tensor:
+        env = self._env.get(frames)
+        if env is None:
+            ist = self.vocos.head.istft
+            pad = (ist.win_length - ist.hop_length) // 2
+            size = (frames - 1) * ist.hop_length + ist.win_length
+            wsq = ist.window.square().expand(1, frames, -1).transpose(1, 2)
+            env = F.fold(
+                wsq, output_size=(1, size), kernel_size=(1, ist.win_length), stride=(1, ist.hop_length)
+            )
+            env = env.squeeze()[pad:-pad]
+            if not bool((env > 1e-11).all()):  # the check Vocos makes, once per length
+                raise ValueError(f"iSTFT window envelope vanishes for {frames} frames")
+            self._env[frames] = env
+        return env
+
+    def pcm(self, mel: Tensor) -> Tensor:
+        """(mel, T) -> samples on the device (int16 or float32, see ``int16``). On CUDA one graph
+        per frame count replays Vocos (~40 small kernels, ~1 ms of launches eagerly)."""
+        frames = int(mel.shape[-1])
+        if mel.device.type != "cuda" or not self.native or not self.native_graphs:
+            return self._out(self.decode(mel[None].float())[0])
+        g = self._graphs.get(frames)
+        if g is None:
+            try:
+                g = self._capture(frames, mel.device)
+            except RuntimeError as e:  # a driver/cuFFT that refuses capture: stay correct, eager
+                _log.warning("vocoder graph capture failed; running Vocos eagerly", error=str(e))
+                self.native_graphs = False
+                return self._out(self.decode(mel[None].float())[0])
+        g[1].copy_(mel)
+        g[0].replay()
+        return g[2]
+
+    def _capture(self, frames: int, device: torch.device) -> tuple[torch.cuda.CUDAGraph, Tensor, Tensor]:
+        static = torch.zeros(self.vocos.backbone.embed.in_channels, frames, device=device)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            self._out(self.decode(static[None])[0])  # also computes (and checks) the envelope
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            out = self._out(self.decode(static[None])[0])
+        if len(self._graphs) >= 128:
+            self._graphs.pop(next(iter(self._graphs)))
+        entry = (graph, static, out)
+        self._graphs[frames] = entry
+        return entry
+
+    def decode(self, mel: Tensor) -> Tensor:
+        """(B, mel, T) -> (B, samples), identical to ``Vocos.decode``."""
+        if not self.native:
+            out: Tensor = self.vocos.decode(mel)
+            return out
+        head, ist = self.vocos.head, self.vocos.head.istft
+        x = head.out(self.vocos.backbone(mel)).transpose(1, 2)
+        mag, p = x.chunk(2, dim=1)
+        mag = torch.clip(torch.exp(mag), max=1e2)
+        spec = mag * (torch.cos(p) + 1j * torch.sin(p))
+        frames = spec.shape[-1]
+        pad = (ist.win_length - ist.hop_length) // 2
+        ifft = torch.fft.irfft(spec, ist.n_fft, dim=1, norm="backward") * ist.window[None, :, None]
+        size = (frames - 1) * ist.hop_length + ist.win_length
+        y = F.fold(ifft, output_size=(1, size), kernel_size=(1, ist.win_length), stride=(1, ist.hop_length))
+        return y[:, 0, 0, pad:-pad] / self._envelope(frames)
+
+
+class FastPipeline:
+    """Jobs in, PCM out: the fast sampler, then Vocos (fp32) on each job's generated frames,
+    then an async copy into pinned memory; the host waits once, on the last event.
+
+    ``int16`` (default) hands out 16-bit samples; ``int16=False`` float32 in [-1, 1] (the
+    engine's cross-fader works on floats)."""
+
+    def __init__(self, fs: FastSampler, vocoder: Any, *, int16: bool = True) -> None:
+        self.fs, self.vocoder = fs, Vocoder(vocoder, int16=int16)
+        self.dtype = torch.int16 if int16 else torch.float32
+        self.cuda = fs.device.type == "cuda"
+        # Two pinned buffers, used in turn: one enqueue may run ahead of the previous finish().
+        self._pinned: list[Tensor | None] = [None, None]
+        self._turn = 0
+
+    def _host(self, n: int) -> Tensor:
+        self._turn ^= 1
+        buf = self._pinned[self._turn]
+        if buf is None or buf.numel() < n:
+            buf = torch.empty(max(n, 1 << 20), dtype=self.dtype, pin_memory=self.cuda)
+            self._pinned[self._turn] = buf
+        return buf
+
+    def _event(self) -> Any:
+        if not self.cuda:
+            return _HostEvent()
+        e = torch.cuda.Event(enable_timing=True)
+        e.record()
+        return e
+
+    @torch.no_grad()
+    def enqueue(self, jobs: Sequence[FastJob], slots: int | None = None) -> Callable[[], list[Pcm]]:
+        """Queue all GPU work for ``jobs``; returns a function that waits and hands out the PCM.
+
+        Between the two calls the host is free: the streaming engine queues the next chunk's DiT
+        here before it waits for this chunk's audio, so Vocos and copies overlap the next chunk.
+        """
+        e0 = self._event()
+        for j in jobs:
+            self.fs.prepare(j)
+        e1 = self._event()
+        mels = self.fs.sample(jobs, slots)
+        e2 = self._event()
+        waves = [self.vocoder.pcm(mel[j.ref_frames :].T) for j, mel in zip(jobs, mels, strict=True)]
+        e3 = self._event()
+        total = sum(int(w.numel()) for w in waves)
+        host = self._host(total)
+        offs = []
+        o = 0
+        for w in waves:
+            host[o : o + w.numel()].copy_(w, non_blocking=True)
+            offs.append((o, int(w.numel())))
+            o += w.numel()
+        e4 = self._event()
+
+        def finish() -> list[Pcm]:
+            e4.synchronize()
+            stages = {
+                "prepare": e0.elapsed_time(e1) / 1e3,
+                "dit": e1.elapsed_time(e2) / 1e3,
+                "vocoder": e2.elapsed_time(e3) / 1e3,
+                "copy": e3.elapsed_time(e4) / 1e3,
+            }
+            return [Pcm(host[a : a + n].numpy().copy(), stages) for a, n in offs]
+
+        return finish
+
+    def run(self, jobs: Sequence[FastJob], slots: int | None = None) -> list[Pcm]:
+        return self.enqueue(jobs, slots)()
+
+    def run_grouped(self, jobs: Sequence[FastJob]) -> list[Pcm]:
+        """Concurrent jobs as length groups (``batch.group_by_length``), each one padded batch in
+        a captured batch size; all groups are queued before the host waits. Output in input order."""
+        from ishowttsd.engine.f5 import batch
+
+        groups = batch.group_by_length([j.frames for j in jobs], self.fs.bucket)
+        waits = [(g, self.enqueue([jobs[i] for i in g], batch.slots_for(len(g)))) for g in groups]
+        out: list[Pcm | None] = [None] * len(jobs)
+        for g, wait in waits:
+            for i, pcm in zip(g, wait(), strict=True):
+                out[i] = pcm
+        return [p for p in out if p is not None]
+
+
+def _as_float(w: Tensor) -> Tensor:
+    return w.float()
+
+
+def _to_int16(w: Tensor) -> Tensor:
+    """[-1, 1] floats to int16 on the device (half the bytes to copy; clipped, never wrapped)."""
+    return (w.clamp(-1.0, 1.0) * 32767.0).round().to(torch.int16)
+
+
+class _HostEvent:
+    """CPU stand-in for ``torch.cuda.Event``: wall-clock stamps (work is synchronous there)."""
+
+    def __init__(self) -> None:
+        self.t = time.perf_counter()
+
+    def synchronize(self) -> None:
+        return None
+
+    def elapsed_time(self, other: _HostEvent) -> float:
+        return (other.t - self.t) * 1e3
+
+
+def build_pipeline(
+    dit: Any, vocoder: Any, cfg: Any, settings: Any, *, int16: bool = True, allow_cpu: bool = False
+) -> FastPipeline | None:
+    """The fast path as ``[f5.fast]`` (``batch.FastSettings``) configures it, for a loaded DiT
+    and Vocos; None where it does not apply (disabled, or not on CUDA unless ``allow_cpu``)."""
+    device = next(dit.parameters()).device
+    if not settings.enabled or (device.type != "cuda" and not allow_cpu):
+        return None
+    fs = FastSampler(
+        dit, cfg, dtype=settings.dtype, fp8=settings.fp8, compile=settings.compile,
+        cuda_graph=settings.cuda_graph, bucket_frames=settings.bucket_frames,
+        attn_mode=settings.attn_mode, conv_layout=settings.conv_layout,
+    )  # fmt: skip
+    return FastPipeline(fs, vocoder, int16=int16)
