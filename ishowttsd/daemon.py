@@ -97,6 +97,7 @@ class Daemon:
             status_extra=self._status_extra,
             voices=self._voices,
             voice_ids=self._voice_ids,
+            ready=lambda: self.ready,
         )
         self.ready = False
         self.engine_why = why

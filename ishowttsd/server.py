@@ -48,6 +48,7 @@ class Server:
         status_extra: Callable[[], dict[str, Any]],
         voices: Callable[[], list[dict[str, Any]]],
         voice_ids: Callable[[], set[str] | None],
+        ready: Callable[[], bool],
     ) -> None:
         self.settings = settings
         self.scheduler = scheduler
@@ -56,6 +57,7 @@ class Server:
         self._status_extra = status_extra
         self._voices = voices
         self._voice_ids = voice_ids
+        self._ready = ready
         self.started = time.monotonic()
         self.counters: dict[str, int] = {
             "requests": 0,
@@ -295,7 +297,8 @@ class Server:
         if op == "say":
             return self._say(req, peer, env)
         if op == "ping":
-            return {"event": "pong", "ready": self._status_extra().get("ready", False), "ts": time.time()}
+            # Not the status callback: that reads telemetry and counters, too much for a liveness probe.
+            return {"event": "pong", "ready": self._ready(), "ts": time.time()}
         if op == "status":
             return self.status()
         if op == "voices":
