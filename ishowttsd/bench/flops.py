@@ -56,7 +56,8 @@ def fp8_tflops(device: torch.device, n: int = 8192, reps: int = 20) -> float:
     )
 
 
-def _time_rate(fn: Any, flops: int, reps: int) -> float:
+def cuda_median_ms(fn: Any, reps: int = 20) -> float:
+    """Median of CUDA-event times around ``fn``, in milliseconds, after 3 untimed calls."""
     for _ in range(3):
         fn()
     times = []
@@ -66,9 +67,13 @@ def _time_rate(fn: Any, flops: int, reps: int) -> float:
         fn()
         e.record()
         e.synchronize()
-        times.append(s.elapsed_time(e) / 1e3)
+        times.append(s.elapsed_time(e))
     times.sort()
-    return flops / times[len(times) // 2] / 1e12
+    return float(times[len(times) // 2])
+
+
+def _time_rate(fn: Any, flops: int, reps: int) -> float:
+    return flops / (cuda_median_ms(fn, reps) / 1e3) / 1e12
 
 
 def floor_ms(flops: float, tflops: float) -> float | None:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from ishowttsd.bench.flops import cuda_median_ms
 from ishowttsd.engine.f5 import fast
 
 
@@ -128,18 +129,7 @@ def category(name: str) -> str:
 
 def replay_ms(fn: Any, reps: int = 20) -> float:
     """Median of CUDA-event times around ``fn`` (a graph replay plus a few small copies)."""
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        e.synchronize()
-        times.append(s.elapsed_time(e))
-    times.sort()
-    return times[len(times) // 2]
+    return cuda_median_ms(fn, reps)
 
 
 def matrix(dtype: str = "fp16") -> None:
