@@ -62,7 +62,8 @@ class Signals:
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:
         self._count += 1
         if self._count > 1:
-            _log.warning("second stop signal: exiting now")
+            # A raw write, not the logger: the main thread may hold the logger's lock right now.
+            os.write(2, b"ishowttsd: second stop signal: exiting now\n")
             sys.exit(EXIT_OK)
         self.stop.set()
 

@@ -139,11 +139,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     stop = threading.Event()
     bridge: Bridge | None = None
+    signals: list[str] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
+        # No logging here: the handler runs between two bytecodes of the main thread, which may be
+        # inside the logger's write lock; logging would deadlock (seen: SIGTERM ignored for good).
         if stop.is_set():
             raise SystemExit(1)  # a second signal: stop now
-        _log.info("stopping", signal=signal.Signals(signum).name)
+        signals.append(signal.Signals(signum).name)
         stop.set()
         if bridge is not None and bridge.interruptible:
             raise Interrupted()  # out of a connect or TLS handshake that may block for seconds
@@ -172,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         notifier.stopping()
         _log.info(
             "stopped",
+            signal=signals[0] if signals else None,
             published=dict(publisher.published),
             dropped=dict(publisher.dropped),
             **{k.replace(".", "_"): v for k, v in bridge.counters.items()},
