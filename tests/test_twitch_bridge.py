@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -663,3 +664,41 @@ def test_latency_and_a_burst_without_drops(
         if bridge.proc.poll() is None:
             bridge.stop()
         sub.close()
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_while_logging_hard_always_stops(work: Path) -> None:
+    """SIGTERM lands at a random moment while the bridge logs every line it sends and gets: it
+    must stop every time. (Its handler used to log, and a handler that runs while the main thread
+    holds the logger's write lock deadlocks: a CI run saw SIGTERM ignored.)"""
+    srv = IrcServer(None)
+    sub = Collector(f"ipc://{work}/ingest.sock")
+    rng = random.Random(7)
+    try:
+        for i in range(6):
+            bridge = Bridge(work, ["--channel", "ishowtts", "--server", f"127.0.0.1:{srv.port}", "--no-tls",
+                                   "--ingest", f"ipc://{work}/ingest.sock"])  # fmt: skip
+            c = srv.wait_conn(i + 1)
+            c.register()
+            bridge.wait_log("joined")
+            stop_sending = threading.Event()
+
+            def flood(conn: Conn = c, done: threading.Event = stop_sending) -> None:
+                while not done.is_set():
+                    try:
+                        conn.send(*[":tmi.twitch.tv NOTICE * :flood"] * 50)  # each is logged by the bridge
+                    except OSError:
+                        return
+                    time.sleep(0.001)
+
+            t = threading.Thread(target=flood, daemon=True)
+            t.start()
+            time.sleep(0.2 + rng.random() * 0.3)
+            try:
+                assert bridge.stop(timeout_s=10.0) == 0
+            finally:
+                stop_sending.set()
+                t.join(5)
+    finally:
+        sub.close()
+        srv.close()
