@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from unitfiles import one, staging_root, unit_items
 
 from ishowttsd import paths
 from ishowttsd.twitch.client import EXIT_CONFIG, EXIT_LOGIN_REFUSED
@@ -20,28 +21,14 @@ from ishowttsd.twitch.client import EXIT_CONFIG, EXIT_LOGIN_REFUSED
 REPO = Path(__file__).resolve().parents[1]
 UNIT = "ishowtts-twitch@.service"
 INSTANCE = "ishowtts-twitch@somechannel.service"
+ALL_UNITS = (UNIT, "ishowtts.service", "ishowtts-clocks.service")
 EXPOSURE_GOAL = 2.0
 
 needs_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
 
 
-def items(name: str) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for raw in (REPO / "systemd" / name).read_text().splitlines():
-        line = raw.strip()
-        if line and not line.startswith(("#", ";", "[")):
-            key, _, value = line.partition("=")
-            out.setdefault(key.strip(), []).append(value.strip())
-    return out
-
-
-def one(u: dict[str, list[str]], key: str) -> str:
-    assert key in u, f"missing {key}="
-    return u[key][-1]
-
-
 def test_unit_says_what_the_bridge_needs() -> None:
-    u = items(UNIT)
+    u = unit_items(UNIT)
     assert "ishowtts.service" in one(u, "Wants").split() and "ishowtts.service" in one(u, "After").split()
     assert one(u, "User") == "ishowtts" and one(u, "Group") == "ishowtts"
     exec_start = one(u, "ExecStart").split()
@@ -50,7 +37,7 @@ def test_unit_says_what_the_bridge_needs() -> None:
     assert one(u, "Type") == "notify" and one(u, "WatchdogSec")
     assert set(one(u, "RestartPreventExitStatus").split()) == {str(EXIT_CONFIG), str(EXIT_LOGIN_REFUSED)}
     # The ingest socket lives in the daemon's RuntimeDirectory, where its default endpoint points.
-    d = items("ishowtts.service")
+    d = unit_items("ishowtts.service")
     runtime = "/run/" + one(d, "RuntimeDirectory")
     env = dict(e.split("=", 1) for e in u["Environment"])
     assert env["ISHOWTTS_INGEST"] == paths.default_endpoint("ingest", {"RUNTIME_DIRECTORY": runtime})
@@ -65,22 +52,6 @@ def test_unit_says_what_the_bridge_needs() -> None:
         assert key in u
 
 
-def staging_root(tmp: Path, with_executables: bool = True) -> Path:
-    root = tmp / "root"
-    shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
-    (root / "etc/systemd/system").mkdir(parents=True)
-    for name in (UNIT, "ishowtts.service", "ishowtts-clocks.service"):
-        shutil.copy(REPO / "systemd" / name, root / "etc/systemd/system" / name)
-        for key, values in items(name).items():
-            if with_executables and key.startswith("Exec"):
-                for v in values:
-                    stub = root / v.lstrip("-@:+!").split()[0].lstrip("/")
-                    stub.parent.mkdir(parents=True, exist_ok=True)
-                    stub.write_text("#!/bin/sh\nexit 0\n")
-                    stub.chmod(0o755)
-    return root
-
-
 def analyze(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["systemd-analyze", *args, f"--root={root}", INSTANCE],
@@ -93,20 +64,20 @@ def analyze(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 @needs_analyze
 def test_instance_verifies_cleanly_and_the_check_can_fail(tmp_path: Path) -> None:
-    root = staging_root(tmp_path / "ok")
+    root = staging_root(tmp_path / "ok", ALL_UNITS)
     p = analyze(root, "verify")
     assert p.returncode == 0 and p.stdout == "" and p.stderr == "", p.stdout + p.stderr
     unit = root / "etc/systemd/system" / UNIT
     unit.write_text(unit.read_text().replace("WatchdogSec=", "WatchdogSecs="))
     assert "WatchdogSecs" in analyze(root, "verify").stderr
-    bare = staging_root(tmp_path / "bare", with_executables=False)
+    bare = staging_root(tmp_path / "bare", ALL_UNITS, with_executables=False)
     p = analyze(bare, "verify")
     assert p.returncode != 0 and "ishowtts-twitch" in p.stderr
 
 
 @needs_analyze
 def test_security_exposure(tmp_path: Path, record_property: pytest.RecordProperty) -> None:
-    p = analyze(staging_root(tmp_path), "security", "--offline=yes")
+    p = analyze(staging_root(tmp_path, ALL_UNITS), "security", "--offline=yes")
     m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", p.stdout + p.stderr)
     assert m, p.stdout[-2000:] + p.stderr
     score = float(m.group(1))

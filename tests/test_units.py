@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from unitfiles import one, staging_root, unit_items
 
 REPO = Path(__file__).resolve().parents[1]
 UNITS = ("ishowtts.service", "ishowtts-clocks.service")
@@ -21,23 +22,6 @@ EXPOSURE_GOAL = 4.5
 needs_analyze = pytest.mark.skipif(
     shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed"
 )
-
-
-def unit_items(name: str) -> dict[str, list[str]]:
-    """``Key -> [values]`` over all sections (keys are unique across our units' sections)."""
-    out: dict[str, list[str]] = {}
-    for raw in (REPO / "systemd" / name).read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith(("#", ";", "[")):
-            continue
-        key, _, value = line.partition("=")
-        out.setdefault(key.strip(), []).append(value.strip())
-    return out
-
-
-def one(items: dict[str, list[str]], key: str) -> str:
-    assert key in items, f"missing {key}="
-    return items[key][-1]
 
 
 def test_daemon_unit_settings() -> None:
@@ -81,30 +65,6 @@ def test_clocks_unit_settings() -> None:
     assert "User" not in u  # nvpmodel/jetson_clocks need root
 
 
-def exec_paths(name: str) -> list[str]:
-    paths = []
-    for key, values in unit_items(name).items():
-        if key.startswith("Exec"):
-            for v in values:
-                paths.append(v.lstrip("-@:+!").split()[0])
-    return paths
-
-
-def staging_root(tmp_path: Path, with_executables: bool = True) -> Path:
-    root = tmp_path / "root"
-    shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
-    (root / "etc/systemd/system").mkdir(parents=True)
-    for name in UNITS:
-        shutil.copy(REPO / "systemd" / name, root / "etc/systemd/system" / name)
-        if with_executables:
-            for exe in exec_paths(name):
-                stub = root / exe.lstrip("/")
-                stub.parent.mkdir(parents=True, exist_ok=True)
-                stub.write_text("#!/bin/sh\nexit 0\n")
-                stub.chmod(0o755)
-    return root
-
-
 def verify(root: Path, *units: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["systemd-analyze", "verify", f"--root={root}", *(f"/etc/systemd/system/{u}" for u in units)],
@@ -117,7 +77,7 @@ def verify(root: Path, *units: str) -> subprocess.CompletedProcess[str]:
 
 @needs_analyze
 def test_units_verify_cleanly(tmp_path: Path) -> None:
-    root = staging_root(tmp_path)
+    root = staging_root(tmp_path, UNITS)
     p = verify(root, *UNITS)
     assert p.returncode == 0 and p.stderr == "" and p.stdout == "", p.stderr + p.stdout
 
@@ -125,10 +85,10 @@ def test_units_verify_cleanly(tmp_path: Path) -> None:
 @needs_analyze
 def test_verify_catches_a_missing_executable_and_a_misspelt_key(tmp_path: Path) -> None:
     """The check above can fail: without the binaries, and with a typo (a warning only, rc 0)."""
-    bare = staging_root(tmp_path / "a", with_executables=False)
+    bare = staging_root(tmp_path / "a", UNITS, with_executables=False)
     p = verify(bare, "ishowtts.service")
     assert p.returncode != 0 and "ishowttsd" in p.stderr
-    root = staging_root(tmp_path / "b")
+    root = staging_root(tmp_path / "b", UNITS)
     unit = root / "etc/systemd/system/ishowtts.service"
     unit.write_text(unit.read_text().replace("WatchdogSec=", "WatchdogSecs="))
     p = verify(root, "ishowtts.service")
@@ -138,7 +98,7 @@ def test_verify_catches_a_missing_executable_and_a_misspelt_key(tmp_path: Path) 
 @needs_analyze
 @pytest.mark.parametrize("name", UNITS)
 def test_security_exposure(name: str, tmp_path: Path, record_property: pytest.RecordProperty) -> None:
-    root = staging_root(tmp_path)
+    root = staging_root(tmp_path, UNITS)
     p = subprocess.run(
         ["systemd-analyze", "security", "--offline=yes", f"--root={root}", f"/etc/systemd/system/{name}"],
         capture_output=True,
