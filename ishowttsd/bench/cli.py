@@ -42,6 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-ablations", action="store_true", help="skip eager / graph-only ablations")
     p.add_argument("--attn-mode", choices=("augment", "sdpa"), default="sdpa")
     p.add_argument("--conv-layout", choices=("view", "contiguous", "auto"), default="view")
+    p.add_argument("--conv-impl", choices=("auto", "triton", "cudnn"), default="auto")
     p.add_argument("--bucket-frames", type=int, default=32)
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results directory")
     p.add_argument("--out", type=Path, default=None, help="also write the record here")
@@ -76,6 +77,7 @@ def plan_from(a: argparse.Namespace) -> Any:
         bucket_frames=a.bucket_frames,
         attn_mode=a.attn_mode,
         conv_layout=a.conv_layout,
+        conv_impl=a.conv_impl,
         ablations=not a.no_ablations,
         budget_s=a.budget_s,
     )

@@ -47,6 +47,7 @@ class Plan:
     bucket_frames: int = 32
     attn_mode: str = "sdpa"
     conv_layout: str = "view"
+    conv_impl: str = "auto"
     compile: bool = True
     compile_dynamic: bool | None = False
     """Static shapes: one compile per (batch, bucket) (``_dyn`` variants: one dynamic compile)."""
@@ -219,7 +220,8 @@ def measure_stock(b: Bench) -> None:
 def variant_options(name: str) -> dict[str, Any]:
     """``bf16``, ``fp16``, ``fp32``, ``fp8`` (bf16 + fp8 matmuls), with optional suffixes:
     ``_sdpa`` (mask through SDPA's attn_mask), ``_exact`` (no length buckets), ``_dyn`` (one
-    dynamic-shape compile), ``_eager`` (no compile, no graph), ``_graph`` (graph, no compile)."""
+    dynamic-shape compile), ``_eager`` (no compile, no graph), ``_graph`` (graph, no compile),
+    ``_cudnn`` (the positional conv through cuDNN instead of the fused Triton kernel)."""
     base, *mods = name.split("_")
     opts: dict[str, Any] = {"dtype": "bf16" if base == "fp8" else base, "fp8": base == "fp8"}
     for m in mods:
@@ -229,6 +231,8 @@ def variant_options(name: str) -> dict[str, Any]:
             opts["bucket_frames"] = 0
         elif m == "dyn":
             opts["compile_dynamic"] = True
+        elif m == "cudnn":
+            opts["conv_impl"] = "cudnn"
         elif m == "eager":
             opts.update(compile=False, graph=False)
         elif m == "graph":
@@ -240,13 +244,14 @@ def variant_options(name: str) -> dict[str, Any]:
 
 def _fast(b: Bench, dtype: str, *, fp8: bool = False, compile: bool = True, graph: bool = True,
           cfg: InferenceConfig | None = None, fused: Any = None, attn_mode: str | None = None,
-          bucket_frames: int | None = None, compile_dynamic: bool | None = None) -> FastSampler:  # fmt: skip
+          bucket_frames: int | None = None, compile_dynamic: bool | None = None,
+          conv_impl: str | None = None) -> FastSampler:  # fmt: skip
     return FastSampler(
         b.m.dit, cfg or b.cfg, dtype=dtype, fp8=fp8, compile=compile and b.plan.compile, cuda_graph=graph,
         bucket_frames=b.plan.bucket_frames if bucket_frames is None else bucket_frames,
         attn_mode=attn_mode or b.plan.attn_mode, fused=fused,
         compile_dynamic=b.plan.compile_dynamic if compile_dynamic is None else compile_dynamic,
-        conv_layout=b.plan.conv_layout,
+        conv_layout=b.plan.conv_layout, conv_impl=conv_impl or b.plan.conv_impl,
     )  # fmt: skip
 
 

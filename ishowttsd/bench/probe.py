@@ -177,6 +177,55 @@ def matrix(dtype: str = "fp16") -> None:
         print(f"  {k:32s} {v:7.2f} ms  {100 * v / total:5.1f}%")
 
 
+def posconv_probe() -> None:
+    """The fused Triton positional conv against cuDNN (both layouts): error and time per shape,
+    and a sweep of (rows per program, warps, stages) for ``posconv.block_rows``."""
+    from ishowttsd.engine.f5 import posconv
+
+    dev = torch.device("cuda")
+    g, d, k = 16, 1024, 31
+    torch.manual_seed(0)
+    for dtype in (torch.float16, torch.bfloat16):
+        w = (torch.randn(d, d // g, k, device=dev) / (d // g * k) ** 0.5).to(dtype)
+        bias = (0.1 * torch.randn(d, device=dev)).to(dtype)
+        wp = posconv.pack_weight(w, g)
+        for b2, n in ((2, 608), (2, 1024), (8, 1024), (32, 672), (32, 1024)):
+            x = torch.randn(b2, n, d, device=dev, dtype=dtype)
+            lengths = torch.full((b2,), n, dtype=torch.int32, device=dev)
+            lengths[b2 // 2 :] = n - 37  # half the rows padded, as in a mixed batch
+            ref = posconv.reference(x.float(), w.float(), bias.float(), lengths, g, x.float())
+            got = posconv.conv_mish(x, wp, w, bias, lengths, g, residual=x, impl="triton")
+            err = ((got.float() - ref).norm() / ref.norm()).item()
+            cud = posconv.reference(x, w, bias, lengths, g, x)
+            err_cudnn = ((cud.float() - ref).norm() / ref.norm()).item()
+            t_cudnn = bench_ms(lambda: posconv.reference(x, w, bias, lengths, g, x))
+            xc = x.transpose(1, 2).contiguous()
+            t_cudnn_c = bench_ms(lambda: F.mish(F.conv1d(xc, w, bias, padding=k // 2, groups=g)))
+            best: tuple[float, tuple[int, int, int]] | None = None
+            sweep = []
+            configs = ((32, 4, 3), (64, 4, 3), (64, 4, 4), (64, 8, 3), (128, 4, 3), (128, 8, 3), (128, 8, 4))
+            for cfg in configs:
+                try:
+                    t = bench_ms(lambda: posconv.conv_mish(x, wp, w, bias, lengths, g, residual=x,
+                                                           impl="triton", config=cfg))  # fmt: skip
+                except Exception as ex:  # a config that does not fit shared memory
+                    sweep.append(f"{cfg}: n/a ({type(ex).__name__})")
+                    continue
+                sweep.append(f"{cfg}: {t:.4f}")
+                if best is None or t < best[0]:
+                    best = (t, cfg)
+            t_default = bench_ms(
+                lambda: posconv.conv_mish(x, wp, w, bias, lengths, g, residual=x, impl="triton")
+            )
+            flops = 2 * b2 * n * d * (d // g) * k
+            print(f"{str(dtype)[6:]} B2={b2} N={n}: rel err triton {err:.2e} cudnn {err_cudnn:.2e} | "
+                  f"cudnn {t_cudnn:.4f} ms (contig in {t_cudnn_c:.4f}) | triton default "
+                  f"{posconv.block_rows(b2, n)} rows {t_default:.4f} ms "
+                  f"({flops / t_default / 1e9:.0f} TFLOP/s)"
+                  f" | best {best}")  # fmt: skip
+            print("   sweep " + "; ".join(sweep))
+
+
 if __name__ == "__main__":
     what = sys.argv[1:] or ["attention", "conv", "profile"]
     if "matrix" in what:
@@ -185,5 +234,7 @@ if __name__ == "__main__":
         attention()
     if "conv" in what:
         conv()
+    if "posconv" in what:
+        posconv_probe()
     if "profile" in what:
         profile()

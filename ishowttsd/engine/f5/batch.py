@@ -53,6 +53,9 @@ class FastSettings:
     conv_layout: str = "view"
     """Positional conv input: 'view' (transposed view), 'contiguous', or 'auto' (timed per shape);
     'view' and 'contiguous' measured equal inside the graph."""
+    conv_impl: str = "auto"
+    """The positional conv: 'auto' (a fused Triton implicit-GEMM kernel on CUDA where Triton
+    imports, else cuDNN), 'triton', or 'cudnn' (``F.conv1d``, the layout per ``conv_layout``)."""
     on_cpu: bool = False
     """Run the fast pipeline on the CPU too (eager, no graphs): for testing that the daemon's
     fast path speaks exactly like the reference sampler. Off: on CPU the engine's own path runs."""
@@ -76,6 +79,7 @@ def parse_fast(t: Table) -> FastSettings:
         bucket_frames=t.integer("bucket_frames", d.bucket_frames, min=0, max=1024),
         attn_mode=t.choice("attn_mode", d.attn_mode, ATTN_MODES),
         conv_layout=t.choice("conv_layout", d.conv_layout, ("view", "contiguous", "auto")),
+        conv_impl=t.choice("conv_impl", d.conv_impl, ("auto", "triton", "cudnn")),
         batch_window_ms=t.number("batch_window_ms", d.batch_window_ms, min=0.0, max=100.0),
         max_batch=t.integer("max_batch", d.max_batch, min=1, max=SLOT_SIZES[-1]),
     )

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ishowttsd import log
+from ishowttsd.engine.f5 import posconv
 
 _log = log.get(__name__)
 
@@ -174,7 +175,13 @@ class FusedDiT:
     """f5's DiT re-laid for the fast path. Reads the weights; never changes the source module."""
 
     def __init__(
-        self, dit: Any, dtype: torch.dtype, *, fp8: bool = False, attn_mode: str = "augment"
+        self,
+        dit: Any,
+        dtype: torch.dtype,
+        *,
+        fp8: bool = False,
+        attn_mode: str = "augment",
+        conv_impl: str = "auto",
     ) -> None:
         self.dit = dit
         self.dtype = dtype
@@ -196,6 +203,9 @@ class FusedDiT:
         self.conv_b = [cast(self.conv[i].bias) for i in (0, 2)]
         self.conv_groups: int = self.conv[0].groups
         self.conv_pad: int = self.conv[0].padding[0]
+        self.conv_wp = [posconv.pack_weight(w, self.conv_groups) for w in self.conv_w]
+        self.conv_impl = conv_impl
+        """'auto' (the fused Triton kernel on CUDA where Triton imports), 'triton' or 'cudnn'."""
         if dit.long_skip_connection is not None:
             raise ValueError("fast path supports long_skip_connection=False (F5TTS_v1_Base layout)")
         self.blocks: list[BlockWeights] = []
@@ -278,30 +288,31 @@ class FusedDiT:
         mods: Tensor,
         final: Tensor,
         cfg_strength: float,
+        klen: Tensor | None = None,
     ) -> Tensor:
         """CFG velocity for state ``x`` [B, N, mel] (fp32). ``consts``: [2B, N, D] (cond halves first).
 
-        ``kmask``: [2B, N] bool valid-frame mask (None: no padding); ``kbias`` its additive form.
+        ``kmask``: [2B, N] bool valid-frame mask (None: no padding); ``kbias`` its additive form;
+        ``klen`` the same as int32 lengths [2B] (valid frames are always a prefix), which the fused
+        conv takes; None with ``kmask`` None.
         """
+        if kmask is not None and klen is None:
+            klen = kmask.sum(1, dtype=torch.int32)
         n = x.shape[1]
         hx = F.linear(x.to(self.dtype), self.w_x)
         h = torch.cat((hx, hx)) + consts  # [2B, N, D]
-        # The grouped k=31 conv runs on (2B, D, N): as a transposed view of h (cuDNN converts
-        # layouts itself) or made contiguous first. Which is faster depends on shape and dtype
-        # (measured both ways on an H100), so each shape's plan times both once and keeps the winner.
-        c = h.transpose(1, 2)
+        if self.uses_triton_conv(h):
+            # the fused implicit-GEMM kernels (posconv.py): no transposes, mask and residual fused
+            g = self.conv_groups
+            c = posconv.conv_mish(h, self.conv_wp[0], self.conv_w[0], self.conv_b[0], klen, g, impl="triton")
+            h = posconv.conv_mish(
+                c, self.conv_wp[1], self.conv_w[1], self.conv_b[1], klen, g, residual=h, impl="triton"
+            )
+        else:
+            h = self._conv_cudnn(h, kmask)
+        cos, sin = self.rope(n)
         if self.conv_contiguous.get((h.shape[0], n), False):
             c = c.contiguous()
-        if kmask is not None:
-            km = kmask[:, None, :]
-            c = c.masked_fill(~km, 0.0)
-        for i in range(2):
-            c = F.conv1d(c, self.conv_w[i], self.conv_b[i], padding=self.conv_pad, groups=self.conv_groups)
-            c = F.mish(c)
-            if kmask is not None:
-                c = c.masked_fill(~km, 0.0)
-        h = h + c.transpose(1, 2)
-        cos, sin = self.rope(n)
         for blk, mod in zip(self.blocks, mods.unbind(0), strict=True):
             h = self._block_fn(
                 h, mod, cos, sin, kbias, blk.qkv, blk.out, blk.ff1, blk.ff2, self.heads, self.attn_mode
@@ -311,6 +322,29 @@ class FusedDiT:
         pred = F.linear(h, self.w_out, self.b_out).float()
         pc, pu = pred.chunk(2)
         return pc + (pc - pu) * cfg_strength
+
+    def uses_triton_conv(self, h: Tensor) -> bool:
+        return self.conv_impl == "triton" or (
+            self.conv_impl == "auto" and h.is_cuda and posconv.triton_available()
+        )
+
+    def _conv_cudnn(self, h: Tensor, kmask: Tensor | None) -> Tensor:
+        """The positional conv through ``F.conv1d`` on (2B, D, N): as a transposed view of h (cuDNN
+        converts layouts itself) or made contiguous first, whichever this shape's plan measured
+        faster (``tune_conv``)."""
+        c = h.transpose(1, 2)
+        if self.conv_contiguous.get((h.shape[0], h.shape[1]), False):
+            c = c.contiguous()
+        km = None
+        if kmask is not None:
+            km = kmask[:, None, :]
+            c = c.masked_fill(~km, 0.0)
+        for i in range(2):
+            c = F.conv1d(c, self.conv_w[i], self.conv_b[i], padding=self.conv_pad, groups=self.conv_groups)
+            c = F.mish(c)
+            if km is not None:
+                c = c.masked_fill(~km, 0.0)
+        return h + c.transpose(1, 2)
 
     @torch.no_grad()
     def tune_conv(self, b2: int, n: int, reps: int = 5) -> bool:
@@ -397,6 +431,7 @@ class _Plan:
         self.consts = torch.zeros(2 * batch, frames, f.dim, device=dev, dtype=dt)
         self.kmask = torch.ones(2 * batch, frames, device=dev, dtype=torch.bool)
         self.kbias = torch.zeros(2 * batch, frames, device=dev, dtype=torch.float32)
+        self.klen = torch.full((2 * batch,), frames, device=dev, dtype=torch.int32)
         self.ref_mel = torch.zeros(batch, frames, f.mel_dim, device=dev, dtype=torch.float32)
         self.ref_mask = torch.zeros(batch, frames, 1, device=dev, dtype=torch.bool)
         self.cond = _sampler().Conditioning(
@@ -407,7 +442,9 @@ class _Plan:
         self.graph: torch.cuda.CUDAGraph | None = None
         self._calls = 0
         key = (2 * batch, frames)
-        if fs.conv_layout == "auto":
+        if f.uses_triton_conv(self.x):
+            pass  # the fused kernel has no layout choice
+        elif fs.conv_layout == "auto":
             f.tune_conv(*key)
         else:
             f.conv_contiguous.setdefault(key, fs.conv_layout == "contiguous")
@@ -417,8 +454,8 @@ class _Plan:
         i = self._calls
         self._calls += 1
         fs = self.fs
-        km, kb = (self.kmask, self.kbias) if self.masked else (None, None)
-        return fs.fused.velocity(x, self.consts, km, kb, fs.mods[i], fs.final[i], fs.cfg.cfg_strength)
+        km, kb, kl = (self.kmask, self.kbias, self.klen) if self.masked else (None, None, None)
+        return fs.fused.velocity(x, self.consts, km, kb, fs.mods[i], fs.final[i], fs.cfg.cfg_strength, kl)
 
     def _loop(self) -> Tensor:
         self._calls = 0
@@ -500,6 +537,7 @@ class FastSampler:
         attn_mode: str = "sdpa",
         fused: FusedDiT | None = None,
         conv_layout: str = "view",
+        conv_impl: str = "auto",
     ) -> None:
         """``fused``: share another sampler's fused weights (and compiled block), e.g. for a
         different NFE; ``dtype``/``fp8``/``compile`` then come from it."""
@@ -517,7 +555,7 @@ class FastSampler:
             dtype = next(k for k, v in DTYPES.items() if v == fused.dtype)
             fp8, compile = fused.fp8, fused.compiled
         else:
-            self.fused = FusedDiT(dit, DTYPES[dtype], fp8=fp8, attn_mode=attn_mode)
+            self.fused = FusedDiT(dit, DTYPES[dtype], fp8=fp8, attn_mode=attn_mode, conv_impl=conv_impl)
             if compile:
                 self.fused.compile_blocks(compile_mode, compile_dynamic)
         self.schedule = _sampler().timesteps(cfg, "cpu", torch.float32)
@@ -542,6 +580,7 @@ class FastSampler:
             "compile_dynamic": compile_dynamic, "cuda_graph": cuda_graph, "bucket_frames": bucket_frames,
             "attn_mode": attn_mode,
             "conv_layout": conv_layout,
+            "conv_impl": conv_impl,
         }  # fmt: skip
 
     def plan(self, batch: int, frames: int, masked: bool) -> _Plan:
@@ -633,5 +672,6 @@ class FastSampler:
             p.kmask[b + i, 0] = True
         if masked:
             p.kbias.copy_((~p.kmask).float() * MASKED_LOGIT)
+            p.klen.copy_(p.kmask.sum(1, dtype=torch.int32))
         out = p.run()
         return [out[i, : j.frames] for i, j in enumerate(jobs)]

@@ -1,0 +1,170 @@
+"""F5's convolutional position embedding as one fused GPU kernel per conv.
+
+F5's ``ConvPositionEmbedding`` is ``Conv1d(1024, 1024, k=31, groups=16) -> Mish`` twice, added
+to the input. Its arithmetic is 2 % of a DiT step, but cuDNN ran it at ~13 TFLOP/s on an H100
+(one small kernel per group, NCW layout): a third of the fast path's kernel time
+(docs/PERFORMANCE.md). Here each conv is an implicit GEMM in Triton on the (B, N, D) layout the
+transformer already uses, so there is no transpose either way: for each group, 31 shifted
+(rows x 64) @ (64 x 64) tensor-core products accumulate in fp32, and the epilogue adds the bias,
+applies Mish, zeroes frames past the row's length (padded keys, as the masked stock path does)
+and, for the second conv, adds the residual.
+
+``conv_mish`` picks the kernel on CUDA when Triton is importable (``impl='auto'``), else the
+reference (``torch.nn.functional.conv1d``), which is also what CPU runs. Triton is optional:
+JetPack builds may lack it, and CI runs on CPU.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+IMPLS = ("auto", "triton", "cudnn")
+
+
+@functools.cache
+def triton_available() -> bool:
+    try:
+        import triton.language  # noqa: F401
+    except Exception:  # ImportError, or a broken install on an unusual platform
+        return False
+    return True
+
+
+def pack_weight(w: Tensor, groups: int) -> Tensor:
+    """Conv1d weight (D_out, D_in/groups, K) -> (groups, K, C_in, C_out) contiguous: one (C_in x
+    C_out) matrix per group and tap, the B operand of each tensor-core product."""
+    d_out, c_in, k = w.shape
+    c_out = d_out // groups
+    return w.view(groups, c_out, c_in, k).permute(0, 3, 2, 1).contiguous()
+
+
+def reference(
+    x: Tensor, w: Tensor, b: Tensor | None, lengths: Tensor | None, groups: int, residual: Tensor | None
+) -> Tensor:
+    """The same computation with ``F.conv1d`` (cuDNN on CUDA): ``x`` (B, N, D) with frames past
+    ``lengths`` zeroed on input and output; returns (B, N, D), plus ``residual`` when given."""
+    c = x.transpose(1, 2)
+    keep = None
+    if lengths is not None:
+        n = x.shape[1]
+        keep = (torch.arange(n, device=x.device)[None, :] < lengths[:, None])[:, None, :]
+        c = c.masked_fill(~keep, 0.0)
+    c = F.mish(F.conv1d(c, w, b, padding=w.shape[-1] // 2, groups=groups))
+    if keep is not None:
+        c = c.masked_fill(~keep, 0.0)
+    out = c.transpose(1, 2)
+    return out if residual is None else residual + out
+
+
+def block_rows(batch: int, frames: int) -> int:
+    """Rows per program. Measured on an H100 (``python -m ishowttsd.bench.probe posconv``):
+    64-row tiles win for one or two CFG rows, 128-row tiles once the grid is large."""
+    return 64 if batch * frames <= 4096 else 128
+
+
+def conv_mish(
+    x: Tensor,
+    w_packed: Tensor,
+    w: Tensor,
+    b: Tensor | None,
+    lengths: Tensor | None,
+    groups: int,
+    residual: Tensor | None = None,
+    impl: str = "auto",
+    config: tuple[int, int, int] | None = None,
+) -> Tensor:
+    """``mish(conv1d(x) + b)`` over (B, N, D) ``x``, masked to ``lengths`` (int32 [B]; None: all
+    frames valid), plus ``residual`` when given. ``w_packed`` is :func:`pack_weight` of ``w``.
+    ``config``: (rows per program, warps, pipeline stages) for the Triton kernel (the probe's sweep)."""
+    if impl not in IMPLS:
+        raise ValueError(f"conv impl must be one of {IMPLS}, got {impl!r}")
+    use_triton = impl == "triton" or (impl == "auto" and x.is_cuda and triton_available())
+    if not use_triton:
+        return reference(x, w, b, lengths, groups, residual)
+    return _triton_conv_mish(x, w_packed, b, lengths, groups, residual, config)
+
+
+def _triton_conv_mish(
+    x: Tensor,
+    wp: Tensor,
+    b: Tensor | None,
+    lengths: Tensor | None,
+    groups: int,
+    residual: Tensor | None,
+    config: tuple[int, int, int] | None = None,
+) -> Tensor:
+    bsz, n, d = x.shape
+    g, k, c_in, c_out = wp.shape
+    if g != groups or g * c_in != d or g * c_out != d or x.stride(2) != 1:
+        raise ValueError(f"posconv: weight {tuple(wp.shape)} does not fit input {tuple(x.shape)}")
+    if lengths is None:
+        lengths = torch.full((bsz,), n, dtype=torch.int32, device=x.device)
+    bias = b if b is not None else torch.zeros(d, dtype=x.dtype, device=x.device)
+    y = torch.empty((bsz, n, d), dtype=x.dtype, device=x.device)
+    res = residual if residual is not None else y
+    if res.stride(2) != 1:
+        res = res.contiguous()
+    bm, warps, stages = config or (block_rows(bsz, n), 4, 3)
+    kernel = _kernel()
+    grid = (-(-n // bm), g, bsz)
+    kernel[grid](
+        x, wp, bias, lengths, res, y, n,
+        x.stride(0), x.stride(1), res.stride(0), res.stride(1), y.stride(0), y.stride(1),
+        C=c_in, K=k, PAD=k // 2, BM=bm, HAS_RES=residual is not None,
+        IEEE=x.dtype == torch.float32, num_warps=warps, num_stages=stages,
+    )  # fmt: skip
+    return y
+
+
+@functools.cache
+def _kernel() -> Any:
+    """Build the Triton kernel on first use (importing Triton is slow and may be absent)."""
+    import triton
+    import triton.language as tl
+
+    # Triton reads the annotations (constexpr), so the parameters carry no Python types.
+    @triton.jit  # type: ignore[untyped-decorator]
+    def posconv_kernel(  # type: ignore[no-untyped-def]
+        X, W, Bias, Len, R, Y, N,
+        sxb, sxn, srb, srn, syb, syn,
+        C: tl.constexpr, K: tl.constexpr, PAD: tl.constexpr, BM: tl.constexpr,
+        HAS_RES: tl.constexpr, IEEE: tl.constexpr,
+    ):  # fmt: skip
+        pid_t = tl.program_id(0)
+        grp = tl.program_id(1)
+        row = tl.program_id(2)
+        length = tl.load(Len + row)
+        t = pid_t * BM + tl.arange(0, BM)
+        ch = tl.arange(0, C)
+        xg = X + row * sxb + grp * C
+        wg = W + grp * K * C * C
+        acc = tl.zeros((BM, C), dtype=tl.float32)
+        for k in range(K):
+            src = t + (k - PAD)
+            ok = (src >= 0) & (src < length)  # zero padding at both ends and past the length
+            a = tl.load(xg + src[:, None] * sxn + ch[None, :], mask=ok[:, None], other=0.0)
+            wk = tl.load(wg + k * C * C + ch[:, None] * C + ch[None, :])
+            if IEEE:  # noqa: SIM108 (a constexpr branch: Triton compiles only one side)
+                acc = tl.dot(a, wk, acc, input_precision="ieee")
+            else:
+                acc = tl.dot(a, wk, acc)
+        z = acc + tl.load(Bias + grp * C + ch).to(tl.float32)[None, :]
+        # mish(z) = z * tanh(softplus(z)); with e = exp(z), tanh(log(1 + e)) = n / (n + 2),
+        # n = e * (e + 2). torch's softplus is linear above 20, where this ratio is 1 in fp32.
+        e = tl.exp(tl.minimum(z, 20.0))
+        nn = e * (e + 2.0)
+        m = tl.where(z > 20.0, z, z * nn / (nn + 2.0))
+        m = tl.where((t < length)[:, None], m, 0.0)
+        inside = (t < N)[:, None]
+        if HAS_RES:
+            r = tl.load(R + row * srb + t[:, None] * srn + grp * C + ch[None, :], mask=inside, other=0.0)
+            m = m + r.to(tl.float32)
+        out = Y + row * syb + t[:, None] * syn + grp * C + ch[None, :]
+        tl.store(out, m.to(Y.dtype.element_ty), mask=inside)
+
+    return posconv_kernel
