@@ -103,6 +103,21 @@ def quantize_fp8(lin: Linear) -> Linear:
     return Linear(lin.weight, bias, wq_t=wq.t(), w_scale=scale.t().contiguous())
 
 
+@torch.library.custom_op("ishowttsd::linear_gelu", mutates_args=())
+def linear_gelu(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """``gelu(x @ W.T + b, approximate='tanh')`` as one cuBLASLt GEMM with a GELU epilogue.
+
+    A custom op, so torch.compile keeps it whole (inductor would split ``_addmm_activation`` back
+    into a GEMM and a pointwise kernel that re-reads the (rows x 2048) activation)."""
+    y = torch._addmm_activation(bias, x.reshape(-1, x.shape[-1]), weight.t(), use_gelu=True)
+    return y.reshape(*x.shape[:-1], weight.shape[0])
+
+
+@linear_gelu.register_fake
+def _linear_gelu_fake(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    return x.new_empty(*x.shape[:-1], weight.shape[0])
+
+
 def _rope(t: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """x_transformers' interleaved rotary embedding, computed in fp32 like the stock path."""
     tf = t.float()
@@ -148,6 +163,7 @@ def _block(
     ff2: Linear,
     heads: int,
     attn_mode: str,
+    gelu_epilogue: bool = False,
 ) -> Tensor:
     """One DiT block (``f5_tts.model.modules.DiTBlock``) with precomputed modulation ``mod`` [6, D]."""
     b, n, d = x.shape
@@ -159,7 +175,10 @@ def _block(
     a = _attention(q, k, v, kbias, attn_mode).transpose(1, 2).reshape(b, n, d)
     x = x + g_msa * _linear(a, out).to(x.dtype)
     h = F.layer_norm(x, (d,), eps=1e-6) * (1 + sc_mlp) + sh_mlp
-    f = F.gelu(_linear(h, ff1), approximate="tanh")
+    if gelu_epilogue and ff1.wq_t is None and ff1.bias is not None:
+        f = linear_gelu(h, ff1.weight, ff1.bias)
+    else:
+        f = F.gelu(_linear(h, ff1), approximate="tanh")
     return x + g_mlp * _linear(f, ff2).to(x.dtype)
 
 
@@ -182,6 +201,7 @@ class FusedDiT:
         fp8: bool = False,
         attn_mode: str = "augment",
         conv_impl: str = "auto",
+        gelu_epilogue: bool = False,
     ) -> None:
         self.dit = dit
         self.dtype = dtype
@@ -205,6 +225,8 @@ class FusedDiT:
         self.conv_pad: int = self.conv[0].padding[0]
         self.conv_wp = [posconv.pack_weight(w, self.conv_groups) for w in self.conv_w]
         self.conv_impl = conv_impl
+        self.gelu_epilogue = gelu_epilogue and self.device.type == "cuda"
+        """FF GELU in the GEMM's epilogue (cuBLASLt; CUDA only)."""
         """'auto' (the fused Triton kernel on CUDA where Triton imports), 'triton' or 'cudnn'."""
         if dit.long_skip_connection is not None:
             raise ValueError("fast path supports long_skip_connection=False (F5TTS_v1_Base layout)")
@@ -311,12 +333,11 @@ class FusedDiT:
         else:
             h = self._conv_cudnn(h, kmask)
         cos, sin = self.rope(n)
-        if self.conv_contiguous.get((h.shape[0], n), False):
-            c = c.contiguous()
         for blk, mod in zip(self.blocks, mods.unbind(0), strict=True):
             h = self._block_fn(
-                h, mod, cos, sin, kbias, blk.qkv, blk.out, blk.ff1, blk.ff2, self.heads, self.attn_mode
-            )
+                h, mod, cos, sin, kbias, blk.qkv, blk.out, blk.ff1, blk.ff2,
+                self.heads, self.attn_mode, self.gelu_epilogue,
+            )  # fmt: skip
         scale, shift = final.unbind(0)
         h = F.layer_norm(h, (self.dim,), eps=1e-6) * (1 + scale) + shift
         pred = F.linear(h, self.w_out, self.b_out).float()
@@ -538,6 +559,7 @@ class FastSampler:
         fused: FusedDiT | None = None,
         conv_layout: str = "view",
         conv_impl: str = "auto",
+        gelu_epilogue: bool = False,
     ) -> None:
         """``fused``: share another sampler's fused weights (and compiled block), e.g. for a
         different NFE; ``dtype``/``fp8``/``compile`` then come from it."""
@@ -555,7 +577,8 @@ class FastSampler:
             dtype = next(k for k, v in DTYPES.items() if v == fused.dtype)
             fp8, compile = fused.fp8, fused.compiled
         else:
-            self.fused = FusedDiT(dit, DTYPES[dtype], fp8=fp8, attn_mode=attn_mode, conv_impl=conv_impl)
+            self.fused = FusedDiT(dit, DTYPES[dtype], fp8=fp8, attn_mode=attn_mode, conv_impl=conv_impl,
+                                  gelu_epilogue=gelu_epilogue)  # fmt: skip
             if compile:
                 self.fused.compile_blocks(compile_mode, compile_dynamic)
         self.schedule = _sampler().timesteps(cfg, "cpu", torch.float32)
@@ -581,6 +604,7 @@ class FastSampler:
             "attn_mode": attn_mode,
             "conv_layout": conv_layout,
             "conv_impl": conv_impl,
+            "gelu_epilogue": self.fused.gelu_epilogue,
         }  # fmt: skip
 
     def plan(self, batch: int, frames: int, masked: bool) -> _Plan:
