@@ -162,6 +162,7 @@ class Daemon:
             "default_voice": self.engine.default_voice() if self.ready else None,
             "warmup_s": round(self.worker.warmup_s, 3),
             "jobs": dict(self.worker.counters),
+            "batching": dict(self.worker.batch_counters),
             "last_job": {
                 "audio_s": round(last.audio_s, 3),
                 "synth_s": round(last.synth_s, 4),
@@ -244,14 +245,15 @@ class Daemon:
         for job in left:
             job.cancel.cancel("shutdown")
             self.server.emit(job, "cancelled", reason="shutdown")
+        # ``busy``, not ``current``: a batch's other jobs (cancelled by close()) are reported by
+        # the worker after the speaking one, and their events must leave before we exit.
         deadline = time.monotonic() + self.settings.daemon.drain_timeout_s
-        while self.scheduler.current is not None and time.monotonic() < deadline:
+        while self.scheduler.busy and time.monotonic() < deadline:
             self.server.poll_once(50)
-        cur = self.scheduler.current
-        if cur is not None:
+        if self.scheduler.busy:
             self.scheduler.stop_current("shutdown")
             end = time.monotonic() + 2.0
-            while self.scheduler.current is not None and time.monotonic() < end:
+            while self.scheduler.busy and time.monotonic() < end:
                 self.server.poll_once(50)
         self.worker.stopping.set()
         self.server.flush_outbox()

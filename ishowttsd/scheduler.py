@@ -5,6 +5,12 @@ takes the next job. Priorities follow speech-dispatcher: ``important`` before ``
 before ``text``; FIFO within a priority (a sequence number breaks ties). When the queue is
 full, the oldest ordinary chat (``text``) makes room, since fresher chat matters more;
 ``message`` and ``important`` jobs are never dropped to make room for their own kind.
+
+A batching worker takes several jobs at once (:meth:`Scheduler.take`): they leave the queue and
+are *in flight* until done. In-flight jobs are still found, cancelled and removed like queued
+ones; ``current`` is the one being spoken, and before each of the others is spoken the worker asks
+:meth:`Scheduler.turn`, which hands out any queued job that outranks it first: the speaking order
+is the one-at-a-time order, only the audio of a batch's later jobs is made ahead.
 """
 
 from __future__ import annotations
@@ -22,6 +28,11 @@ from ishowttsd.protocol import PRIORITIES
 RANK = {p: i for i, p in enumerate(PRIORITIES)}
 CHARS_PER_SECOND = 15.0
 """Rough English speech rate used to estimate a job's audio length before it is made."""
+
+
+def _order(job: Job) -> tuple[int, int]:
+    """Speaking order: priority, then acceptance."""
+    return RANK[job.priority], job.seq
 
 
 def estimate_seconds(text: str) -> float:
@@ -108,6 +119,8 @@ class Scheduler:
         ~1,000 lines/s, and summing the whole queue on each was the I/O thread's top cost."""
         self._seq = itertools.count()
         self._current: Job | None = None
+        self._in_flight: list[Job] = []
+        """Taken by the worker and not yet done, in speaking order (``_current`` among them)."""
         self._paused = False
         self._closed = False
 
@@ -166,15 +179,14 @@ class Scheduler:
         return min((j for j in candidates if RANK[j.priority] == worst), key=lambda j: j.seq)
 
     def remove(self, pred: Callable[[Job], bool], reason: str, include_current: bool = True) -> list[Job]:
-        """Take queued jobs matching ``pred`` out, and cancel the current one if it matches."""
+        """Take queued jobs matching ``pred`` out, and cancel the in-flight ones that match (the
+        worker reports those itself; see :meth:`in_flight`)."""
         with self._cv:
             out = [j for j in self._queue if pred(j)]
             for j in out:
                 self._discard(j)
-            cur = self._current
-            if include_current and cur is not None and pred(cur):
-                cur.cancel.cancel(reason)
-                out.append(cur)
+            if include_current:
+                out.extend(j for j in self._in_flight if pred(j))
             for j in out:
                 j.cancel.cancel(reason)
             self._cv.notify_all()
@@ -202,32 +214,81 @@ class Scheduler:
     def paused(self) -> bool:
         return self._paused
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> list[Job]:
-        """Refuse new jobs; return (and forget) those still queued."""
+        """Refuse new jobs; return (and forget) those still queued. In-flight jobs other than the
+        one being spoken are cancelled (``shutdown``) as if they were still queued; the worker
+        reports them."""
         with self._cv:
             self._closed = True
             left, self._queue, self._queued_s = self._queue, [], 0.0
             self._est.clear()
+            for j in self._in_flight:
+                if j is not self._current:
+                    j.cancel.cancel("shutdown")
             self._cv.notify_all()
             return left
 
     # -- worker side -----------------------------------------------------------------------------
     def next(self, timeout: float) -> Job | None:
         """Block up to ``timeout`` for the highest-priority job; None when idle, paused or closed."""
+        jobs = self.take(1, 0.0, timeout)
+        return jobs[0] if jobs else None
+
+    def take(self, max_jobs: int, window_s: float, timeout: float) -> list[Job]:
+        """Up to ``max_jobs`` jobs in speaking order, all in flight, the first one current.
+
+        Blocks up to ``timeout`` for the first (nothing while paused or closed), then up to
+        ``window_s`` for company (0: only what is already queued). Jobs that arrive while a batch
+        is spoken wait for the next one."""
         with self._cv:
             self._current = None
+            self._in_flight = []
             deadline = self._clock() + timeout
             while self._paused or not self._queue:
                 if self._closed:
-                    return None
+                    return []
                 left = deadline - self._clock()
                 if left <= 0:
-                    return None
+                    return []
                 self._cv.wait(left)
-            job = min(self._queue, key=lambda j: (RANK[j.priority], j.seq))
-            self._discard(job)
-            self._current = job
-            return job
+            head = self._best()
+            self._discard(head)
+            self._current = head
+            self._in_flight = [head]
+            if max_jobs > 1 and window_s > 0:
+                end = self._clock() + window_s
+                while len(self._queue) < max_jobs - 1 and not self._closed:
+                    left = end - self._clock()
+                    if left <= 0:
+                        break
+                    self._cv.wait(left)
+            rest = sorted(self._queue, key=_order)[: max(0, max_jobs - 1)]
+            for j in rest:
+                self._discard(j)
+            self._in_flight.extend(rest)
+            return list(self._in_flight)
+
+    def turn(self, job: Job) -> Job:
+        """The worker is about to speak in-flight ``job``: a queued job that outranks it (taken
+        out of the queue, now in flight), else ``job``; either becomes current. This keeps the
+        speaking order one-at-a-time's when an urgent job arrives while a batch is spoken."""
+        with self._cv:
+            nxt = job
+            if self._queue and not self._paused and not self._closed:
+                best = self._best()
+                if _order(best) < _order(job):
+                    self._discard(best)
+                    self._in_flight.insert(self._in_flight.index(job) if job in self._in_flight else 0, best)
+                    nxt = best
+            self._current = nxt
+            return nxt
+
+    def _best(self) -> Job:
+        return min(self._queue, key=_order)
 
     def wait_while_paused(self, cancel: CancelToken, timeout: float) -> None:
         """Hold the worker between chunks while paused (speech resumes at the next chunk)."""
@@ -243,15 +304,29 @@ class Scheduler:
         with self._cv:
             if self._current is job:
                 self._current = None
+            if job in self._in_flight:
+                self._in_flight.remove(job)
+            self._cv.notify_all()
 
     # -- observation -------------------------------------------------------------------------------
     @property
     def current(self) -> Job | None:
+        """The job being spoken (in a batch, the one whose audio goes out now)."""
         return self._current
+
+    def in_flight(self, job: Job) -> bool:
+        """Whether the worker holds ``job`` (and so reports how it ends itself)."""
+        with self._cv:
+            return job in self._in_flight
+
+    @property
+    def busy(self) -> bool:
+        """Whether any job is in flight."""
+        return bool(self._in_flight)
 
     def queued(self) -> list[Job]:
         with self._cv:
-            return sorted(self._queue, key=lambda j: (RANK[j.priority], j.seq))
+            return sorted(self._queue, key=_order)
 
     def position(self, job: Job) -> int:
         """0-based place of ``job`` in speaking order (-1 if not queued)."""
@@ -265,8 +340,7 @@ class Scheduler:
         wanted = set(ids)
         with self._cv:
             found = [j for j in self._queue if j.id in wanted]
-            if self._current is not None and self._current.id in wanted:
-                found.append(self._current)
+            found.extend(j for j in self._in_flight if j.id in wanted)
             return found
 
     @property

@@ -380,9 +380,9 @@ class Server:
         return True
 
     def announce_removed(self, jobs: list[Job], event: str, reason: str) -> None:
-        cur = self.scheduler.current
         for j in jobs:
-            if j is not cur:  # the worker reports the speaking job itself when it stops
+            # The worker reports the jobs it holds (the speaking one, a batch's others) itself.
+            if not self.scheduler.in_flight(j):
                 self.emit(j, event, reason=reason)
 
     def emit(self, job: Job, event: str, **fields: Any) -> None:

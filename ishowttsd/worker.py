@@ -3,19 +3,35 @@
 Inference never runs on the I/O loop. The worker stamps a heartbeat whenever it makes
 progress (a chunk out, or an idle poll), so the watchdog can tell a hung synthesis from an
 idle daemon. Failures are per job: the job gets an ``error`` event and the loop goes on.
+
+With an engine that batches (:class:`~ishowttsd.engine.base.BatchingEngine`, ``max_batch() > 1``)
+the worker takes every job that is waiting (up to ``max_batch``, after ``batch_window_s`` for
+company) and synthesises them together: the first job's audio goes out as it is made, the
+others' is held until their turn, and each is spoken in the order, and with the events, it
+would have had alone. Each job's ``synth_s`` is its share of the batch's time.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ishowttsd import log
 from ishowttsd.config import DebugSettings
-from ishowttsd.engine.base import Engine, EngineError, StartupError, UnknownVoice
+from ishowttsd.engine.base import (
+    AudioChunk,
+    BatchingEngine,
+    Engine,
+    EngineError,
+    StartupError,
+    SynthRequest,
+    UnknownVoice,
+)
 from ishowttsd.outbox import EventOut, Outbox
 from ishowttsd.scheduler import Job, Scheduler
 from ishowttsd.sinks import Sink, SinkError
@@ -73,7 +89,11 @@ class Worker(threading.Thread):
         """Called just before a job is spoken (chat: staleness, announce prefix); may rewrite
         ``job.text``; a returned reason drops the job instead."""
         self.counters = {"done": 0, "cancelled": 0, "error": 0, "dropped": 0}
+        self.batch_counters = {"batches": 0, "batched_jobs": 0, "largest": 0}
+        """Synthesis calls that made more than one job's audio together, and those jobs."""
         self.last_result: JobResult | None = None
+        self._batching: BatchingEngine | None = None
+        """The engine, when it batches (set after warm-up)."""
 
     # -- events ------------------------------------------------------------------------------------
     def emit(self, job: Job, event: str, **fields: Any) -> None:
@@ -107,13 +127,25 @@ class Worker(threading.Thread):
             self.ready.set()
             return
         self.heartbeat = self._clock()
+        if isinstance(self.engine, BatchingEngine) and self.engine.max_batch() > 1:
+            self._batching = self.engine
+            _log.info("batching", max_batch=self.engine.max_batch(), window_s=self.engine.batch_window_s())
         self.ready.set()
         while not self.stopping.is_set():
             self.heartbeat = self._clock()
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
                 self._reload()
-            job = self.scheduler.next(timeout=0.25)
+            if self._batching is not None:
+                jobs = self.scheduler.take(
+                    self._batching.max_batch(), self._batching.batch_window_s(), timeout=0.25
+                )
+                if len(jobs) > 1:
+                    self._run_batch(jobs)
+                    continue
+                job = jobs[0] if jobs else None
+            else:
+                job = self.scheduler.next(timeout=0.25)
             if job is None:
                 continue
             try:
@@ -134,17 +166,113 @@ class Worker(threading.Thread):
             _log.error("voice reload failed; keeping the old voices", error=str(e))
 
     def _run_job(self, job: Job) -> None:
-        if job.cancel.cancelled:
-            self.emit(job, "cancelled", reason=job.cancel.reason or "cancelled")
+        if not self._admit(job):
             return
-        if job.expires_at is not None and self._clock() > job.expires_at:
-            self.emit(job, "dropped", reason="stale", text=job.text)
-            return
+        self._speak(job, lambda: self.engine.synthesize(job.text, job.voice, job.cancel))
+
+    def _admit(self, job: Job) -> bool:
+        """The checks at a job's turn (cancelled, stale, turn hooks); False once it is reported."""
+        if not self._still_wanted(job):
+            return False
         for hook in self.turn_hooks:
             reason = hook(job)
             if reason is not None:
                 self.emit(job, "dropped", reason=reason, text=job.text)
-                return
+                return False
+        return True
+
+    def _still_wanted(self, job: Job) -> bool:
+        if job.cancel.cancelled:
+            self.emit(job, "cancelled", reason=job.cancel.reason or "cancelled")
+            return False
+        if job.expires_at is not None and self._clock() > job.expires_at:
+            self.emit(job, "dropped", reason="stale", text=job.text)
+            return False
+        return True
+
+    def _run_batch(self, jobs: list[Job]) -> None:
+        """Speak ``jobs`` (in flight, in speaking order) with one batched synthesis.
+
+        Turn hooks run for all of them first, since they may rewrite the text to be synthesised;
+        at each later job's turn the cancel and staleness checks run again, as they would have
+        when it left the queue. A queued job that outranks the next one is spoken first, alone.
+        """
+        assert self._batching is not None
+        live: list[Job] = []
+        for job in jobs:
+            if self._admit(job):
+                live.append(job)
+            else:
+                self.scheduler.done(job)
+        marker = self.debug.fail_marker
+        wanted = [j for j in live if not (marker and marker in j.text)]  # those fail in _speak
+        streams: dict[int, Iterator[AudioChunk]] = {}
+        try:
+            if len(wanted) > 1:
+                self._count_batch(wanted)
+                requests = [SynthRequest(j.text, j.voice, j.cancel) for j in wanted]
+                made = self._batching.synthesize_many(requests)
+                streams = {id(j): st for j, st in zip(wanted, made, strict=True)}
+            elif wanted:
+                j = wanted[0]
+                streams = {id(j): self.engine.synthesize(j.text, j.voice, j.cancel)}
+        except Exception as e:  # the batch as a whole failed: each of its jobs reports it
+            streams = {id(j): _failing(e) for j in wanted}
+        batch = len(wanted) if len(wanted) > 1 else None
+        pending = deque(live)
+        try:
+            while pending and not self.stopping.is_set():
+                job = pending[0]
+                head = job is jobs[0]  # taken first: current since take(), and just admitted
+                if not head:
+                    self._hold_between_jobs(job)
+                    nxt = self.scheduler.turn(job)
+                    if nxt is not job:
+                        try:
+                            self._run_job(nxt)
+                        finally:
+                            self.scheduler.done(nxt)
+                            self.heartbeat = self._clock()
+                        continue
+                pending.popleft()
+                try:
+                    if head or self._still_wanted(job):
+                        self._speak(job, functools.partial(_opened, streams.get(id(job))), batch=batch)
+                finally:
+                    _close(streams.pop(id(job), None))
+                    self.scheduler.done(job)
+                    self.heartbeat = self._clock()
+        finally:
+            for job in pending:  # only when stopping: cancelled by the scheduler's close()
+                self.emit(job, "cancelled", reason=job.cancel.reason or "shutdown")
+                self.scheduler.done(job)
+            for st in streams.values():
+                _close(st)
+
+    def _count_batch(self, jobs: list[Job]) -> None:
+        c = self.batch_counters
+        c["batches"] += 1
+        c["batched_jobs"] += len(jobs)
+        c["largest"] = max(c["largest"], len(jobs))
+        _log.info("batch", jobs=[j.id for j in jobs])
+
+    def _hold_between_jobs(self, job: Job) -> None:
+        """While paused, a batch's next job waits for its turn like a queued one (no time limit),
+        with the heartbeat stamped each second."""
+        while (
+            self.scheduler.paused
+            and not self.scheduler.closed
+            and not job.cancel.cancelled
+            and not self.stopping.is_set()
+        ):
+            self.scheduler.wait_while_paused(job.cancel, timeout=1.0)
+            self.heartbeat = self._clock()
+
+    def _speak(
+        self, job: Job, open_stream: Callable[[], Iterator[AudioChunk]], batch: int | None = None
+    ) -> None:
+        """Synthesise (or take the made audio of) one admitted job into the sinks, and report it.
+        ``batch``: how many jobs were synthesised together (None: this one alone)."""
         self.emit(job, "started", text=job.text, voice=job.voice or self.engine.default_voice())
         t_start = time.perf_counter()
         audio_s = synth_s = 0.0
@@ -154,16 +282,25 @@ class Worker(threading.Thread):
         try:
             if self.debug.fail_marker and self.debug.fail_marker in job.text:
                 raise EngineError("injected failure ([debug] fail_marker)", "engine_error")
-            stream = self.engine.synthesize(job.text, job.voice, job.cancel)
+            stream = open_stream()
             while True:
                 t0 = time.perf_counter()
                 chunk = next(stream, None)
                 if chunk is None:
                     break
-                self._debug_delay(job)  # counts as synthesis time: it stands in for a slow GPU
-                synth_s += time.perf_counter() - t0
-                if first < 0:
-                    first = time.perf_counter() - t_start
+                if batch is not None:
+                    # Its share of the batch's time (a stream that drives the batch waits for all
+                    # of it; the others' chunks were made then), plus any debug delay.
+                    t1 = time.perf_counter()
+                    self._debug_delay(job)
+                    synth_s += chunk.timings.get("total", t1 - t0) + (time.perf_counter() - t1)
+                    if first < 0:
+                        first = chunk.ready_s if chunk.ready_s is not None else time.perf_counter() - t_start
+                else:
+                    self._debug_delay(job)  # counts as synthesis time: it stands in for a slow GPU
+                    synth_s += time.perf_counter() - t0
+                    if first < 0:
+                        first = time.perf_counter() - t_start
                 chunks += 1
                 audio_s += chunk.seconds
                 self.heartbeat = self._clock()
@@ -196,6 +333,7 @@ class Worker(threading.Thread):
         else:
             result = JobResult(job.id, audio_s, synth_s, len(job.text), chunks, max(first, 0.0))
             self.last_result = result
+            extra = {} if batch is None else {"batch": batch}
             self.emit(
                 job,
                 "done",
@@ -204,6 +342,7 @@ class Worker(threading.Thread):
                 rtf=round(result.rtf, 5),
                 ttfa_s=round(result.first_chunk_s, 4),
                 chunks=chunks,
+                **extra,
             )
             for listener in self.job_listeners:
                 listener(job, result)
@@ -234,6 +373,25 @@ class Worker(threading.Thread):
                 time.sleep(0.1)
         if self.debug.chunk_delay_s > 0:
             job.cancel.wait(self.debug.chunk_delay_s)
+
+
+def _failing(error: Exception) -> Iterator[AudioChunk]:
+    """A stream that raises ``error``: each job of a batch that failed as a whole reports it."""
+    raise error
+    yield  # a generator: the error surfaces when the job's turn reads it, like a lone job's
+
+
+def _opened(stream: Iterator[AudioChunk] | None) -> Iterator[AudioChunk]:
+    if stream is None:
+        raise EngineError("no stream for this job", "engine_error")
+    return stream
+
+
+def _close(stream: Iterator[AudioChunk] | None) -> None:
+    """Close an engine stream the worker is done with, so a batch makes no more chunks for it."""
+    close = getattr(stream, "close", None)
+    if close is not None:
+        close()
 
 
 __all__ = ["JobResult", "StartupError", "Worker"]

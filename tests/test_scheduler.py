@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -121,3 +122,95 @@ def test_queued_seconds_follow_every_way_in_and_out() -> None:
     assert abs(s.queued_seconds - sum(j.est_seconds for j in s.queued())) < 1e-9
     s.close()
     assert s.queued_seconds == 0.0
+
+
+# -- taking a batch (a batching worker) ----------------------------------------------------------
+
+
+def test_take_gives_up_to_n_jobs_in_speaking_order_all_in_flight() -> None:
+    s = Scheduler(Limits())
+    for j in (job("t1"), job("m1", "message"), job("t2"), job("i1", "important"), job("m2", "message")):
+        s.submit(j)
+    got = s.take(4, 0.0, 0)
+    assert [j.id for j in got] == ["i1", "m1", "m2", "t1"]
+    assert s.current is got[0]
+    assert [j.id for j in s.queued()] == ["t2"]
+    assert all(s.in_flight(j) for j in got) and s.busy
+    assert {j.id for j in s.find(["m2", "t2", "zz"])} == {"m2", "t2"}  # in flight or queued
+    for j in got:
+        s.done(j)
+    assert not s.busy and s.current is None
+    assert [j.id for j in s.take(4, 0.0, 0)] == ["t2"]  # taken by the next batch
+
+
+def test_take_waits_the_window_for_company_and_no_longer() -> None:
+    s = Scheduler(Limits())
+    s.submit(job("a"))
+    threading.Timer(0.1, lambda: s.submit(job("b"))).start()
+    t0 = time.monotonic()
+    got = s.take(2, 1.0, 0)
+    assert [j.id for j in got] == ["a", "b"]
+    assert time.monotonic() - t0 < 0.9  # back as soon as the batch was full
+    for j in got:
+        s.done(j)
+    s.submit(job("c"))
+    t0 = time.monotonic()
+    assert [j.id for j in s.take(4, 0.2, 0)] == ["c"]
+    assert 0.15 <= time.monotonic() - t0 < 1.0  # a lone job waited the window, then went alone
+
+
+def test_turn_lets_an_outranking_job_go_before_a_batch_job() -> None:
+    s = Scheduler(Limits())
+    for i in "abc":
+        s.submit(job(i))
+    a, b, c = s.take(3, 0.0, 0)
+    s.done(a)
+    s.submit(job("late"))  # same priority, later: waits its turn after the batch
+    assert s.turn(b) is b and s.current is b
+    s.done(b)
+    urgent = job("urgent", "important")
+    s.submit(urgent)
+    s.pause()
+    assert s.turn(c) is c  # nothing is handed out while paused
+    s.resume()
+    assert s.turn(c) is urgent and s.current is urgent and s.in_flight(urgent)
+    assert [j.id for j in s.queued()] == ["late"]
+    s.done(urgent)
+    assert s.turn(c) is c
+
+
+def test_remove_stop_and_close_reach_the_jobs_in_flight() -> None:
+    s = Scheduler(Limits())
+    for i in "abcd":
+        s.submit(job(i, user=i))
+    a, b, c = s.take(3, 0.0, 0)
+    d = s.queued()[0]
+    # moderation (delete/ban) cancels a batch's other job as it would a queued one
+    removed = s.remove(lambda j: j.user in ("b", "d"), "banned")
+    assert {j.id for j in removed} == {"b", "d"}
+    assert b.cancel.reason == "banned" and s.in_flight(b) and not s.in_flight(d)
+    assert not a.cancel.cancelled and not c.cancel.cancelled
+    # stop stops the job being spoken, not the others
+    assert s.stop_current("stopped", "c") is None
+    assert s.stop_current("stopped") is a and a.cancel.reason == "stopped" and not c.cancel.cancelled
+    # shutdown: the speaking job may finish, the others are cancelled as if still queued
+    s.done(a)
+    s.turn(c)
+    s.submit(job("e"))
+    assert [j.id for j in s.close()] == ["e"]
+    assert not c.cancel.cancelled  # current: drained
+    s.done(b)
+    s.done(c)
+    assert not s.busy
+
+
+def test_close_cancels_the_batch_jobs_not_yet_spoken() -> None:
+    s = Scheduler(Limits())
+    for i in "abc":
+        s.submit(job(i))
+    a, b, c = s.take(3, 0.0, 0)
+    assert s.close() == []
+    assert not a.cancel.cancelled
+    assert b.cancel.reason == "shutdown" and c.cancel.reason == "shutdown"
+    assert s.busy
+    assert s.take(3, 0.0, 0) == []  # closed: nothing more

@@ -58,6 +58,12 @@ class AudioChunk:
     """Seconds spent making this chunk, by stage (``text``, ``model``, ``vocoder``, ``total``)."""
     text: str = ""
     """The text this chunk speaks, as normalised by the engine."""
+    batch: int = 1
+    """How many jobs' chunks were made together with this one (1: made alone). For a batched
+    chunk, ``timings`` are its share of the batch's seconds (the batch's time over ``batch``)."""
+    ready_s: float | None = None
+    """Batched chunks: seconds from the ``synthesize_many`` call until this chunk was made (None:
+    made alone, when the worker times it itself)."""
 
     @property
     def seconds(self) -> float:
@@ -106,6 +112,39 @@ class Engine(Protocol):
         """Re-read voice definitions (SIGHUP). Must not drop the loaded model."""
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class SynthRequest:
+    """One job's share of a :meth:`BatchingEngine.synthesize_many` call."""
+
+    text: str
+    voice: str | None
+    cancel: CancelToken
+
+
+@runtime_checkable
+class BatchingEngine(Protocol):
+    """What an engine adds to synthesise concurrent jobs together (the F5 fast path); engines
+    without it (Piper, F5 on its reference sampler) speak one job at a time."""
+
+    def max_batch(self) -> int:
+        """Most jobs one call takes; 1 (or less) means the worker does not batch."""
+        ...
+
+    def batch_window_s(self) -> float:
+        """How long the first job of a batch waits for company (seconds)."""
+        ...
+
+    def synthesize_many(self, requests: Sequence[SynthRequest]) -> list[Iterator[AudioChunk]]:
+        """One lazy stream per request, in order, each yielding what :meth:`Engine.synthesize`
+        would (the same audio within the engine's stated tolerance), with ``batch`` and
+        ``ready_s`` set. The streams share the work: pulling from any of them makes the next
+        chunk of every job that still wants one, so the speaking job's stream drives the batch
+        and the others' chunks wait, made, until their turn. A job whose ``cancel`` is set, or
+        whose stream is closed, gets no more chunks. A failure is raised by every stream that
+        needs the failed work; a bad request (unknown voice) fails only its own stream."""
+        ...
 
 
 def float_to_int16(x: npt.NDArray[np.floating]) -> npt.NDArray[np.int16]:
