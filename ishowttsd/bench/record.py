@@ -9,6 +9,7 @@ the best earlier run of the same device and mode by more than the threshold.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -22,6 +23,10 @@ TARGETS = {"rtf": 0.0035, "ttfa_ms": 15.0, "x_realtime_16": 400.0, "rel_error": 
 
 
 def git_commit(repo: Path) -> str:
+    """HEAD (short), ``-dirty`` with uncommitted changes; ``ISHOWTTS_GIT_COMMIT`` overrides (a
+    lent GPU gets a copy of the working tree whose .git may not be the one it came from)."""
+    if os.environ.get("ISHOWTTS_GIT_COMMIT"):
+        return os.environ["ISHOWTTS_GIT_COMMIT"]
     try:
         out = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"],
                              capture_output=True, text=True, timeout=10, check=False)  # fmt: skip

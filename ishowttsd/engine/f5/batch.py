@@ -56,6 +56,8 @@ class FastSettings:
     conv_impl: str = "auto"
     """The positional conv: 'auto' (a fused Triton implicit-GEMM kernel on CUDA where Triton
     imports, else cuDNN), 'triton', or 'cudnn' (``F.conv1d``, the layout per ``conv_layout``)."""
+    gelu_epilogue: bool = True
+    """The FF GELU inside the GEMM (cuBLASLt epilogue): measured 1.2 ms less per line on an H200."""
     on_cpu: bool = False
     """Run the fast pipeline on the CPU too (eager, no graphs): for testing that the daemon's
     fast path speaks exactly like the reference sampler. Off: on CPU the engine's own path runs."""
@@ -80,6 +82,7 @@ def parse_fast(t: Table) -> FastSettings:
         attn_mode=t.choice("attn_mode", d.attn_mode, ATTN_MODES),
         conv_layout=t.choice("conv_layout", d.conv_layout, ("view", "contiguous", "auto")),
         conv_impl=t.choice("conv_impl", d.conv_impl, ("auto", "triton", "cudnn")),
+        gelu_epilogue=t.flag("gelu_epilogue", d.gelu_epilogue),
         batch_window_ms=t.number("batch_window_ms", d.batch_window_ms, min=0.0, max=100.0),
         max_batch=t.integer("max_batch", d.max_batch, min=1, max=SLOT_SIZES[-1]),
     )

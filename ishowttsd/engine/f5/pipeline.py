@@ -234,5 +234,6 @@ def build_pipeline(
         dit, cfg, dtype=settings.dtype, fp8=settings.fp8, compile=settings.compile,
         cuda_graph=settings.cuda_graph, bucket_frames=settings.bucket_frames,
         attn_mode=settings.attn_mode, conv_layout=settings.conv_layout, conv_impl=settings.conv_impl,
+        gelu_epilogue=settings.gelu_epilogue,
     )  # fmt: skip
     return FastPipeline(fs, vocoder, int16=int16)
