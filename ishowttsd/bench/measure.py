@@ -221,8 +221,9 @@ def variant_options(name: str) -> dict[str, Any]:
     """``bf16``, ``fp16``, ``fp32``, ``fp8`` (bf16 + fp8 matmuls), with optional suffixes:
     ``_sdpa`` (mask through SDPA's attn_mask), ``_exact`` (no length buckets), ``_dyn`` (one
     dynamic-shape compile), ``_eager`` (no compile, no graph), ``_graph`` (graph, no compile),
-    ``_cudnn`` (the positional conv through cuDNN instead of the fused Triton kernel), ``_gelu``
-    (FF GELU in the GEMM epilogue), ``_maxat`` (compile mode max-autotune-no-cudagraphs)."""
+    ``_cudnn`` (the positional conv through cuDNN instead of the fused Triton kernel), ``_nogelu``
+    (FF GELU as its own kernel), ``_nodefer`` (each block adds its own FF residual), ``_maxat``
+    (compile mode max-autotune-no-cudagraphs). Without suffixes, the daemon's ``[f5.fast]`` defaults."""
     base, *mods = name.split("_")
     opts: dict[str, Any] = {"dtype": "bf16" if base == "fp8" else base, "fp8": base == "fp8"}
     for m in mods:
@@ -234,8 +235,10 @@ def variant_options(name: str) -> dict[str, Any]:
             opts["compile_dynamic"] = True
         elif m == "cudnn":
             opts["conv_impl"] = "cudnn"
-        elif m == "gelu":
-            opts["gelu_epilogue"] = True
+        elif m == "nogelu":
+            opts["gelu_epilogue"] = False
+        elif m == "nodefer":
+            opts["defer_residual"] = False
         elif m == "maxat":
             opts["compile_mode"] = "max-autotune-no-cudagraphs"
         elif m == "eager":
@@ -250,7 +253,7 @@ def variant_options(name: str) -> dict[str, Any]:
 def _fast(b: Bench, dtype: str, *, fp8: bool = False, compile: bool = True, graph: bool = True,
           cfg: InferenceConfig | None = None, fused: Any = None, attn_mode: str | None = None,
           bucket_frames: int | None = None, compile_dynamic: bool | None = None,
-          conv_impl: str | None = None, gelu_epilogue: bool = False,
+          conv_impl: str | None = None, gelu_epilogue: bool = True, defer_residual: bool = True,
           compile_mode: str = "default") -> FastSampler:  # fmt: skip
     return FastSampler(
         b.m.dit, cfg or b.cfg, dtype=dtype, fp8=fp8, compile=compile and b.plan.compile, cuda_graph=graph,
@@ -258,7 +261,7 @@ def _fast(b: Bench, dtype: str, *, fp8: bool = False, compile: bool = True, grap
         attn_mode=attn_mode or b.plan.attn_mode, fused=fused,
         compile_dynamic=b.plan.compile_dynamic if compile_dynamic is None else compile_dynamic,
         conv_layout=b.plan.conv_layout, conv_impl=conv_impl or b.plan.conv_impl,
-        gelu_epilogue=gelu_epilogue, compile_mode=compile_mode,
+        gelu_epilogue=gelu_epilogue, compile_mode=compile_mode, defer_residual=defer_residual,
     )  # fmt: skip
 
 

@@ -164,8 +164,17 @@ def _block(
     heads: int,
     attn_mode: str,
     gelu_epilogue: bool = False,
-) -> Tensor:
-    """One DiT block (``f5_tts.model.modules.DiTBlock``) with precomputed modulation ``mod`` [6, D]."""
+    pending: tuple[Tensor, Tensor] | None = None,
+    defer: bool = True,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One DiT block (``f5_tts.model.modules.DiTBlock``) with precomputed modulation ``mod`` [6, D].
+
+    Returns ``(x, ff, gate)`` with the feed-forward residual ``x + gate * ff`` still to add: the
+    next block adds it as its ``pending`` inside its first layer-norm kernel (one pass over the
+    activations fewer per block), and the caller adds the last block's. ``defer=False``: ``x``
+    comes back with the residual added (the A/B baseline)."""
+    if pending is not None:
+        x = x + pending[1] * pending[0]
     b, n, d = x.shape
     sh_msa, sc_msa, g_msa, sh_mlp, sc_mlp, g_mlp = mod.unbind(0)
     h = F.layer_norm(x, (d,), eps=1e-6) * (1 + sc_msa) + sh_msa
@@ -179,7 +188,10 @@ def _block(
         f = linear_gelu(h, ff1.weight, ff1.bias)
     else:
         f = F.gelu(_linear(h, ff1), approximate="tanh")
-    return x + g_mlp * _linear(f, ff2).to(x.dtype)
+    ff = _linear(f, ff2).to(x.dtype)
+    if defer:
+        return x, ff, g_mlp
+    return x + g_mlp * ff, ff, g_mlp
 
 
 @dataclass
@@ -202,6 +214,7 @@ class FusedDiT:
         attn_mode: str = "augment",
         conv_impl: str = "auto",
         gelu_epilogue: bool = False,
+        defer_residual: bool = True,
     ) -> None:
         self.dit = dit
         self.dtype = dtype
@@ -225,6 +238,8 @@ class FusedDiT:
         self.conv_pad: int = self.conv[0].padding[0]
         self.conv_wp = [posconv.pack_weight(w, self.conv_groups) for w in self.conv_w]
         self.conv_impl = conv_impl
+        self.defer_residual = defer_residual
+        """Add each block's FF residual inside the next block's first kernel (see ``_block``)."""
         self.gelu_epilogue = gelu_epilogue and self.device.type == "cuda"
         """FF GELU in the GEMM's epilogue (cuBLASLt; CUDA only)."""
         """'auto' (the fused Triton kernel on CUDA where Triton imports), 'triton' or 'cudnn'."""
@@ -250,7 +265,7 @@ class FusedDiT:
             self.blocks.append(bw)
         self.w_out = dit.proj_out.weight.detach().to(dtype)
         self.b_out = dit.proj_out.bias.detach().to(dtype)
-        self._block_fn: Callable[..., Tensor] = _block
+        self._block_fn: Callable[..., tuple[Tensor, Tensor, Tensor]] = _block
         self.conv_contiguous: dict[tuple[int, int], bool] = {}
         self.compiled = False
         self._rope_cache: dict[int, tuple[Tensor, Tensor]] = {}
@@ -333,11 +348,15 @@ class FusedDiT:
         else:
             h = self._conv_cudnn(h, kmask)
         cos, sin = self.rope(n)
+        pending: tuple[Tensor, Tensor] | None = None
         for blk, mod in zip(self.blocks, mods.unbind(0), strict=True):
-            h = self._block_fn(
+            h, ff, gate = self._block_fn(
                 h, mod, cos, sin, kbias, blk.qkv, blk.out, blk.ff1, blk.ff2,
-                self.heads, self.attn_mode, self.gelu_epilogue,
+                self.heads, self.attn_mode, self.gelu_epilogue, pending, self.defer_residual,
             )  # fmt: skip
+            pending = (ff, gate) if self.defer_residual else None
+        if pending is not None:
+            h = h + pending[1] * pending[0]
         scale, shift = final.unbind(0)
         h = F.layer_norm(h, (self.dim,), eps=1e-6) * (1 + scale) + shift
         pred = F.linear(h, self.w_out, self.b_out).float()
@@ -560,6 +579,7 @@ class FastSampler:
         conv_layout: str = "view",
         conv_impl: str = "auto",
         gelu_epilogue: bool = False,
+        defer_residual: bool = True,
     ) -> None:
         """``fused``: share another sampler's fused weights (and compiled block), e.g. for a
         different NFE; ``dtype``/``fp8``/``compile`` then come from it."""
@@ -578,7 +598,7 @@ class FastSampler:
             fp8, compile = fused.fp8, fused.compiled
         else:
             self.fused = FusedDiT(dit, DTYPES[dtype], fp8=fp8, attn_mode=attn_mode, conv_impl=conv_impl,
-                                  gelu_epilogue=gelu_epilogue)  # fmt: skip
+                                  gelu_epilogue=gelu_epilogue, defer_residual=defer_residual)  # fmt: skip
             if compile:
                 self.fused.compile_blocks(compile_mode, compile_dynamic)
         self.schedule = _sampler().timesteps(cfg, "cpu", torch.float32)
@@ -605,6 +625,7 @@ class FastSampler:
             "conv_layout": conv_layout,
             "conv_impl": conv_impl,
             "gelu_epilogue": self.fused.gelu_epilogue,
+            "defer_residual": self.fused.defer_residual,
         }  # fmt: skip
 
     def plan(self, batch: int, frames: int, masked: bool) -> _Plan:
