@@ -29,18 +29,20 @@ LINES = [
     "what game is this?",
     "Sentence number one is here to make this a long line. And another sentence follows it, long enough.",
 ]
-LONG = " ".join(f"Sentence number {i} is here to make this a long line." for i in range(8))
-"""Three chunks: still speaking after its first."""
+LONG = " ".join(f"Sentence number {i} is here to make this a long line." for i in range(3))
+"""Three chunks (with :data:`F5`): still speaking after its first."""
 TOL = 2
 """int16 steps between a batched job and the same job alone (both fp32 on the CPU; padded keys
 masked, so only summation order differs): measured at most 1."""
 REF_TOL = 4
 """int16 steps against the reference sampler (f5-tts's arithmetic, not fused): measured at most 1."""
 FAST = {"on_cpu": True, "compile": False, "cuda_graph": False}
+F5 = {"seed": 7, "warmup": "none", "max_total_s": 7.0, "max_ref_s": 4.0}
+"""Short chunks (~50 characters): lines of several chunks stay cheap on the CPU."""
 
 
 def engine(**fast: Any) -> F5Engine:
-    doc = f5_doc(seed=7, warmup="none")
+    doc = f5_doc(**F5)
     doc["f5"]["fast"] = fast
     e = F5Engine(config.parse(doc, None))
     e.load(lambda _m: None)
@@ -70,12 +72,12 @@ def test_batched_jobs_sound_as_they_do_alone_and_as_the_reference_sampler(fast: 
     for i in reversed(range(len(LINES))):  # the last job's stream drives the rounds here
         got[i] = list(streams[i])
     chunk_counts = [len(fast.plan(t)) for t in LINES]
-    assert sorted(set(chunk_counts)) == [1, 2]  # some jobs need a second round, some do not
+    assert len(set(chunk_counts)) > 2  # jobs drop out of the rounds at different points
     for i, text in enumerate(LINES):
         chunks = got[i]
         assert [c.text for c in chunks] == [c for c, _ in fast.plan(text)]
-        assert chunks[0].batch == len(LINES)  # every job's first chunk in one round
-        assert all(c.batch == chunk_counts.count(2) for c in chunks[1:])
+        # round k makes the k-th chunk of every job that has one: the first round all of them
+        assert [c.batch for c in chunks] == [sum(n > k for n in chunk_counts) for k in range(len(chunks))]
         assert all(c.ready_s is not None and c.timings["total"] > 0 for c in chunks)
         pcm = np.concatenate([c.pcm for c in chunks])
         want = alone(fast, text)
@@ -98,7 +100,7 @@ def test_cancelled_closed_and_unknown_jobs_leave_the_others_alone(fast: F5Engine
     tokens[1].cancel("deleted")
     streams[2].close()  # type: ignore[attr-defined]  # the worker is done with it (dropped at its turn)
     rest = list(streams[0])
-    assert [c.batch for c in rest] == [1]  # the second round made job 0's chunk alone
+    assert [c.batch for c in rest] == [1] * (len(fast.plan(long_lines[0])) - 1)  # later rounds: job 0 alone
     assert list(streams[1]) == [] and list(streams[2]) == []
     assert steps(np.concatenate([first.pcm, *[c.pcm for c in rest]]), alone(fast, long_lines[0])) <= TOL
 
@@ -123,7 +125,7 @@ class Harness:
     """A worker on a real F5 engine, scheduler, PCM sink and outbox; this thread plays the I/O loop."""
 
     def __init__(self, debug: DebugSettings | None = None) -> None:
-        doc = f5_doc(seed=7, warmup="none")
+        doc = f5_doc(**F5)
         doc["f5"]["fast"] = FAST
         self.engine = F5Engine(config.parse(doc, None))
         self.ctx: zmq.Context[Any] = zmq.Context()
