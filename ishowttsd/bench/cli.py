@@ -267,7 +267,9 @@ def _derive(out: dict[str, Any]) -> None:
         }
     fl["floors"] = table
     frac = table["line"]["fraction_of_floor"]
-    out["orin_projection"] = flops.orin_projection(line_flops, frac, main.get("audio_s") or 0.0)
+    out["orin_projection"] = flops.orin_projection(
+        line_flops, frac, main.get("audio_s") or 0.0, str(out.get("device") or "GPU")
+    )
 
 
 if __name__ == "__main__":

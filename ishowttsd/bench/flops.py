@@ -80,13 +80,16 @@ def floor_ms(flops: float, tflops: float) -> float | None:
     return None if tflops <= 0 else flops / (tflops * 1e12) * 1e3
 
 
-def orin_projection(flops: float, fraction: float | None, audio_s: float) -> dict[str, Any]:
+def orin_projection(
+    flops: float, fraction: float | None, audio_s: float, device: str = "GPU"
+) -> dict[str, Any]:
     """Time on AGX Orin if it reached the same fraction of its (datasheet) floor as measured here."""
     if not fraction:
         return {"note": "no GPU measurement to project from"}
     ms = flops / (ORIN_DENSE_FP16_TFLOPS * 1e12) * 1e3 / fraction
     return {
-        "label": "PROJECTION (not measured): H100 fraction-of-floor applied to Orin datasheet fp16 rate",
+        "label": f"PROJECTION (not measured): the {device}'s fraction of its floor applied to "
+        "Orin's datasheet fp16 rate",
         "orin_dense_fp16_tflops": ORIN_DENSE_FP16_TFLOPS,
         "fraction_of_floor_used": round(fraction, 4),
         "projected_ms": round(ms, 1),
