@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import soundfile as sf
 import torch
 import yaml
@@ -104,9 +105,53 @@ def main() -> None:
         "median_rtf": statistics.median(r["rtf"] for r in warm),
         "runs": rows,
     }
+    rec["batched"] = batched(e, a.runs)
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "engine_gpu.json").write_text(json.dumps(rec, indent=2, default=str))
     print(json.dumps({k: v for k, v in rec.items() if k != "runs"}, default=str))
+
+
+def _pcm(chunks: object) -> np.ndarray:
+    return np.concatenate([c.pcm for c in chunks])  # type: ignore[attr-defined]
+
+
+def batched(e: F5Engine, runs: int) -> dict[str, object]:
+    """The bench's 16 mixed chat lines through the engine: one at a time, then all 16 as one
+    ``synthesize_many`` call (what the worker does with 16 waiting jobs); each job's audio is
+    compared with the same job alone."""
+    from ishowttsd.bench import workload
+    from ishowttsd.engine.base import SynthRequest
+
+    lines = list(workload.MIXED_LINES)
+    solo_ms, many_ms = [], []
+    solo: list[np.ndarray] = []
+    many: list[np.ndarray] = []
+    for _ in range(runs + 1):  # the first run of each compiles and captures the new shapes
+        t = time.perf_counter()
+        solo = [_pcm(list(e.synthesize(x, None, CancelToken()))) for x in lines]
+        solo_ms.append((time.perf_counter() - t) * 1e3)
+        t = time.perf_counter()
+        streams = e.synthesize_many([SynthRequest(x, None, CancelToken()) for x in lines])
+        many = [_pcm(list(s)) for s in streams]
+        many_ms.append((time.perf_counter() - t) * 1e3)
+    audio_s = sum(len(p) for p in solo) / e.sample_rate
+    pairs = list(zip(solo, many, strict=True))
+    diffs = [int(np.abs(a.astype(np.int32) - b.astype(np.int32)).max()) for a, b in pairs]
+    rel = [float(np.linalg.norm(a.astype(np.float64) - b) / max(1.0, np.linalg.norm(a.astype(np.float64))))
+           for a, b in pairs]  # fmt: skip
+    out = {
+        "lines": len(lines),
+        "audio_s": audio_s,
+        "one_at_a_time_ms": statistics.median(solo_ms[1:]),
+        "batched_ms": statistics.median(many_ms[1:]),
+        "x_realtime_one_at_a_time": audio_s / (statistics.median(solo_ms[1:]) / 1e3),
+        "x_realtime_batched": audio_s / (statistics.median(many_ms[1:]) / 1e3),
+        "max_abs_int16_diff_per_job": diffs,
+        "max_rel_error": max(rel),
+        "same_lengths": all(len(a) == len(b) for a, b in pairs),
+    }
+    print("batched:", json.dumps(out), flush=True)
+    return out
 
 
 if __name__ == "__main__":
