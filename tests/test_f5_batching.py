@@ -88,6 +88,17 @@ def test_batched_jobs_sound_as_they_do_alone_and_as_the_reference_sampler(fast: 
     assert len(lengths) == len(LINES)  # padded and masked: every length differs
 
 
+def test_full_warm_up_runs_the_batched_shapes_too() -> None:
+    doc = f5_doc(**dict(F5, warmup="all", bucket_ratio=1.0))  # exact lengths: two shapes to warm
+    doc["f5"]["fast"] = FAST
+    e = F5Engine(config.parse(doc, None))
+    e.load(lambda _m: None)
+    e.warmup(lambda _m: None)
+    shapes = {(b, masked) for b, _frames, masked in e._fast.fs.plans}
+    # an unmasked pair and masked batches of two sizes: what torch.compile needs to have seen
+    assert {(2, False), (4, True), (8, True)} <= shapes
+
+
 def test_cancelled_closed_and_unknown_jobs_leave_the_others_alone(fast: F5Engine) -> None:
     long_lines = [LINES[2], LINES[4], LINES[2] + " Again."]
     tokens = [CancelToken() for _ in long_lines]

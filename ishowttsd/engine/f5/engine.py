@@ -157,7 +157,24 @@ class F5Engine:
             # A voice whose reference fits this shape (shapes come from every voice's range).
             voice = next(v for v in self._voices.values() if v.ref_frames + min_gen <= frames)
             self._chunk_audio(voice, "Warm up.", frames)
+        if self._s.warmup == "all" and self.max_batch() > 1:
+            self._warm_batches(progress)
         _log.info("f5 warm-up done", shapes=len(shapes), warmup_s=round(time.perf_counter() - t0, 3))
+
+    def _warm_batches(self, progress: Progress) -> None:
+        """Compile the batched shapes before READY. torch.compile recompiles the block for a new
+        batch size until it has seen two (then the batch dimension is dynamic), and once more for
+        the unmasked variant: without this the daemon's first batch stalled 10.1 s on an H200
+        (tiny model; 6.2 s still after one warm-up batch) and its first unmasked pair 4.0 s; with
+        it every first batch took 0.08-0.29 s, for 17 s more warm-up
+        (bench/results/f5_batch_check-h200-tiny.json). An unmasked pair, then masked batches of
+        two sizes; a new batch shape's CUDA graph is still captured on its first use."""
+        lines = ["Warm up.", "Warm up, a longer line.", "Warm.", "Warm up, the longest line of these.", "Up."]
+        for batch in (["Warm up."] * 2, lines[:3], lines):
+            progress(f"warming up F5 batches ({len(batch)} lines)")
+            for stream in self.synthesize_many([SynthRequest(t, None, CancelToken()) for t in batch]):
+                for _chunk in stream:
+                    pass
 
     def close(self) -> None:
         on_cuda = self._m is not None and self._m.device.type == "cuda"
