@@ -324,6 +324,11 @@ class Scheduler:
         """Whether any job is in flight."""
         return bool(self._in_flight)
 
+    @property
+    def in_flight_count(self) -> int:
+        """Jobs taken by the worker and not done: the speaking one and a batch's others."""
+        return len(self._in_flight)
+
     def queued(self) -> list[Job]:
         with self._cv:
             return sorted(self._queue, key=_order)

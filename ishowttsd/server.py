@@ -408,6 +408,7 @@ class Server:
                 "jobs": len(queued),
                 "by_priority": by_priority,
                 "est_audio_s": round(sum(j.est_seconds for j in queued), 1),
+                "in_flight": self.scheduler.in_flight_count,  # out of the queue, not yet done
             },
             "current": {"job": cur.id, "text": cur.text, **cur.describe()} if cur else None,
             "counters": dict(self.counters),

@@ -145,7 +145,8 @@ def test_stop_cancel_and_moderation_reach_a_batchs_waiting_jobs(
     # Paused while A speaks: A holds after a chunk (it has eight), the batch's others wait.
     d.request({"op": "pause"})
     time.sleep(0.5)
-    assert d.request({"op": "status"})["current"]["job"] == "A"
+    st = d.request({"op": "status"})
+    assert st["current"]["job"] == "A" and st["queue"]["in_flight"] == 4 and st["queue"]["jobs"] == 0
     bot.send_multipart([b"delete", json.dumps({"id": "c1"}).encode()])
     mod = ev.wait_for(lambda e: e["event"] == "moderation" and e["action"] == "delete")
     assert mod["jobs"] == [chat["job"]]
