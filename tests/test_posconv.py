@@ -43,6 +43,15 @@ def test_cpu_falls_back_to_the_reference_and_rejects_unknown_impls() -> None:
         posconv.conv_mish(x, posconv.pack_weight(w, 4), w, b, None, 4, impl="fft")
 
 
+def test_kernel_fits_only_tensor_core_tiles() -> None:
+    # F5TTS_v1_Base: 1024 channels in 16 groups = 64; tiny models have fewer, non-power-of-two
+    assert posconv.kernel_fits(64) and posconv.kernel_fits(16) and posconv.kernel_fits(128)
+    assert not posconv.kernel_fits(8) and not posconv.kernel_fits(24) and not posconv.kernel_fits(12)
+    x, w, b = torch.randn(2, 20, 32), torch.randn(32, 8, 7), torch.randn(32)
+    with pytest.raises(ValueError, match="channels per group"):
+        posconv.conv_mish(x, posconv.pack_weight(w, 4), w, b, None, 4, impl="triton")
+
+
 def test_pack_weight_layout() -> None:
     w = torch.randn(32, 8, 7)
     p = posconv.pack_weight(w, 4)

@@ -365,7 +365,10 @@ class FusedDiT:
 
     def uses_triton_conv(self, h: Tensor) -> bool:
         return self.conv_impl == "triton" or (
-            self.conv_impl == "auto" and h.is_cuda and posconv.triton_available()
+            self.conv_impl == "auto"
+            and h.is_cuda
+            and posconv.kernel_fits(self.conv_w[0].shape[1])
+            and posconv.triton_available()
         )
 
     def _conv_cudnn(self, h: Tensor, kmask: Tensor | None) -> Tensor:

@@ -35,6 +35,13 @@ def triton_available() -> bool:
     return True
 
 
+def kernel_fits(channels_per_group: int) -> bool:
+    """The Triton kernel's tiles are (rows x C) @ (C x C) tensor-core products: C must be a power
+    of two and at least 16 (``tl.dot``'s smallest). F5TTS_v1_Base has 64; tiny test models may not."""
+    c = channels_per_group
+    return c >= 16 and c & (c - 1) == 0
+
+
 def pack_weight(w: Tensor, groups: int) -> Tensor:
     """Conv1d weight (D_out, D_in/groups, K) -> (groups, K, C_in, C_out) contiguous: one (C_in x
     C_out) matrix per group and tap, the B operand of each tensor-core product."""
@@ -83,7 +90,10 @@ def conv_mish(
     ``config``: (rows per program, warps, pipeline stages) for the Triton kernel (the probe's sweep)."""
     if impl not in IMPLS:
         raise ValueError(f"conv impl must be one of {IMPLS}, got {impl!r}")
-    use_triton = impl == "triton" or (impl == "auto" and x.is_cuda and triton_available())
+    fits = kernel_fits(w.shape[1])
+    if impl == "triton" and not fits:
+        raise ValueError(f"posconv: {w.shape[1]} channels per group do not fit the Triton kernel")
+    use_triton = impl == "triton" or (impl == "auto" and fits and x.is_cuda and triton_available())
     if not use_triton:
         return reference(x, w, b, lengths, groups, residual)
     return _triton_conv_mish(x, w_packed, b, lengths, groups, residual, config)
