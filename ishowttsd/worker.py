@@ -147,6 +147,10 @@ class Worker(threading.Thread):
             else:
                 job = self.scheduler.next(timeout=0.25)
             if job is None:
+                if self.scheduler.closed:
+                    # closed: next()/take() return at once, and spinning here would take a core
+                    # from the shutdown drain until the daemon sets ``stopping``
+                    self.stopping.wait(0.25)
                 continue
             try:
                 self._run_job(job)

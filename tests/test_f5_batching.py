@@ -295,3 +295,19 @@ def test_a_failed_batch_fails_its_jobs_and_the_worker_goes_on() -> None:
         assert h.worker.is_alive() and h.worker.counters["error"] == 3
     finally:
         h.close()
+
+
+def test_a_closed_scheduler_does_not_make_the_worker_spin() -> None:
+    """After shutdown closes the scheduler, take() returns at once; the worker must wait, not loop
+    (it would burn a core through the whole shutdown drain)."""
+    h = Harness()
+    try:
+        h.scheduler.close()
+        time.sleep(0.3)  # the worker sees the close
+        cpu0, wall0 = time.process_time(), time.monotonic()
+        time.sleep(1.0)
+        cpu = time.process_time() - cpu0
+        assert h.worker.is_alive()
+        assert cpu < 0.3 * (time.monotonic() - wall0), f"{cpu:.2f} s of CPU in 1 s with nothing to do"
+    finally:
+        h.close()
