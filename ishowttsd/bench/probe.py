@@ -226,6 +226,35 @@ def posconv_probe() -> None:
             print("   sweep " + "; ".join(sweep))
 
 
+def breakdown(dtype: str = "fp16") -> None:
+    """Kernel time by kind for the daemon's defaults (exact shapes, fused conv, GELU epilogue,
+    deferred residual): the line, the first chunk, and 16 x the line, one 8-step loop each
+    (compiled, no graph, so the profiler sees every kernel)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as prof
+
+    from ishowttsd.bench import measure, workload
+
+    b = measure.setup(measure.Plan(size="full", device="cuda"), print)
+    fs = measure._fast(b, dtype, graph=False, bucket_frames=0)
+    for name, texts in (("line", [workload.LINE]), ("first_chunk", [workload.FIRST_CHUNK]),
+                        ("16 x line", [workload.LINE] * 16)):  # fmt: skip
+        jobs = [b.job(t, i) for i, t in enumerate(texts)]
+        for _ in range(2):
+            fs.sample(jobs, slots=len(jobs))
+        torch.cuda.synchronize()
+        with prof(activities=[ProfilerActivity.CUDA]) as p:
+            fs.sample(jobs, slots=len(jobs))
+            torch.cuda.synchronize()
+        cats: dict[str, float] = {}
+        for ev in p.key_averages():
+            cats[category(ev.key)] = cats.get(category(ev.key), 0.0) + ev.self_device_time_total / 1e3
+        total = sum(cats.values())
+        print(f"kernel time by kind, {dtype} {name} ({jobs[0].frames} frames, exact), 8 steps: {total:.2f} ms")
+        for k, v in sorted(cats.items(), key=lambda kv: -kv[1]):
+            print(f"  {k:32s} {v:8.2f} ms  {100 * v / total:5.1f}%")
+
+
 if __name__ == "__main__":
     what = sys.argv[1:] or ["attention", "conv", "profile"]
     if "matrix" in what:
@@ -236,5 +265,7 @@ if __name__ == "__main__":
         conv()
     if "posconv" in what:
         posconv_probe()
+    if "breakdown" in what:
+        breakdown()
     if "profile" in what:
         profile()
