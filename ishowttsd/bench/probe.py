@@ -250,7 +250,8 @@ def breakdown(dtype: str = "fp16") -> None:
         for ev in p.key_averages():
             cats[category(ev.key)] = cats.get(category(ev.key), 0.0) + ev.self_device_time_total / 1e3
         total = sum(cats.values())
-        print(f"kernel time by kind, {dtype} {name} ({jobs[0].frames} frames, exact), 8 steps: {total:.2f} ms")
+        frames = jobs[0].frames
+        print(f"kernel time by kind, {dtype} {name} ({frames} frames, exact), 8 steps: {total:.2f} ms")
         for k, v in sorted(cats.items(), key=lambda kv: -kv[1]):
             print(f"  {k:32s} {v:8.2f} ms  {100 * v / total:5.1f}%")
 
