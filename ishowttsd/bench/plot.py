@@ -17,7 +17,8 @@ def draw(history: list[dict[str, Any]], latest: dict[str, Any] | None, path: Pat
         return False
     fig, axes = plt.subplots(1, 4 if latest else 3, figsize=(18 if latest else 14, 4))
     xs = list(range(1, len(history) + 1))
-    labels = [f"{h.get('mode', '')}\n{(h.get('git_commit') or '')[:7]}" for h in history]
+    # each point names its card: runs on different GPUs compare only through their own stock run
+    labels = [f"{_card(h.get('device'))}\n{(h.get('git_commit') or '')[:7]}" for h in history]
 
     def series(ax: Any, keys: list[tuple[str, str]], title: str, log: bool = False) -> None:
         for key, lab in keys:
@@ -55,3 +56,12 @@ def draw(history: list[dict[str, Any]], latest: dict[str, Any] | None, path: Pat
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def _card(device: Any) -> str:
+    """'NVIDIA H100 80GB HBM3' -> 'H100'; otherwise the name's first word."""
+    words = str(device or "?").split()
+    for w in words:
+        if len(w) >= 4 and w[0].isalpha() and w[1:4].isdigit():
+            return w
+    return words[0] if words else "?"
