@@ -47,7 +47,7 @@ class FastSettings:
     bucket_frames: int = 0
     """Pad (and mask) sequences up to a multiple of this; 0 = exact shapes. The engine's duration
     ladder (``[f5] bucket_ratio``) already limits the shapes, and unpadded shapes need no
-    attention mask: 26.3 ms against 32.6 ms for the bench line."""
+    attention mask: 22.07 ms against 24.49 ms for the bench line (H200, same run)."""
     attn_mode: str = "sdpa"
     """How padded keys are masked: SDPA ``attn_mask`` (cuDNN) measured 3-9% faster than 'augment'."""
     conv_layout: str = "view"
@@ -57,7 +57,8 @@ class FastSettings:
     """The positional conv: 'auto' (a fused Triton implicit-GEMM kernel on CUDA where Triton
     imports, else cuDNN), 'triton', or 'cudnn' (``F.conv1d``, the layout per ``conv_layout``)."""
     gelu_epilogue: bool = True
-    """The FF GELU inside the GEMM (cuBLASLt epilogue): measured 1.2 ms less per line on an H200."""
+    """The FF GELU inside the GEMM (cuBLASLt epilogue): 1.0-1.1 ms less per line on an H200, same
+    run (docs/PERFORMANCE.md)."""
     on_cpu: bool = False
     """Run the fast pipeline on the CPU too (eager, no graphs): for testing that the daemon's
     fast path speaks exactly like the reference sampler. Off: on CPU the engine's own path runs."""
