@@ -52,3 +52,19 @@ def test_fast_settings_errors_name_the_key() -> None:
     with pytest.raises(config.ConfigError) as e:
         config.parse(doc, None)
     assert e.value.key == "f5.fast.dtype"
+
+
+def test_fast_stream_stops_at_the_chunk_boundary_after_a_cancel() -> None:
+    """The fast stream queues chunk i+1 before handing out chunk i; a cancel between them still
+    ends the job there (the queued work is dropped), and a later job speaks normally."""
+    e = _engine(on_cpu=True, compile=False, cuda_graph=False)
+    whole = list(e.synthesize(LINE, None, CancelToken()))
+    assert len(whole) >= 2
+    cancel = CancelToken()
+    stream = e.synthesize(LINE, None, cancel)
+    first = next(stream)
+    cancel.cancel("stop")
+    assert list(stream) == []
+    assert np.array_equal(first.pcm, whole[0].pcm)
+    again = list(e.synthesize(LINE, None, CancelToken()))
+    assert [c.pcm.tobytes() for c in again] == [c.pcm.tobytes() for c in whole]
