@@ -436,8 +436,12 @@ class F5Engine:
         assert self._m is not None
         u = upstream.modules().utils
         chars = u.convert_char_to_pinyin([v.ref_text + chunk])
-        ids: torch.Tensor = u.list_str_to_idx(chars, self._m.vocab).to(self._m.device)
-        return ids
+        ids: torch.Tensor = u.list_str_to_idx(chars, self._m.vocab)
+        if self._m.device.type == "cuda":
+            # from pinned memory, asynchronously: a pageable copy waits for the whole stream,
+            # which would hold a chunk's audio until the next chunk's work is queued behind it
+            return ids.pin_memory().to(self._m.device, non_blocking=True)
+        return ids.to(self._m.device)
 
     def _chunk_audio(self, v: LoadedVoice, chunk: str, frames: int) -> tuple[np.ndarray, dict[str, float]]:
         m = self._m
