@@ -100,3 +100,12 @@ def test_triton_matches_cudnn_full_size(dtype: torch.dtype) -> None:
         # no worse than cuDNN in the same dtype (fp32 accumulation in both), and small in absolute terms
         assert err <= max(2 * err_cudnn, 1e-6), (err, err_cudnn)
         assert err < (1e-5 if dtype == torch.float32 else 5e-3)
+
+
+def test_compile_is_dropped_only_where_cuda_lacks_triton() -> None:
+    from ishowttsd.engine.f5.pipeline import can_compile
+
+    assert can_compile(True, "cuda", True)
+    assert not can_compile(True, "cuda", False)  # a JetPack torch without Triton: start uncompiled
+    assert can_compile(True, "cpu", False)
+    assert not can_compile(False, "cuda", True)

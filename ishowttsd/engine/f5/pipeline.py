@@ -230,10 +230,27 @@ def build_pipeline(
     device = next(dit.parameters()).device
     if not settings.enabled or (device.type != "cuda" and not allow_cpu):
         return None
+    from ishowttsd.engine.f5 import posconv
+
+    compile_ = can_compile(settings.compile, device.type, posconv.triton_available())
+    if compile_ != settings.compile:
+        _log.warning(
+            "torch.compile needs Triton on CUDA and Triton does not import here (a JetPack torch "
+            "without it?): the fast path runs uncompiled, CUDA graphs only, and the positional "
+            "conv through cuDNN",
+            key="f5.fast.compile",
+        )
     fs = FastSampler(
-        dit, cfg, dtype=settings.dtype, fp8=settings.fp8, compile=settings.compile,
+        dit, cfg, dtype=settings.dtype, fp8=settings.fp8, compile=compile_,
         cuda_graph=settings.cuda_graph, bucket_frames=settings.bucket_frames,
         attn_mode=settings.attn_mode, conv_layout=settings.conv_layout, conv_impl=settings.conv_impl,
         gelu_epilogue=settings.gelu_epilogue,
     )  # fmt: skip
     return FastPipeline(fs, vocoder, int16=int16)
+
+
+def can_compile(wanted: bool, device_type: str, triton_ok: bool) -> bool:
+    """Whether ``[f5.fast] compile`` can take effect: Inductor generates Triton kernels on CUDA,
+    so without Triton a compile would fail at the first warm-up call and the daemon would not
+    start. CPU compiles go through C++ and need no Triton."""
+    return wanted and (device_type != "cuda" or triton_ok)
