@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -71,7 +72,15 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument(
+        "--warmup-only",
+        action="store_true",
+        help="time the daemon's full warm-up (every shape, batched ones too) and stop",
+    )
     a = ap.parse_args()
+    if a.warmup_only:
+        warmup_only(a.out)
+        return
     t0 = time.perf_counter()
     doc = write_full(Path("/tmp/f5full"))
     settings = config.parse(doc, None)
@@ -109,6 +118,32 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "engine_gpu.json").write_text(json.dumps(rec, indent=2, default=str))
     print(json.dumps({k: v for k, v in rec.items() if k != "runs"}, default=str))
+
+
+def warmup_only(out: Path) -> None:
+    """What systemd waits for before READY: load, then ``warmup = "all"`` (every length bucket
+    of every voice, and the batched shapes), as the daemon runs it. Run twice with the same
+    TORCHINDUCTOR_CACHE_DIR for a cold start and a restart."""
+    doc = write_full(Path("/tmp/f5full"))
+    doc["f5"]["warmup"] = "all"  # type: ignore[index]
+    settings = config.parse(doc, None)
+    e = F5Engine(settings)
+    t0 = time.perf_counter()
+    e.load(lambda m: None)
+    t1 = time.perf_counter()
+    lines: list[str] = []
+    e.warmup(lines.append)
+    t2 = time.perf_counter()
+    rec = {
+        "device": torch.cuda.get_device_name(),
+        "load_s": t1 - t0,
+        "warmup_s": t2 - t1,
+        "steps": len(lines),
+        "shapes": e.warmup_shapes(),
+        "inductor_cache": os.environ.get("TORCHINDUCTOR_CACHE_DIR"),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    print("warmup:", json.dumps(rec), flush=True)
 
 
 def _pcm(chunks: object) -> np.ndarray:

@@ -134,6 +134,10 @@ class F5Engine:
         self._ladder = bucket_ladder(ratio, max_frames) if ratio > 1 else []
         if self._s.compile != "none" and self._fast is None:
             self._step = self._compiled_step(self._s.compile)
+        elif self._fast is not None and self._fast.fs.options["compile"] != "none":
+            # the fast path compiles at warm-up: its kernels go to the same persistent cache, so
+            # a restart finds them (measured: warm-up 12.6 s cold, 6.0 s warm, H200 bench)
+            self._use_compile_cache()
         _log.info(
             "f5 engine loaded",
             voices=list(self._voices),
@@ -483,16 +487,7 @@ class F5Engine:
     def _compiled_step(self, mode: str) -> sampler.VelocityFn:
         """torch.compile the step, with inductor/triton caches in the persistent cache directory
         so the second start of the daemon reuses the first one's kernels."""
-        cache = Path(self._all.daemon.cache_dir)
-        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
-
-        # An explicit setting in the environment wins; torch itself writes its /tmp default back
-        # into the environment the first time anything asks, which must not count as explicit.
-        current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-        if current is None or os.path.abspath(current) == os.path.abspath(default_cache_dir()):
-            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache / "inductor")
-        os.environ.setdefault("TRITON_CACHE_DIR", str(cache / "triton"))
-        _log.info("torch.compile", mode=mode, inductor_cache=os.environ["TORCHINDUCTOR_CACHE_DIR"])
+        self._use_compile_cache()
         # One static-shape graph per length bucket: dynamo's default limit (8 recompiles) would
         # silently drop the larger buckets back to eager.
         import torch._dynamo.config as dynamo_config
@@ -505,3 +500,17 @@ class F5Engine:
         )
         step: sampler.VelocityFn = compiled
         return step
+
+    def _use_compile_cache(self) -> None:
+        """Inductor's and Triton's caches in ``[daemon] cache_dir`` (the unit sets them in its
+        environment too; outside systemd torch's default is a /tmp folder)."""
+        cache = Path(self._all.daemon.cache_dir)
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+        # An explicit setting in the environment wins; torch itself writes its /tmp default back
+        # into the environment the first time anything asks, which must not count as explicit.
+        current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+        if current is None or os.path.abspath(current) == os.path.abspath(default_cache_dir()):
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache / "inductor")
+        os.environ.setdefault("TRITON_CACHE_DIR", str(cache / "triton"))
+        _log.info("torch.compile caches", inductor_cache=os.environ["TORCHINDUCTOR_CACHE_DIR"])
