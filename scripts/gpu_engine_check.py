@@ -132,7 +132,12 @@ def warmup_only(out: Path) -> None:
     e.load(lambda m: None)
     t1 = time.perf_counter()
     lines: list[str] = []
-    e.warmup(lines.append)
+
+    def progress(m: str) -> None:
+        lines.append(m)
+        print(f"  {time.perf_counter() - t1:7.1f} s  {m}", flush=True)
+
+    e.warmup(progress)
     t2 = time.perf_counter()
     rec = {
         "device": torch.cuda.get_device_name(),
