@@ -235,7 +235,6 @@ class FusedDiT:
         self.conv_w = [self.conv[i].weight.detach().to(dtype) for i in (0, 2)]
         self.conv_b = [cast(self.conv[i].bias) for i in (0, 2)]
         self.conv_groups: int = self.conv[0].groups
-        self.conv_pad: int = self.conv[0].padding[0]
         self.conv_wp = [posconv.pack_weight(w, self.conv_groups) for w in self.conv_w]
         self.conv_impl = conv_impl
         self.defer_residual = defer_residual
@@ -338,15 +337,14 @@ class FusedDiT:
         n = x.shape[1]
         hx = F.linear(x.to(self.dtype), self.w_x)
         h = torch.cat((hx, hx)) + consts  # [2B, N, D]
-        if self.uses_triton_conv(h):
-            # the fused implicit-GEMM kernels (posconv.py): no transposes, mask and residual fused
-            g = self.conv_groups
-            c = posconv.conv_mish(h, self.conv_wp[0], self.conv_w[0], self.conv_b[0], klen, g, impl="triton")
-            h = posconv.conv_mish(
-                c, self.conv_wp[1], self.conv_w[1], self.conv_b[1], klen, g, residual=h, impl="triton"
-            )
-        else:
-            h = self._conv_cudnn(h, kmask)
+        # the positional conv: the fused Triton kernels (posconv.py: no transposes, mask and
+        # residual fused) or cuDNN in the layout this shape's plan measured faster
+        impl = "triton" if self.uses_triton_conv(h) else "cudnn"
+        contig = self.conv_contiguous.get((h.shape[0], n), False)
+        g = self.conv_groups
+        w, wp, b = self.conv_w, self.conv_wp, self.conv_b
+        c = posconv.conv_mish(h, wp[0], w[0], b[0], klen, g, impl=impl, contiguous=contig)
+        h = posconv.conv_mish(c, wp[1], w[1], b[1], klen, g, residual=h, impl=impl)
         cos, sin = self.rope(n)
         pending: tuple[Tensor, Tensor] | None = None
         if self.defer_residual:
@@ -368,30 +366,7 @@ class FusedDiT:
         return pc + (pc - pu) * cfg_strength
 
     def uses_triton_conv(self, h: Tensor) -> bool:
-        return self.conv_impl == "triton" or (
-            self.conv_impl == "auto"
-            and h.is_cuda
-            and posconv.kernel_fits(self.conv_w[0].shape[1])
-            and posconv.triton_available()
-        )
-
-    def _conv_cudnn(self, h: Tensor, kmask: Tensor | None) -> Tensor:
-        """The positional conv through ``F.conv1d`` on (2B, D, N): as a transposed view of h (cuDNN
-        converts layouts itself) or made contiguous first, whichever this shape's plan measured
-        faster (``tune_conv``)."""
-        c = h.transpose(1, 2)
-        if self.conv_contiguous.get((h.shape[0], h.shape[1]), False):
-            c = c.contiguous()
-        km = None
-        if kmask is not None:
-            km = kmask[:, None, :]
-            c = c.masked_fill(~km, 0.0)
-        for i in range(2):
-            c = F.conv1d(c, self.conv_w[i], self.conv_b[i], padding=self.conv_pad, groups=self.conv_groups)
-            c = F.mish(c)
-            if km is not None:
-                c = c.masked_fill(~km, 0.0)
-        return h + c.transpose(1, 2)
+        return posconv.use_triton(self.conv_impl, h, self.conv_w[0].shape[1])
 
     @torch.no_grad()
     def tune_conv(self, b2: int, n: int, reps: int = 5) -> bool:
@@ -403,13 +378,9 @@ class FusedDiT:
         h = torch.randn(b2, n, self.dim, device=self.device, dtype=self.dtype)
 
         def run(contig: bool) -> None:
-            c = h.transpose(1, 2)
-            if contig:
-                c = c.contiguous()
-            for i in range(2):
-                c = F.mish(F.conv1d(c, self.conv_w[i], self.conv_b[i], padding=self.conv_pad,
-                                    groups=self.conv_groups))  # fmt: skip
-            _ = h + c.transpose(1, 2)
+            g = self.conv_groups
+            c = posconv.reference(h, self.conv_w[0], self.conv_b[0], None, g, None, contig)
+            posconv.reference(c, self.conv_w[1], self.conv_b[1], None, g, h)
 
         times = {}
         for contig in (False, True):

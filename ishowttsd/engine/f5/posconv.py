@@ -51,11 +51,21 @@ def pack_weight(w: Tensor, groups: int) -> Tensor:
 
 
 def reference(
-    x: Tensor, w: Tensor, b: Tensor | None, lengths: Tensor | None, groups: int, residual: Tensor | None
+    x: Tensor,
+    w: Tensor,
+    b: Tensor | None,
+    lengths: Tensor | None,
+    groups: int,
+    residual: Tensor | None,
+    contiguous: bool = False,
 ) -> Tensor:
     """The same computation with ``F.conv1d`` (cuDNN on CUDA): ``x`` (B, N, D) with frames past
-    ``lengths`` zeroed on input and output; returns (B, N, D), plus ``residual`` when given."""
+    ``lengths`` zeroed on input and output; returns (B, N, D), plus ``residual`` when given.
+    cuDNN gets (B, D, N) as a transposed view (it converts layouts itself) or, with
+    ``contiguous``, a copy: which is faster depends on the shape (``FusedDiT.tune_conv``)."""
     c = x.transpose(1, 2)
+    if contiguous:
+        c = c.contiguous()
     keep = None
     if lengths is not None:
         n = x.shape[1]
@@ -66,6 +76,17 @@ def reference(
         c = c.masked_fill(~keep, 0.0)
     out = c.transpose(1, 2)
     return out if residual is None else residual + out
+
+
+def use_triton(impl: str, x: Tensor, channels_per_group: int) -> bool:
+    """Whether ``impl`` means the Triton kernel for ``x``: 'auto' picks it on CUDA where Triton
+    imports and the groups fit its tiles; 'triton' insists (and fails where the groups don't fit)."""
+    if impl not in IMPLS:
+        raise ValueError(f"conv impl must be one of {IMPLS}, got {impl!r}")
+    fits = kernel_fits(channels_per_group)
+    if impl == "triton" and not fits:
+        raise ValueError(f"posconv: {channels_per_group} channels per group do not fit the Triton kernel")
+    return impl == "triton" or (impl == "auto" and fits and x.is_cuda and triton_available())
 
 
 def block_rows(batch: int, frames: int) -> int:
@@ -84,18 +105,14 @@ def conv_mish(
     residual: Tensor | None = None,
     impl: str = "auto",
     config: tuple[int, int, int] | None = None,
+    contiguous: bool = False,
 ) -> Tensor:
     """``mish(conv1d(x) + b)`` over (B, N, D) ``x``, masked to ``lengths`` (int32 [B]; None: all
     frames valid), plus ``residual`` when given. ``w_packed`` is :func:`pack_weight` of ``w``.
-    ``config``: (rows per program, warps, pipeline stages) for the Triton kernel (the probe's sweep)."""
-    if impl not in IMPLS:
-        raise ValueError(f"conv impl must be one of {IMPLS}, got {impl!r}")
-    fits = kernel_fits(w.shape[1])
-    if impl == "triton" and not fits:
-        raise ValueError(f"posconv: {w.shape[1]} channels per group do not fit the Triton kernel")
-    use_triton = impl == "triton" or (impl == "auto" and fits and x.is_cuda and triton_available())
-    if not use_triton:
-        return reference(x, w, b, lengths, groups, residual)
+    ``config``: (rows per program, warps, pipeline stages) for the Triton kernel (the probe's sweep);
+    ``contiguous``: the cuDNN path's input layout (see :func:`reference`)."""
+    if not use_triton(impl, x, w.shape[1]):
+        return reference(x, w, b, lengths, groups, residual, contiguous)
     return _triton_conv_mish(x, w_packed, b, lengths, groups, residual, config)
 
 
