@@ -293,19 +293,15 @@ class F5Engine:
         while the host hands the audio out (the pattern the bench's ``stream`` figure measures).
         A cancel stops it at the next chunk boundary; work already queued finishes on the GPU
         and is dropped."""
-        from ishowttsd.engine.f5.fast import FastJob
-
         fast = self._fast
         assert fast is not None
 
         def start(chunk: str) -> tuple[str, float, float, Any]:
             t0 = time.perf_counter()
-            tokens = self._tokens(v, chunk)
-            frames = sampler.total_frames(v.ref_frames, int(tokens.shape[1]), self.frames_for(v, chunk))
-            t1 = time.perf_counter()
             with torch.inference_mode():
-                noise = self._noise(frames)
-                finish = fast.enqueue([FastJob(v.ref.mel[0], tokens, frames, noise[0])])
+                job = self._fast_job(v, chunk)
+                t1 = time.perf_counter()
+                finish = fast.enqueue([job])
             return chunk, t0, t1 - t0, finish
 
         fader = CrossFader(int(self._cfg.cross_fade_s * self.sample_rate))
@@ -317,11 +313,9 @@ class F5Engine:
             nxt = start(chunks[i + 1]) if i + 1 < len(chunks) else None
             with torch.inference_mode():
                 pcm = finish()[0]
-            st = pcm.stages  # CUDA-event times of the GPU stages
             timings = {
                 "text": t_text + prep,
-                "model": st["prepare"] + st["dit"],
-                "vocoder": st["vocoder"] + st["copy"],
+                **_gpu_stages(pcm.stages),
                 "total": time.perf_counter() - t0 + prep,
             }
             prep = 0.0
@@ -361,25 +355,20 @@ class F5Engine:
         return rounds.Rounds(plans, self._batch_step, self.sample_rate).streams()
 
     def _batch_step(self, items: Sequence[tuple[Any, str]]) -> tuple[list[np.ndarray], dict[str, float]]:
-        """One round: each (voice, chunk) as :meth:`_chunk_audio` prepares it, all through
+        """One round: each (voice, chunk) as :meth:`_fast_job` makes it, all through
         ``FastPipeline.run_grouped``; the round's seconds by stage."""
-        from ishowttsd.engine.f5.fast import FastJob
-
         t0 = time.perf_counter()
-        jobs = []
         with torch.inference_mode():
-            for v, chunk in items:
-                tokens = self._tokens(v, chunk)
-                frames = sampler.total_frames(v.ref_frames, int(tokens.shape[1]), self.frames_for(v, chunk))
-                jobs.append(FastJob(v.ref.mel[0], tokens, frames, self._noise(frames)[0]))
+            jobs = [self._fast_job(v, chunk) for v, chunk in items]
             t1 = time.perf_counter()
             pcms = self._fast.run_grouped(jobs)
         # Each length group's CUDA-event stages are shared by its jobs' Pcm: count each group once.
         groups = list({id(p.stages): p.stages for p in pcms}.values())
+        per_group = [_gpu_stages(st) for st in groups]
         stages = {
             "text": t1 - t0,
-            "model": sum(st["prepare"] + st["dit"] for st in groups),
-            "vocoder": sum(st["vocoder"] + st["copy"] for st in groups),
+            "model": sum(g["model"] for g in per_group),
+            "vocoder": sum(g["vocoder"] for g in per_group),
         }
         return [np.asarray(p.samples, dtype=np.float32) for p in pcms], stages
 
@@ -447,27 +436,33 @@ class F5Engine:
             return ids.pin_memory().to(self._m.device, non_blocking=True)
         return ids.to(self._m.device)
 
+    def _fast_job(self, v: LoadedVoice, chunk: str, frames: int | None = None) -> Any:
+        """One chunk as the fast pipeline takes it (``fast.FastJob``): tokens, the total length
+        (``frames``, default the chunk's own, raised to f5's floor) and its noise, drawn the same
+        way alone and in a batch."""
+        from ishowttsd.engine.f5.fast import FastJob
+
+        tokens = self._tokens(v, chunk)
+        want = self.frames_for(v, chunk) if frames is None else frames
+        n = sampler.total_frames(v.ref_frames, int(tokens.shape[1]), want)
+        return FastJob(v.ref.mel[0], tokens, n, self._noise(n)[0])
+
     def _chunk_audio(self, v: LoadedVoice, chunk: str, frames: int) -> tuple[np.ndarray, dict[str, float]]:
         m = self._m
         assert m is not None
         t0 = time.perf_counter()
+        if self._fast is not None:
+            with torch.inference_mode():
+                job = self._fast_job(v, chunk, frames)
+                t1 = time.perf_counter()
+                pcm = self._fast.run([job])[0]
+            wave_fast = np.asarray(pcm.samples, dtype=np.float32)
+            return wave_fast, {"text": t1 - t0, **_gpu_stages(pcm.stages), "total": time.perf_counter() - t0}
         tokens = self._tokens(v, chunk)
         frames = sampler.total_frames(v.ref_frames, int(tokens.shape[1]), frames)
         t1 = time.perf_counter()
         with torch.inference_mode():
             noise = self._noise(frames)
-            if self._fast is not None:
-                from ishowttsd.engine.f5.fast import FastJob
-
-                pcm = self._fast.run([FastJob(v.ref.mel[0], tokens, frames, noise[0])])[0]
-                st = pcm.stages  # CUDA-event times of the GPU stages
-                wave_fast = np.asarray(pcm.samples, dtype=np.float32)
-                return wave_fast, {
-                    "text": t1 - t0,
-                    "model": st["prepare"] + st["dit"],
-                    "vocoder": st["vocoder"] + st["copy"],
-                    "total": time.perf_counter() - t0,
-                }
             c = sampler.prepare(m.dit, v.ref.mel, tokens, frames, self._cfg)
             mel = sampler.sample(c, noise, self._step)
             if m.device.type == "cuda":
@@ -514,3 +509,8 @@ class F5Engine:
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache / "inductor")
         os.environ.setdefault("TRITON_CACHE_DIR", str(cache / "triton"))
         _log.info("torch.compile caches", inductor_cache=os.environ["TORCHINDUCTOR_CACHE_DIR"])
+
+
+def _gpu_stages(st: dict[str, float]) -> dict[str, float]:
+    """The fast pipeline's CUDA-event stages (``pipeline.Pcm.stages``) as the engine reports them."""
+    return {"model": st["prepare"] + st["dit"], "vocoder": st["vocoder"] + st["copy"]}
