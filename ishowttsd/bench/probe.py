@@ -91,9 +91,6 @@ def conv(n: int = 1024) -> None:
 
 
 def profile(size: str = "full") -> None:
-    from torch.profiler import ProfilerActivity
-    from torch.profiler import profile as prof
-
     from ishowttsd.bench import measure, workload
 
     b = measure.setup(measure.Plan(size=size, device="cuda"), print)
@@ -103,15 +100,34 @@ def profile(size: str = "full") -> None:
         ("fp8", [workload.LINE]),
     ):
         fs = measure._fast(b, **measure.variant_options(variant), graph=False)
-        jobs = [b.job(t, i) for i, t in enumerate(texts)]
-        for _ in range(2):
-            fs.sample(jobs, slots=len(jobs))
-        torch.cuda.synchronize()
-        with prof(activities=[ProfilerActivity.CUDA]) as p:
-            fs.sample(jobs, slots=len(jobs))
-            torch.cuda.synchronize()
+        p = profiled(fs, [b.job(t, i) for i, t in enumerate(texts)])
         print(f"--- profile {variant} x{len(texts)} (one 8-step loop, compiled, no graph)")
         print(p.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=70))
+
+
+def profiled(fs: Any, jobs: list[Any]) -> Any:
+    """The CUDA profile of one sampling loop over ``jobs`` (after two untimed ones)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as prof
+
+    for _ in range(2):
+        fs.sample(jobs, slots=len(jobs))
+    torch.cuda.synchronize()
+    with prof(activities=[ProfilerActivity.CUDA]) as p:
+        fs.sample(jobs, slots=len(jobs))
+        torch.cuda.synchronize()
+    return p
+
+
+def print_kinds(p: Any, title: str) -> None:
+    """A profile's kernel time summed by :func:`category`, largest first."""
+    cats: dict[str, float] = {}
+    for ev in p.key_averages():
+        cats[category(ev.key)] = cats.get(category(ev.key), 0.0) + ev.self_device_time_total / 1e3
+    total = sum(cats.values())
+    print(f"kernel time by kind, {title}: {total:.2f} ms")
+    for k, v in sorted(cats.items(), key=lambda kv: -kv[1]):
+        print(f"  {k:32s} {v:8.2f} ms  {100 * v / total:5.1f}%")
 
 
 def category(name: str) -> str:
@@ -135,9 +151,6 @@ def replay_ms(fn: Any, reps: int = 20) -> float:
 def matrix(dtype: str = "fp16") -> None:
     """First chunk and line, DiT loop only (graph replay, CUDA events, median of 20): attention
     mask mode x positional-conv layout; then a kernel breakdown of the winner. Prints BEST."""
-    from torch.profiler import ProfilerActivity
-    from torch.profiler import profile as prof
-
     from ishowttsd.bench import measure, workload
     from ishowttsd.engine.f5.fast import FastSampler
 
@@ -162,19 +175,7 @@ def matrix(dtype: str = "fp16") -> None:
     fs = FastSampler(b.m.dit, b.cfg, dtype=dtype, attn_mode=attn, bucket_frames=0, cuda_graph=False)
     job = b.job(workload.LINE, 1)
     fs.fused.conv_contiguous[(2, job.frames)] = contig
-    for _ in range(2):
-        fs.sample([job])
-    torch.cuda.synchronize()
-    with prof(activities=[ProfilerActivity.CUDA]) as p:
-        fs.sample([job])
-        torch.cuda.synchronize()
-    cats: dict[str, float] = {}
-    for ev in p.key_averages():
-        cats[category(ev.key)] = cats.get(category(ev.key), 0.0) + ev.self_device_time_total / 1e3
-    total = sum(cats.values())
-    print(f"kernel time by kind, {dtype} line {job.frames} frames exact, 8 steps (no graph): {total:.2f} ms")
-    for k, v in sorted(cats.items(), key=lambda kv: -kv[1]):
-        print(f"  {k:32s} {v:7.2f} ms  {100 * v / total:5.1f}%")
+    print_kinds(profiled(fs, [job]), f"{dtype} line {job.frames} frames exact, 8 steps (no graph)")
 
 
 def posconv_probe() -> None:
@@ -230,9 +231,6 @@ def breakdown(dtype: str = "fp16") -> None:
     """Kernel time by kind for the daemon's defaults (exact shapes, fused conv, GELU epilogue,
     deferred residual): the line, the first chunk, and 16 x the line, one 8-step loop each
     (compiled, no graph, so the profiler sees every kernel)."""
-    from torch.profiler import ProfilerActivity
-    from torch.profiler import profile as prof
-
     from ishowttsd.bench import measure, workload
 
     b = measure.setup(measure.Plan(size="full", device="cuda"), print)
@@ -240,20 +238,7 @@ def breakdown(dtype: str = "fp16") -> None:
     for name, texts in (("line", [workload.LINE]), ("first_chunk", [workload.FIRST_CHUNK]),
                         ("16 x line", [workload.LINE] * 16)):  # fmt: skip
         jobs = [b.job(t, i) for i, t in enumerate(texts)]
-        for _ in range(2):
-            fs.sample(jobs, slots=len(jobs))
-        torch.cuda.synchronize()
-        with prof(activities=[ProfilerActivity.CUDA]) as p:
-            fs.sample(jobs, slots=len(jobs))
-            torch.cuda.synchronize()
-        cats: dict[str, float] = {}
-        for ev in p.key_averages():
-            cats[category(ev.key)] = cats.get(category(ev.key), 0.0) + ev.self_device_time_total / 1e3
-        total = sum(cats.values())
-        frames = jobs[0].frames
-        print(f"kernel time by kind, {dtype} {name} ({frames} frames, exact), 8 steps: {total:.2f} ms")
-        for k, v in sorted(cats.items(), key=lambda kv: -kv[1]):
-            print(f"  {k:32s} {v:8.2f} ms  {100 * v / total:5.1f}%")
+        print_kinds(profiled(fs, jobs), f"{dtype} {name} ({jobs[0].frames} frames, exact), 8 steps")
 
 
 if __name__ == "__main__":
