@@ -59,7 +59,9 @@ def percentile(values: list[float], q: float) -> float:
 
 def zmtp_greeting() -> bytes:
     """ZMTP 3.0 greeting with the NULL mechanism (RFC 23): 64 bytes."""
-    return b"\xff" + b"\x00" * 8 + b"\x7f" + bytes([3, 0]) + b"NULL".ljust(20, b"\x00") + b"\x00" + b"\x00" * 31
+    return (
+        b"\xff" + b"\x00" * 8 + b"\x7f" + bytes([3, 0]) + b"NULL".ljust(20, b"\x00") + b"\x00" + b"\x00" * 31
+    )
 
 
 def zmtp_ready(socket_type: bytes) -> bytes:
@@ -68,7 +70,9 @@ def zmtp_ready(socket_type: bytes) -> bytes:
     return bytes([0x04, len(body)]) + body
 
 
-def announce_huge_frame(ipc_path: str, size: int, socket_type: bytes = b"DEALER", timeout_s: float = 5.0) -> str:
+def announce_huge_frame(
+    ipc_path: str, size: int, socket_type: bytes = b"DEALER", timeout_s: float = 5.0
+) -> str:
     """Connect to a ZeroMQ ipc endpoint, complete the handshake, then send only the header of a
     ``size``-byte message frame plus a few bytes of it. Returns how the peer reacted:
     ``"closed"`` (it dropped the connection) or ``"open"`` (it kept waiting for the body)."""
@@ -140,8 +144,15 @@ def chat_line(bot: int, k: int, rng: Any) -> dict[str, Any]:
     else:
         text = " ".join(rng.choice(WORDS) for _ in range(rng.randrange(3, 14)))
     kind = "paid" if r > 0.995 else ("mod" if r > 0.99 else "chat")
-    return {"text": text, "user": user, "id": f"b{bot}-{k}", "kind": kind, "platform": "load",
-            "channel": "loadtest", "ts": time.time()}  # fmt: skip
+    return {
+        "text": text,
+        "user": user,
+        "id": f"b{bot}-{k}",
+        "kind": kind,
+        "platform": "load",
+        "channel": "loadtest",
+        "ts": time.time(),
+    }
 
 
 def bot_process(endpoint: str, bot: int, rate: float, seconds: float, start_at: float, out: Any) -> None:

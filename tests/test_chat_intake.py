@@ -118,8 +118,13 @@ def test_burst_from_three_bots() -> None:
         for k in range(9):
             n = len(sent)
             sent.append({"text": late[k % 3], "user": f"raider{k}", "channel": "#stream", "id": f"m{n}"})
-        paid = {"text": "Thanks for the stream, here are 500 bits!", "user": "whale", "kind": "paid",
-                "channel": "#stream", "id": "paid-1"}  # fmt: skip
+        paid = {
+            "text": "Thanks for the stream, here are 500 bits!",
+            "user": "whale",
+            "kind": "paid",
+            "channel": "#stream",
+            "id": "paid-1",
+        }
 
         latencies: list[float] = []
         statuses: list[dict[str, Any]] = []
@@ -482,9 +487,12 @@ def test_sigterm_keeps_queued_jobs_for_the_next_start() -> None:
         pump2.close()
         env = {**os.environ, "ISHOWTTS_CONTROL": run2.control}
         out = subprocess.run(
-            [sys.executable, "-m", "ishowttsd.cli.say", "--status"], capture_output=True, text=True, env=env,
+            [sys.executable, "-m", "ishowttsd.cli.say", "--status"],
+            capture_output=True,
+            text=True,
+            env=env,
             timeout=30,
-        )  # fmt: skip
+        )
         assert out.returncode == 0, out.stderr
         chat_line = next(line for line in out.stdout.splitlines() if line.startswith("chat: "))
         chat = json.loads(chat_line[len("chat: ") :])

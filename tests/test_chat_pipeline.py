@@ -271,8 +271,11 @@ def test_reload_keeps_state() -> None:
     p = make(clock, user_cooldown_s=30, announce="{user}: {text}")
     accept(p.process(chat("one", user="a")))
     p.at_turn("one", user="a", deadline=None)
-    q = Pipeline(parse_chat(Table({"user_cooldown_s": 30, "announce": "{user} said {text}"}, "chat", None)),
-                 state=p.state, clock=clock)  # fmt: skip
+    q = Pipeline(
+        parse_chat(Table({"user_cooldown_s": 30, "announce": "{user} said {text}"}, "chat", None)),
+        state=p.state,
+        clock=clock,
+    )
     drop(q.process(chat("two", user="a")), "cooldown")
     drop(q.process(chat("one", user="b")), "duplicate")
     assert q.at_turn("x", user="a", deadline=None) == "x"  # a spoke last, across the reload

@@ -93,8 +93,13 @@ def test_engine_exception_and_out_of_memory_fail_only_their_job() -> None:
         st = d.request({"op": "status"})
         assert st["jobs"]["error"] == 3 and st["jobs"]["done"] == 6, st["jobs"]
         assert d.proc is not None and d.proc.poll() is None
-        record("engine_faults", faulty_jobs=3, good_jobs_spoken=6, seconds=round(elapsed, 2),
-               codes=[out[j]["code"] for j, _, _ in cases])  # fmt: skip
+        record(
+            "engine_faults",
+            faulty_jobs=3,
+            good_jobs_spoken=6,
+            seconds=round(elapsed, 2),
+            codes=[out[j]["code"] for j, _, _ in cases],
+        )
 
 
 # -- audio device faults -----------------------------------------------------------------------------
@@ -391,7 +396,13 @@ def test_one_hostile_chat_line_cannot_take_gigabytes() -> None:
         out = _terminal_by_job(s, {"cjk"}, 180)["cjk"]
         assert out["event"] == "done", out
         peak = hwm_rss_kb(pid)
-    record("hostile_line_memory", chars=300, audio_s=out["audio_s"], chunks=out["chunks"],
-           peak_before_mb=round(peak0 / 1024), peak_after_mb=round(peak / 1024))  # fmt: skip
+    record(
+        "hostile_line_memory",
+        chars=300,
+        audio_s=out["audio_s"],
+        chunks=out["chunks"],
+        peak_before_mb=round(peak0 / 1024),
+        peak_after_mb=round(peak / 1024),
+    )
     assert out["chunks"] >= 8  # split into pieces (each also reaches the speaker sooner)
     assert (peak - peak0) / 1024 < 700, f"peak RSS rose {(peak - peak0) / 1024:.0f} MB for one chat line"

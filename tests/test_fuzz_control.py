@@ -258,7 +258,12 @@ def test_100mb_frame_is_dropped_without_memory_growth(daemon: Daemon) -> None:
     rss1 = rss_kb(pid)
     assert daemon.request({"op": "ping"})["event"] == "pong"
     growth_mb = (rss1 - rss0) / 1024
-    record("huge_frame_control", frame_mb=100, rss_before_mb=round(rss0 / 1024, 1), rss_growth_mb=round(growth_mb, 1))
+    record(
+        "huge_frame_control",
+        frame_mb=100,
+        rss_before_mb=round(rss0 / 1024, 1),
+        rss_growth_mb=round(growth_mb, 1),
+    )
     assert growth_mb < 8, f"daemon RSS grew {growth_mb:.1f} MB on a 100 MB frame"
 
 

@@ -136,8 +136,12 @@ def _fuzz_ingest(d: Daemon, n: int) -> None:
     assert d.request({"op": "resume"})["event"] == "ok"
     assert d.request({"op": "cancel"})["event"] == "ok"
     mid = f"after-{uuid.uuid4().hex[:8]}"
-    probe.bot.send_multipart([b"chat", json.dumps({"text": "Still reading chat.", "id": mid, "user": "calm"}).encode()])
-    done = probe.events.wait_for(lambda e: e.get("msg_id") == mid and e["event"] in ("done", "dropped", "error"), 60)
+    probe.bot.send_multipart(
+        [b"chat", json.dumps({"text": "Still reading chat.", "id": mid, "user": "calm"}).encode()]
+    )
+    done = probe.events.wait_for(
+        lambda e: e.get("msg_id") == mid and e["event"] in ("done", "dropped", "error"), 60
+    )
     assert done["event"] == "done", done
     record(
         "fuzz_ingest_pub",

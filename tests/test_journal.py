@@ -53,9 +53,19 @@ def test_finished_and_dropped_are_not_replayed_started_is(tmp_path: Path) -> Non
 def test_replay_keeps_every_field(tmp_path: Path) -> None:
     j = Journal.in_dir(tmp_path)
     e = Entry(
-        id="a", priority="important", text="数据 👩‍👩‍👧 שלום", source="control", accepted_at=5.0,
-        expires_at=None, voice="joe", user="Ünï", channel="#c", platform="twitch", kind="paid", msg_id="m1",
-    )  # fmt: skip
+        id="a",
+        priority="important",
+        text="数据 👩‍👩‍👧 שלום",
+        source="control",
+        accepted_at=5.0,
+        expires_at=None,
+        voice="joe",
+        user="Ünï",
+        channel="#c",
+        platform="twitch",
+        kind="paid",
+        msg_id="m1",
+    )
     j.add(e)
     assert Journal.in_dir(tmp_path).replay().pending == [e]
 

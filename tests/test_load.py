@@ -217,4 +217,3 @@ def test_piper_session_keeps_no_per_shape_memory_patterns() -> None:
     engine.load(lambda _line: None)
     session = engine._voice.session  # type: ignore[attr-defined]
     assert session.get_session_options().enable_mem_pattern is False
-

@@ -16,7 +16,9 @@ import torch.nn.functional as F
 from ishowttsd.engine.f5 import posconv
 
 
-def _stock(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, lengths: torch.Tensor, groups: int) -> torch.Tensor:
+def _stock(
+    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, lengths: torch.Tensor, groups: int
+) -> torch.Tensor:
     """F5's ConvPositionEmbedding with its mask, written out: mask, (conv, mish, mask) x 1."""
     keep = (torch.arange(x.shape[1])[None, :] < lengths[:, None])[:, :, None]
     c = x.masked_fill(~keep, 0.0).permute(0, 2, 1)

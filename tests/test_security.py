@@ -95,8 +95,11 @@ def _check_config(d: Path, settings: dict[str, Any]) -> subprocess.CompletedProc
     cfg.write_text(tomlkit.dumps(settings))
     return subprocess.run(
         [sys.executable, "-m", "ishowttsd.daemon", "--config", str(cfg), "--check-config"],
-        capture_output=True, text=True, timeout=60, cwd=d,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=d,
+    )
 
 
 def test_tcp_endpoint_without_keys_is_refused_naming_the_key() -> None:
@@ -105,14 +108,20 @@ def test_tcp_endpoint_without_keys_is_refused_naming_the_key() -> None:
         s = deep_merge(base_settings(d), {"zmq": {key: f"tcp://127.0.0.1:{_free_port()}"}})
         r = _check_config(d, s)
         assert r.returncode == 2, r
-        assert f"zmq.{key}" in r.stderr and "security.keys_dir" in r.stderr.replace("[security] keys_dir", "security.keys_dir")
+        assert f"zmq.{key}" in r.stderr and "security.keys_dir" in r.stderr.replace(
+            "[security] keys_dir", "security.keys_dir"
+        )
     s = deep_merge(base_settings(d), {"zmq": {"ingest_connect": ["tcp://10.0.0.5:5555"]}})
     r = _check_config(d, s)
     assert r.returncode == 2 and "zmq.ingest_connect[0]" in r.stderr
     # And the daemon itself exits with the configuration code before binding anything.
     cfg = d / "check.toml"
-    r2 = subprocess.run([sys.executable, "-m", "ishowttsd.daemon", "--config", str(cfg)],
-                        capture_output=True, text=True, timeout=60)  # fmt: skip
+    r2 = subprocess.run(
+        [sys.executable, "-m", "ishowttsd.daemon", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r2.returncode == 2 and "ingest_connect[0]" in r2.stderr
 
 
@@ -168,7 +177,9 @@ class CurveDaemon:
         s.connect(f"tcp://127.0.0.1:{self.ports[name]}")
         return s
 
-    def ask(self, keys: CurveKeys | None, obj: dict[str, Any], timeout_s: float = 1.5) -> dict[str, Any] | None:
+    def ask(
+        self, keys: CurveKeys | None, obj: dict[str, Any], timeout_s: float = 1.5
+    ) -> dict[str, Any] | None:
         s = self.sock(zmq.DEALER, "control", keys)
         try:
             s.send(json.dumps(obj).encode())
@@ -183,7 +194,8 @@ class CurveDaemon:
         self.daemon.start()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            assert self.daemon.proc is not None and self.daemon.proc.poll() is None, self.daemon.log_text()[-3000:]
+            alive = self.daemon.proc is not None and self.daemon.proc.poll() is None
+            assert alive, self.daemon.log_text()[-3000:]
             pong = self.ask(self.good, {"op": "ping"}, 0.5)
             if pong is not None and pong.get("ready"):
                 return
@@ -261,16 +273,31 @@ def test_clients_without_an_authorised_key_get_no_service(curve_daemon: CurveDae
 def test_say_cli_with_and_without_keys(curve_daemon: CurveDaemon) -> None:
     cd = curve_daemon
     ep = f"tcp://127.0.0.1:{cd.ports['control']}"
-    env = {**os.environ, "ISHOWTTS_SERVER_KEY": str(cd.keys / "server.key"),
-           "ISHOWTTS_CLIENT_KEY": str(cd.keys / "clients" / "bot1.key_secret")}  # fmt: skip
-    r = subprocess.run([*SAY, "--endpoint", ep, "--ping"], env=env, capture_output=True, text=True, timeout=30)
+    env = {
+        **os.environ,
+        "ISHOWTTS_SERVER_KEY": str(cd.keys / "server.key"),
+        "ISHOWTTS_CLIENT_KEY": str(cd.keys / "clients" / "bot1.key_secret"),
+    }
+    r = subprocess.run(
+        [*SAY, "--endpoint", ep, "--ping"], env=env, capture_output=True, text=True, timeout=30
+    )
     assert r.returncode == 0 and "ready" in r.stdout, r.stderr
     bare = {k: v for k, v in env.items() if not k.startswith("ISHOWTTS_")}
-    r = subprocess.run([*SAY, "--endpoint", ep, "--ping", "--timeout", "2"], env=bare,
-                       capture_output=True, text=True, timeout=30)  # fmt: skip
+    r = subprocess.run(
+        [*SAY, "--endpoint", ep, "--ping", "--timeout", "2"],
+        env=bare,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 6, (r.returncode, r.stderr)
-    r = subprocess.run([*SAY, "--endpoint", ep, "--server-key", str(cd.keys / "server.key"), "--ping"], env=bare,
-                       capture_output=True, text=True, timeout=30)  # fmt: skip
+    r = subprocess.run(
+        [*SAY, "--endpoint", ep, "--server-key", str(cd.keys / "server.key"), "--ping"],
+        env=bare,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 2 and "--client-key" in r.stderr
 
 
@@ -297,7 +324,9 @@ def test_ipc_sockets_are_group_only_whatever_the_umask() -> None:
     systemd), and the runtime directory it creates is 0770."""
     d = short_tmpdir()
     run = d / "run"
-    settings = deep_merge(base_settings(d), {"zmq": {k: f"ipc://{run}/{k}.sock" for k in ("control", "ingest", "pcm")}})
+    settings = deep_merge(
+        base_settings(d), {"zmq": {k: f"ipc://{run}/{k}.sock" for k in ("control", "ingest", "pcm")}}
+    )
     daemon = Daemon(d, settings)
     old = os.umask(0)
     try:
@@ -307,13 +336,19 @@ def test_ipc_sockets_are_group_only_whatever_the_umask() -> None:
     try:
         daemon.wait_ready()
         modes = {k: (run / f"{k}.sock").stat().st_mode & 0o777 for k in ("control", "ingest", "pcm")}
-        assert modes == {"control": 0o770, "ingest": 0o770, "pcm": 0o770}, {k: oct(v) for k, v in modes.items()}
+        assert modes == {"control": 0o770, "ingest": 0o770, "pcm": 0o770}, {
+            k: oct(v) for k, v in modes.items()
+        }
         assert run.stat().st_mode & 0o777 == 0o770
         # files the daemon writes (the journal) are not world-readable either
         journal = d / "state" / "journal.sqlite3"
         if journal.exists():
             assert journal.stat().st_mode & 0o007 == 0, oct(journal.stat().st_mode)
-        record("ipc_modes", sockets={k: oct(v) for k, v in modes.items()}, runtime_dir=oct(run.stat().st_mode & 0o777))
+        record(
+            "ipc_modes",
+            sockets={k: oct(v) for k, v in modes.items()},
+            runtime_dir=oct(run.stat().st_mode & 0o777),
+        )
     finally:
         daemon.close()
 
@@ -339,6 +374,8 @@ def test_no_shell_anywhere_in_the_package() -> None:
                 if name in ("eval", "exec") and isinstance(f, ast.Name):
                     bad.append(f"{where} {name}()")
                 for kw in node.keywords:
-                    if kw.arg == "shell" and not (isinstance(kw.value, ast.Constant) and kw.value.value is False):
+                    if kw.arg == "shell" and not (
+                        isinstance(kw.value, ast.Constant) and kw.value.value is False
+                    ):
                         bad.append(f"{where} shell=")
     assert not bad, bad

@@ -116,8 +116,11 @@ def trace_daemon(
     families, facts about the run)."""
     d = short_tmpdir()
     keys = d / "keys"
-    subprocess.run([sys.executable, "-m", "ishowttsd.cli.keys", "--dir", str(keys), "init"],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "ishowttsd.cli.keys", "--dir", str(keys), "init"],
+        check=True,
+        capture_output=True,
+    )
     with __import__("socket").socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -137,10 +140,26 @@ def trace_daemon(
     trace = d / "strace.txt"
     with open(daemon.log, "ab") as log:
         daemon.proc = subprocess.Popen(
-            ["strace", "-f", "-qq", "-y", "-s", "0", "-o", str(trace),
-             sys.executable, "-m", "ishowttsd.daemon", "--config", str(daemon.config)],
-            stdout=log, stderr=subprocess.STDOUT, env=daemon._env, cwd=d,
-        )  # fmt: skip
+            [
+                "strace",
+                "-f",
+                "-qq",
+                "-y",
+                "-s",
+                "0",
+                "-o",
+                str(trace),
+                sys.executable,
+                "-m",
+                "ishowttsd.daemon",
+                "--config",
+                str(daemon.config),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=daemon._env,
+            cwd=d,
+        )
     facts: dict[str, Any] = {}
     try:
         t0 = time.monotonic()
@@ -276,8 +295,10 @@ GPU nodes cannot be verified off a board)."""
 def _exposure(unit: Path) -> tuple[float, str]:
     r = subprocess.run(
         ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(unit)],
-        capture_output=True, text=True, cwd=unit.parent,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=unit.parent,
+    )
     m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", r.stdout)
     assert m, r.stdout[-2000:] + r.stderr
     return float(m.group(1)), r.stdout

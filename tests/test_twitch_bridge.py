@@ -302,14 +302,29 @@ def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     crt, key = d / "cert.pem", d / "key.pem"
     subprocess.run(
         [
-            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(crt),
-            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(crt),
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
         ],
         check=True,
         capture_output=True,
         timeout=30,
-    )  # fmt: skip
+    )
     return crt, key
 
 
@@ -528,10 +543,24 @@ def test_world_readable_credentials_are_refused_naming_the_file(work: Path) -> N
     cred.write_text('login = "mybot"\ntoken = "oauth:abcdef"\n')
     cred.chmod(0o644)
     r = subprocess.run(
-        [sys.executable, "-m", "ishowttsd.twitch.cli", "--channel", "x", "--credentials", str(cred),
-         "--ingest", f"ipc://{work}/i.sock", "--server", "127.0.0.1:9"],
-        capture_output=True, text=True, timeout=30, env={**os.environ, "ISHOWTTS_CONFIG": ""},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "ishowttsd.twitch.cli",
+            "--channel",
+            "x",
+            "--credentials",
+            str(cred),
+            "--ingest",
+            f"ipc://{work}/i.sock",
+            "--server",
+            "127.0.0.1:9",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "ISHOWTTS_CONFIG": ""},
+    )
     assert r.returncode == 2, r.stderr
     assert str(cred) in r.stderr and "chmod 600" in r.stderr
     assert "abcdef" not in r.stderr
@@ -558,10 +587,28 @@ def test_untrusted_certificate_is_never_talked_to(server: IrcServer, work: Path,
     # A CA bundle that does not contain the server's certificate: the handshake must fail.
     other = tmp_path / "other.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-days", "1", "-subj", "/CN=other", "-keyout", str(tmp_path / "k.pem"), "-out", str(other)],
-        check=True, capture_output=True, timeout=30,
-    )  # fmt: skip
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=other",
+            "-keyout",
+            str(tmp_path / "k.pem"),
+            "-out",
+            str(other),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
     bridge = start_bridge(work, server, other)
     try:
         bridge.wait_log("TLS certificate not trusted")
@@ -676,8 +723,18 @@ def test_sigterm_while_logging_hard_always_stops(work: Path) -> None:
     rng = random.Random(7)
     try:
         for i in range(6):
-            bridge = Bridge(work, ["--channel", "ishowtts", "--server", f"127.0.0.1:{srv.port}", "--no-tls",
-                                   "--ingest", f"ipc://{work}/ingest.sock"])  # fmt: skip
+            bridge = Bridge(
+                work,
+                [
+                    "--channel",
+                    "ishowtts",
+                    "--server",
+                    f"127.0.0.1:{srv.port}",
+                    "--no-tls",
+                    "--ingest",
+                    f"ipc://{work}/ingest.sock",
+                ],
+            )
             c = srv.wait_conn(i + 1)
             c.register()
             bridge.wait_log("joined")

@@ -70,10 +70,20 @@ def test_daemon_speaks_twitch_chat_and_obeys_twitch_moderation(
         ev: Events = d.subscribe(b"event")
         bridge = Bridge(
             work,
-            ["--channel", "ishowtts", "--server", f"127.0.0.1:{server.port}", "--ca-file", str(cert[0]),
-             "--ingest", d.ingest, "--credentials", str(cred)],
+            [
+                "--channel",
+                "ishowtts",
+                "--server",
+                f"127.0.0.1:{server.port}",
+                "--ca-file",
+                str(cert[0]),
+                "--ingest",
+                d.ingest,
+                "--credentials",
+                str(cred),
+            ],
             {"reconnect_min_s": 0.05, "reconnect_max_s": 0.2},
-        )  # fmt: skip
+        )
         try:
             c = server.wait_conn(1)
             c.register()

@@ -134,8 +134,10 @@ def test_kinds_from_tags() -> None:
     assert tr("@badges=vip/1,broadcaster/1 " + base)[1]["kind"] == "mod"  # type: ignore[index]
     assert tr("@badges=vip/1;mod=0 " + base)[1]["kind"] == "chat"  # type: ignore[index]
     # No tags at all (capability refused): still chat, with the nick as the user.
-    assert tr(base) == ("chat", {"text": "hi", "kind": "chat", "user": "u", "emotes": [], "channel": "c",
-                                 "platform": "twitch"})  # fmt: skip
+    assert tr(base) == (
+        "chat",
+        {"text": "hi", "kind": "chat", "user": "u", "emotes": [], "channel": "c", "platform": "twitch"},
+    )
 
 
 def test_usernotice_variants() -> None:
