@@ -41,6 +41,7 @@ from ishowttsd.chat.filters import (
     strip_emoji,
     strip_emote_ranges,
 )
+from ishowttsd.chat.normalize import collapse_stretched, spam_key, user_key
 from ishowttsd.chat.settings import ChatSettings
 from ishowttsd.chat.state import ChatState
 from ishowttsd.chat.text import estimate_seconds, skeleton, truncate
@@ -65,7 +66,6 @@ DROP_REASONS = (
 )
 
 _WS = regex.compile(r"\s+")
-_NON_WORD = regex.compile(r"[^\w]+")
 
 
 class Clock(Protocol):
@@ -156,9 +156,10 @@ def _sanitise(text: str) -> str:
 
 
 def normalise_for_duplicates(text: str) -> str:
-    """Case, accents, marks, punctuation and spacing removed: "LOL!!" and "lol" are the same line."""
-    key = _NON_WORD.sub(" ", skeleton(text)[0]).strip()
-    return key or text
+    """The duplicate key: case, accents, marks, look-alike letters, spacing and punctuation between
+    letters and stretched letters folded ("LOL!!", "l o l", "LOOOOL" are one line; see
+    :mod:`ishowttsd.chat.normalize`)."""
+    return spam_key(text) or text
 
 
 class Pipeline:
@@ -249,8 +250,11 @@ class Pipeline:
                 notes.append(Note("urls", n))
         text, n1 = collapse_tokens(text, s.max_repeat_tokens)
         text, n2 = collapse_chars(text, s.max_repeat_chars)
-        if n1 + n2:
-            notes.append(Note("repeats", n1 + n2))
+        n3 = 0
+        if s.stretched_words:
+            text, n3 = collapse_stretched(text)
+        if n1 + n2 + n3:
+            notes.append(Note("repeats", n1 + n2 + n3))
 
         if self._block:
             dropped = False
@@ -289,7 +293,7 @@ class Pipeline:
             if s.duplicate_window_s > 0 and self.state.seen_within(dup_key, mono, s.duplicate_window_s):
                 return drop("duplicate", f"same text in this channel within {s.duplicate_window_s:g} s", text)
             if user and s.user_cooldown_s > 0:
-                wait = self.state.cooldown_left(user, mono, s.user_cooldown_s)
+                wait = self.state.cooldown_left(user_key(user), mono, s.user_cooldown_s)
                 if wait > 0:
                     return drop("cooldown", f"user {msg.user!r} may speak again in {wait:.1f} s", text)
             if s.rate_limit_messages > 0:
@@ -340,7 +344,7 @@ class Pipeline:
         if s.duplicate_window_s > 0:
             self.state.note_text(d.dup_key, mono)
         if d.user and s.user_cooldown_s > 0:
-            self.state.note_user(d.user.casefold(), mono)
+            self.state.note_user(user_key(d.user.casefold()), mono)
         if s.rate_limit_messages > 0:
             self.state.note_accept(mono)
 

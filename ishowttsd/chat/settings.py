@@ -70,6 +70,9 @@ class ChatSettings:
     """A word repeated more than this many times in a row is cut to this many; 0 = off."""
     max_repeat_chars: int = 3
     """A character (grapheme) repeated more than this many times in a row is cut; 0 = off."""
+    stretched_words: bool = True
+    """Read a stretched word as a word: a letter repeated 3+ times is cut to two, and a stretched
+    word in capitals is lower-cased ("LOOOOOOL" -> "lool"; an engine spells short capitals out)."""
     blocklist: tuple[BlockRule, ...] = ()
     mask_char: str = "\u204e"
     """One per masked grapheme. The default LOW ASTERISK (⁎) reads as a mask and is silent: espeak
@@ -216,6 +219,7 @@ def parse_chat(t: Table) -> ChatSettings:
         strip_emoji=t.flag("strip_emoji", d.strip_emoji),
         max_repeat_tokens=t.integer("max_repeat_tokens", d.max_repeat_tokens, min=0, max=1000),
         max_repeat_chars=t.integer("max_repeat_chars", d.max_repeat_chars, min=0, max=1000),
+        stretched_words=t.flag("stretched_words", d.stretched_words),
         blocklist=_blocklist(t),
         mask_char=mask_char,
         replace=_replace(t),
