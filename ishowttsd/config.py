@@ -79,6 +79,17 @@ class AudioSettings:
     """Output latency in seconds that PortAudio is asked for."""
     idle_close_s: float = 3.0
     """Seconds of silence after which the output device is closed (and free for other programs)."""
+    pace: str = "auto"
+    """Publish PCM in real time like a sound card: ``on``, ``off``, or ``auto`` (when the pcm sink
+    is on and the alsa sink is not: the PUB, e.g. an OBS overlay, is then the speaker)."""
+    pace_lead_s: float = 0.2
+    """Seconds of audio a paced PUB sends ahead of the moment it is heard."""
+
+    @property
+    def paced(self) -> bool:
+        if "pcm" not in self.sinks or self.pace == "off":
+            return False
+        return self.pace == "on" or "alsa" not in self.sinks
 
 
 @dataclass(frozen=True)
@@ -227,6 +238,8 @@ def parse(doc: dict[str, Any], file: Path | None) -> Settings:
         device=dev,
         latency=t.number("latency", AudioSettings().latency, min=0.0, max=5.0),
         idle_close_s=t.number("idle_close_s", AudioSettings().idle_close_s, min=0.1, max=3600),
+        pace=t.choice("pace", AudioSettings().pace, ("auto", "on", "off")),
+        pace_lead_s=t.number("pace_lead_s", AudioSettings().pace_lead_s, min=0.05, max=5.0),
     )
     t.finish()
 

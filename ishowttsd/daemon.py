@@ -29,7 +29,7 @@ from ishowttsd.outbox import Outbox
 from ishowttsd.scheduler import Job, Limits, Scheduler
 from ishowttsd.server import Server
 from ishowttsd.sinks import Sink
-from ishowttsd.sinks.pcm import PcmSink
+from ishowttsd.sinks.pcm import Pacing, PcmSink
 from ishowttsd.telemetry import Telemetry
 from ishowttsd.watchdog import Sample, Watchdog, time_calibration
 from ishowttsd.worker import JobResult, Worker
@@ -82,7 +82,15 @@ class Daemon:
         self.scheduler = Scheduler(Limits(q.max_jobs, q.max_audio_s, q.max_per_user))
         self.engine, why = create_engine(settings)
         _log.info("engine chosen", engine=self.engine.name, why=why)
-        self.sinks: list[Sink] = [PcmSink(self.outbox, publish="pcm" in settings.audio.sinks)]
+        audio = settings.audio
+        self.sinks: list[Sink] = [
+            PcmSink(
+                self.outbox,
+                publish="pcm" in audio.sinks,
+                pacing=Pacing(audio.pace_lead_s) if audio.paced else None,
+                paused=lambda: self.scheduler.paused,
+            )
+        ]
         if "alsa" in settings.audio.sinks:
             from ishowttsd.sinks.alsa import AlsaSink
 

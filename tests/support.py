@@ -79,7 +79,9 @@ def base_settings(d: Path) -> dict[str, Any]:
         },
         "engine": {"kind": "piper"},
         "piper": {"deterministic": True},
-        "audio": {"sinks": ["pcm"]},
+        # Unpaced: most tests want the audio as fast as it is made; the paced PUB (the product's
+        # default for pcm alone) is tested where it matters (test_pcm_pacing, test_overlay_*).
+        "audio": {"sinks": ["pcm"], "pace": "off"},
     }
 
 
