@@ -145,6 +145,24 @@ class ChatMessage:
     """Inclusive code-point ranges of emotes in ``text`` (Twitch style), for the emote filter."""
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Other fields the bot sent (e.g. ``subscriber``, ``bits``), kept for filters and events."""
+    # -- role facts (docs/PROTOCOL.md): what the platform says about the sender and the line ---------
+    roles: frozenset[str] = frozenset()
+    """``broadcaster``, ``moderator``, ``vip``, ``subscriber``, ``founder`` (others kept, unused)."""
+    months: int = 0
+    """Months subscribed (0: unknown or not a subscriber)."""
+    bits: int = 0
+    """Bits cheered with this line."""
+    first_msg: bool = False
+    """The sender's first line in this channel."""
+    reward_id: str | None = None
+    """A channel-point redemption: the reward's id."""
+    token: str | None = field(default=None, repr=False)
+    """A shared secret from ``chat.moderator_tokens``: vouches for the roles (never published)."""
+
+    @property
+    def moderator(self) -> bool:
+        """Broadcaster or moderator, as the bot says (see :attr:`token` for whether to believe it)."""
+        return bool(self.roles & {"broadcaster", "moderator"})
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any], max_chars: int) -> ChatMessage:
@@ -155,7 +173,14 @@ class ChatMessage:
             if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts):
                 raise ProtocolError("bad_request", "field 'ts' must be a number (Unix seconds)")
             ts = float(ts)
+        token = obj.get("token")
         return cls(
+            roles=_roles(obj, kind),
+            months=_count(obj.get("months")),
+            bits=_count(obj.get("bits")),
+            first_msg=obj.get("first_msg") is True,
+            reward_id=_opt_str(obj, "reward_id"),
+            token=token if isinstance(token, str) else None,
             text=text,
             user=_opt_str(obj, "user"),
             channel=_opt_str(obj, "channel"),
@@ -168,9 +193,37 @@ class ChatMessage:
             extra={
                 k: v
                 for k, v in obj.items()
-                if k in ("subscriber", "bits", "color", "badges", "months", "viewers", "amount")
+                if k in ("subscriber", "bits", "color", "badges", "months", "viewers", "amount", "msg_type")
             },
         )
+
+
+ROLE_NAMES = ("broadcaster", "moderator", "vip", "subscriber", "founder")
+
+
+def _roles(obj: Mapping[str, Any], kind: str) -> frozenset[str]:
+    """Roles from ``roles`` (a list), else ``badges`` (``{name: version}``), plus ``subscriber: true``.
+
+    Role facts are forgiving: a garbled one is ignored rather than losing the whole line."""
+    roles: set[str] = set()
+    given = obj.get("roles")
+    if isinstance(given, list):
+        roles.update(r.lower() for r in given[:20] if isinstance(r, str) and len(r) <= 32)
+    badges = obj.get("badges")
+    if isinstance(badges, dict):
+        roles.update(b for b in ROLE_NAMES if b in badges)
+    if obj.get("subscriber") is True:
+        roles.add("subscriber")
+    if kind == "mod":
+        roles.add("moderator")
+    return frozenset(roles)
+
+
+def _count(value: Any) -> int:
+    """A non-negative whole number, else 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return 0
+    return max(0, int(value))
 
 
 def _emote_ranges(value: Any) -> tuple[tuple[int, int], ...]:

@@ -80,6 +80,13 @@ RAID_USERNOTICE = (
     r"subscriber=0;system-msg=42\sraiders\sfrom\sRaidLeader\shave\sjoined!;tmi-sent-ts={ts};"
     "user-id=123456;user-type= :tmi.twitch.tv USERNOTICE #ishowtts"
 )
+# A channel-point redemption with text, by a VIP chatting for the first time, in a highlighted message.
+REWARD_PRIVMSG = (
+    "@badge-info=;badges=vip/1;custom-reward-id=5e2a7c1f-0000-4000-8000-00000000c0de;display-name=NewVip;"
+    "emotes=;first-msg=1;id=dddddddd-0000-4000-8000-000000000006;mod=0;msg-id=highlighted-message;"
+    "room-id=12345;subscriber=0;tmi-sent-ts={ts};user-id=99;user-type=;vip=1 "
+    ":newvip!newvip@newvip.tmi.twitch.tv PRIVMSG #ishowtts :read this in the robot voice"
+)
 CLEARMSG = (
     "@login=ronni;room-id=;target-msg-id=b34ccfc7-4977-403a-8a94-33c6bac34fb8;tmi-sent-ts={ts} "
     ":tmi.twitch.tv CLEARMSG #ishowtts :Kappa Keepo Kappa hello chat"
@@ -406,7 +413,7 @@ def test_replays_twitch_lines_into_ingest_messages_and_survives_disconnects(
     server: IrcServer, cert: tuple[Path, Path], work: Path
 ) -> None:
     sub = Collector(f"ipc://{work}/ingest.sock")
-    bridge = start_bridge(work, server, cert[0])
+    bridge = start_bridge(work, server, cert[0], "--show-rewards")
     try:
         c1 = server.wait_conn(1)
         nick = c1.register()
@@ -417,34 +424,42 @@ def test_replays_twitch_lines_into_ingest_messages_and_survives_disconnects(
         L = lines(1732550000000)
         c1.send(L["EMOTE_PRIVMSG"], L["ASTRAL_PRIVMSG"], *MALFORMED[:3])
         c1.send(L["BITS_PRIVMSG"], L["MOD_ACTION_PRIVMSG"], L["BROADCASTER_PRIVMSG"], *MALFORMED[3:])
-        c1.send(L["RESUB_USERNOTICE"], L["RAID_USERNOTICE"], L["TROLL_PRIVMSG"])
+        c1.send(L["RESUB_USERNOTICE"], L["RAID_USERNOTICE"], L["TROLL_PRIVMSG"], L["REWARD_PRIVMSG"])
         c1.send(L["CLEARMSG"], L["CLEARCHAT_TIMEOUT"], L["CLEARCHAT_BAN"], L["CLEARCHAT_ALL"])
         c1.send("PING :tmi.twitch.tv")
         pong = c1.wait_line(lambda ln: ln.startswith("PONG"))
         assert pong in ("PONG tmi.twitch.tv", "PONG :tmi.twitch.tv")
-        got = sub.wait(12)
+        got = sub.wait(13)
         ts = 1732550000.0
         common = {"channel": "ishowtts", "platform": "twitch", "ts": ts}
         assert got == [
             ("chat", {**common, "text": "Kappa Keepo Kappa hello chat", "kind": "chat", "user": "Ronni",
                       "emotes": [[0, 4], [6, 10], [12, 16]], "id": "b34ccfc7-4977-403a-8a94-33c6bac34fb8",
-                      "subscriber": True}),
+                      "subscriber": True, "badges": {"subscriber": "6"}, "roles": ["subscriber"], "months": 8}),
             ("chat", {**common, "text": "\U0001f600 Kappa hi", "kind": "chat", "user": "로니", "emotes": [[2, 6]],
                       "id": "0a1b2c3d-0000-4000-8000-00000000000a", "subscriber": False}),
             ("chat", {**common, "text": "cheer100 great stream", "kind": "paid", "user": "CheerFan", "emotes": [],
-                      "bits": 100, "id": "a1b2c3d4-0000-4000-8000-000000000001", "subscriber": False}),
+                      "bits": 100, "id": "a1b2c3d4-0000-4000-8000-000000000001", "subscriber": False,
+                      "badges": {"bits": "100"}}),
             ("chat", {**common, "text": "waves at chat", "kind": "mod", "user": "ModPerson", "emotes": [],
-                      "id": "aaaaaaaa-0000-4000-8000-000000000003", "subscriber": False}),
+                      "id": "aaaaaaaa-0000-4000-8000-000000000003", "subscriber": False,
+                      "badges": {"moderator": "1"}, "roles": ["moderator"]}),
             ("chat", {**common, "text": "welcome everyone", "kind": "mod", "user": "IShowTTS", "emotes": [],
-                      "id": "bbbbbbbb-0000-4000-8000-000000000004", "subscriber": False}),
+                      "id": "bbbbbbbb-0000-4000-8000-000000000004", "subscriber": False,
+                      "badges": {"broadcaster": "1"}, "roles": ["broadcaster"]}),
             ("chat", {**common, "kind": "resub", "user": "SubFan", "months": 6, "subscriber": True,
                       "text": "SubFan subscribed with Prime. They've subscribed for 6 months! Great stream HeyGuys",
-                      "emotes": [[76, 82]], "id": "db25007f-7a18-43eb-9379-80131e44d633"}),
+                      "emotes": [[76, 82]], "id": "db25007f-7a18-43eb-9379-80131e44d633",
+                      "badges": {"subscriber": "6"}, "roles": ["subscriber"]}),
             ("chat", {**common, "kind": "raid", "user": "RaidLeader", "viewers": 42, "subscriber": False,
                       "text": "42 raiders from RaidLeader have joined!", "emotes": [],
                       "id": "3d830f12-795c-447d-af3c-ea05e40fbddb"}),
             ("chat", {**common, "text": "this stream is bad", "kind": "chat", "user": "TrollGuy", "emotes": [],
                       "id": "cccccccc-0000-4000-8000-000000000005", "subscriber": False}),
+            ("chat", {**common, "text": "read this in the robot voice", "kind": "chat", "user": "NewVip",
+                      "emotes": [], "id": "dddddddd-0000-4000-8000-000000000006", "subscriber": False,
+                      "badges": {"vip": "1"}, "roles": ["vip"], "first_msg": True,
+                      "reward_id": "5e2a7c1f-0000-4000-8000-00000000c0de", "msg_type": "highlighted-message"}),
             ("delete", {"id": "b34ccfc7-4977-403a-8a94-33c6bac34fb8", "user": "Ronni", "channel": "ishowtts"}),
             ("timeout", {"user": "CheerFan", "login": "cheerfan", "channel": "ishowtts", "duration_s": 600}),
             ("ban", {"user": "TrollGuy", "login": "trollguy", "channel": "ishowtts"}),
@@ -452,6 +467,9 @@ def test_replays_twitch_lines_into_ingest_messages_and_survives_disconnects(
         ]  # fmt: skip
         resub = got[5][1]
         assert resub["text"][76:83] == "HeyGuys"
+        # --show-rewards: the reward id is logged once, ready to copy into the configuration.
+        bridge.wait_log("5e2a7c1f-0000-4000-8000-00000000c0de")
+        assert "channel-point reward" in bridge.text()
         # Every malformed line was logged and skipped; the bridge is still reading.
         bridge.wait_log("malformed line skipped")
         assert bridge.text().count("malformed line skipped") == len(MALFORMED)
@@ -461,7 +479,7 @@ def test_replays_twitch_lines_into_ingest_messages_and_survives_disconnects(
         c2 = server.wait_conn(2)
         c2.register()
         c2.send(lines(1732550005000)["BROADCASTER_PRIVMSG"].replace("welcome everyone", "back again"))
-        assert sub.wait(13)[12][1]["text"] == "back again"
+        assert sub.wait(14)[13][1]["text"] == "back again"
 
         # Twitch's RECONNECT (maintenance): the bridge leaves and reconnects at once.
         t0 = time.monotonic()

@@ -127,6 +127,25 @@ def test_emote_ranges_are_code_points_and_garbage_is_skipped() -> None:
     assert parse_emotes("", 5) == []
 
 
+def test_role_facts_from_tags() -> None:
+    base = ":u!u@u PRIVMSG #c :hi"
+    body = tr(
+        "@badge-info=founder/14;badges=founder/0,vip/1,glhf-pledge/1;subscriber=1;first-msg=1;"
+        "custom-reward-id=r-1;msg-id=highlighted-message " + base
+    )[1]  # type: ignore[index]
+    assert body["roles"] == ["vip", "subscriber", "founder"]  # most powerful first
+    assert body["badges"] == {"founder": "0", "vip": "1", "glhf-pledge": "1"}
+    assert body["months"] == 14 and body["first_msg"] is True
+    assert body["reward_id"] == "r-1" and body["msg_type"] == "highlighted-message"
+    # The tags Twitch sends besides badges count too; garbage badges are skipped, not fatal.
+    assert tr("@mod=1;badges=a/b/c,,/x,ok/1 " + base)[1]["roles"] == ["moderator"]  # type: ignore[index]
+    assert "roles" not in tr("@badges=;first-msg=0;badge-info=subscriber/x " + base)[1]  # type: ignore[index]
+    # Every fact survives the daemon's own parser.
+    msg = ChatMessage.from_json(body, 500)
+    assert msg.roles == {"vip", "subscriber", "founder"} and msg.months == 14
+    assert msg.first_msg and msg.reward_id == "r-1" and msg.token is None
+
+
 def test_kinds_from_tags() -> None:
     base = ":u!u@u PRIVMSG #c :hi"
     assert tr("@bits=0;mod=1 " + base)[1]["kind"] == "mod"  # type: ignore[index]  # zero bits is not paid

@@ -64,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--config", metavar="PATH", help="ishowtts TOML (default: $ISHOWTTS_CONFIG, /etc/ishowtts/...)"
     )
+    p.add_argument(
+        "--show-rewards",
+        action="store_true",
+        help="log the id of each channel-point reward redeemed with text (for [[chat.rewards]])",
+    )
     return p
 
 
@@ -158,7 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if curve is None and not security.is_local(endpoint):
         _log.warning("a network ingest without CURVE keys: the daemon refuses it", ingest=endpoint)
     publisher = Publisher(endpoint, hwm=tw.hwm, curve=curve)
-    bridge = Bridge(tw, channel, creds, publisher, stop=stop, notifier=notifier)
+    bridge = Bridge(
+        tw, channel, creds, publisher, stop=stop, notifier=notifier, show_rewards=args.show_rewards
+    )
     _log.info(
         "starting",
         channel=channel,

@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ishowttsd import log
 from ishowttsd.notify import Notifier
@@ -61,6 +62,11 @@ class SessionEnded(Exception):
         self.reason = reason
 
 
+def _is_moderator(body: dict[str, Any]) -> bool:
+    roles = body.get("roles", ())
+    return body.get("text") is not None and ("moderator" in roles or "broadcaster" in roles)
+
+
 def backoff_delay(attempt: int, lo: float, hi: float, rng: random.Random) -> float:
     """Seconds before reconnect ``attempt`` (0-based): ``d/2 + U(0, d/2)`` with ``d = min(hi, lo*2^n)``."""
     d = min(hi, lo * (2.0 ** min(attempt, 60)))
@@ -86,6 +92,7 @@ class Bridge:
         notifier: Notifier | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        show_rewards: bool = False,
     ) -> None:
         self.settings = settings
         self.channel = channel
@@ -101,6 +108,8 @@ class Bridge:
         self._tls: ssl.SSLContext | None = self._tls_context(settings.ca_file) if settings.tls else None
         self._last_watchdog = -1e18
         self.interruptible = False
+        self.show_rewards = show_rewards
+        self._rewards_seen: set[str] = set()
         """True only around the blocking connect: a stop signal may then raise :class:`Interrupted`."""
 
     @staticmethod
@@ -168,6 +177,21 @@ class Bridge:
                 return
             self.stop.wait(min(left, TICK_S))
             self._tick()
+
+    def _show_reward(self, body: dict[str, Any]) -> None:
+        """``--show-rewards``: log each channel-point reward id once, with a sample of its text, so a
+        streamer can copy it into ``[[chat.rewards]]``."""
+        rid = str(body["reward_id"])
+        if rid in self._rewards_seen or len(self._rewards_seen) >= 1000:
+            return
+        self._rewards_seen.add(rid)
+        _log.info(
+            "channel-point reward",
+            reward_id=rid,
+            user=body.get("user"),
+            text=str(body.get("text", ""))[:80],
+            config=f'[[chat.rewards]] id = "{rid}"',
+        )
 
     def _tick(self) -> None:
         self.publisher.tick()
@@ -302,8 +326,14 @@ class Bridge:
             out = self.translator.translate(msg)
             if out is not None:
                 body = out.body
-                if out.topic == b"clear" and self.creds.moderator_token:
-                    body = {**body, "token": self.creds.moderator_token}
+                token = self.creds.moderator_token
+                # The token vouches for what the bridge read from Twitch: /clear, and the moderator
+                # badge of a chat line (its !skip, !clear, ... are then obeyed without a token of
+                # its own). Chat lines of others never carry it.
+                if token and (out.topic == b"clear" or _is_moderator(body)):
+                    body = {**body, "token": token}
+                if self.show_rewards and body.get("reward_id"):
+                    self._show_reward(body)
                 self.counters[f"in.{out.topic.decode()}"] += 1
                 self.publisher.publish(out.topic, body)
         return None

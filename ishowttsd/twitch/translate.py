@@ -31,6 +31,10 @@ MAX_EMOTE_RANGES = 500
 
 _ACTION_PREFIX = "\x01ACTION "
 _KIND_RE = re.compile(r"^[a-z0-9_-]{1,40}$")
+_BADGE_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
+MAX_BADGES = 20
+ROLES = ("broadcaster", "moderator", "vip", "subscriber", "founder")
+"""Roles, most powerful first, as the ingest field ``roles`` names them."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,54 @@ def strip_action(text: str) -> str | None:
     return text
 
 
+def parse_badges(tag: str) -> dict[str, str]:
+    """``badges``/``badge-info`` tag (``subscriber/12,vip/1``) -> ``{"subscriber": "12", "vip": "1"}``.
+
+    At most :data:`MAX_BADGES` badges; names and versions clipped like ids (a garbled tag must not
+    get the whole line rejected by the daemon's protocol check).
+    """
+    out: dict[str, str] = {}
+    for item in tag.split(","):
+        name, sep, version = item.partition("/")
+        if sep and _BADGE_RE.match(name) and len(out) < MAX_BADGES:
+            out[name] = version[:32]
+    return out
+
+
+def role_facts(tags: dict[str, str] | Any) -> dict[str, Any]:
+    """The role facts a line's IRC tags carry, as ingest fields (docs/PROTOCOL.md, "role facts").
+
+    ``roles`` is the platform-neutral list the daemon's ``[chat]`` rules read (``broadcaster``,
+    ``moderator``, ``vip``, ``subscriber``, ``founder``); ``badges`` the raw badges for other uses;
+    ``months`` the months subscribed (``badge-info``); ``first_msg`` a first-time chatter;
+    ``reward_id`` a channel-point redemption with text; ``msg_type`` Twitch's ``msg-id`` of a
+    PRIVMSG (``highlighted-message``, ``skip-subs-mode-message``, ...). Absent facts are left out.
+    """
+    out: dict[str, Any] = {}
+    badges = parse_badges(tags.get("badges", ""))
+    if badges:
+        out["badges"] = badges
+    roles = [r for r in ROLES if r in badges]
+    if tags.get("mod") == "1" and "moderator" not in roles:
+        roles.append("moderator")
+    if tags.get("vip") == "1" and "vip" not in roles:
+        roles.append("vip")
+    if tags.get("subscriber") == "1" and "subscriber" not in roles:
+        roles.append("subscriber")
+    if roles:
+        out["roles"] = sorted(roles, key=ROLES.index)
+    info = parse_badges(tags.get("badge-info", ""))
+    months = info.get("subscriber") or info.get("founder")
+    if months and months.isdigit() and len(months) < 6:
+        out["months"] = int(months)
+    if tags.get("first-msg") == "1":
+        out["first_msg"] = True
+    reward = tags.get("custom-reward-id", "")
+    if reward:
+        out["reward_id"] = _clip(reward)
+    return out
+
+
 class Translator:
     def __init__(self, max_names: int = MAX_NAMES) -> None:
         self._names: OrderedDict[str, str] = OrderedDict()
@@ -146,6 +198,7 @@ class Translator:
             body["ts"] = ts / 1000.0
         if "subscriber" in msg.tags:
             body["subscriber"] = msg.tags["subscriber"] == "1"
+        body.update(role_facts(msg.tags))
         return body
 
     def _privmsg(self, msg: Message) -> Outgoing | None:
@@ -171,6 +224,9 @@ class Translator:
         body["emotes"] = parse_emotes(msg.tags.get("emotes", ""), len(text))
         if bits:
             body["bits"] = bits
+        msg_type = msg.tags.get("msg-id", "").lower()
+        if _KIND_RE.match(msg_type):
+            body["msg_type"] = msg_type
         return Outgoing(CHAT_TOPIC, self._common(msg, channel, body))
 
     def _usernotice(self, msg: Message) -> Outgoing | None:
@@ -192,12 +248,13 @@ class Translator:
             body["user"] = user
         body["emotes"] = parse_emotes(msg.tags.get("emotes", ""), len(said), shift) if said else []
         months = _int_tag(msg.tags, "msg-param-cumulative-months") or _int_tag(msg.tags, "msg-param-months")
-        if months:
-            body["months"] = months
         viewers = _int_tag(msg.tags, "msg-param-viewerCount")
         if viewers is not None:
             body["viewers"] = viewers
-        return Outgoing(CHAT_TOPIC, self._common(msg, channel, body))
+        body = self._common(msg, channel, body)
+        if months:
+            body["months"] = months  # the notice's own count beats badge-info's (it may lag a month)
+        return Outgoing(CHAT_TOPIC, body)
 
     def _clearmsg(self, msg: Message) -> Outgoing:
         channel = _channel(msg)
