@@ -4,39 +4,61 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
 import uuid
-import wave
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import zmq
-
 from ishowttsd import paths, protocol, security
-
-EXIT_DONE = 0
-EXIT_USAGE = 2
-EXIT_CANCELLED = 3
-EXIT_REJECTED = 4
-EXIT_TIMEOUT = 5
-EXIT_UNREACHABLE = 6
+from ishowttsd.cli.conn import Client, unreachable
+from ishowttsd.cli.speak import (
+    EXIT_CANCELLED,
+    EXIT_DONE,
+    EXIT_OUTPUT,
+    EXIT_REJECTED,
+    EXIT_TIMEOUT,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    Options,
+    Speaker,
+)
+from ishowttsd.cli.split import DEFAULT_PART_CHARS
+from ishowttsd.cli.wavout import OutputError, WavOut
 
 EPILOG = f"""\
+long text:
+  Text over {DEFAULT_PART_CHARS} characters (a file piped in, say) is cut into several jobs at paragraph
+  and sentence boundaries (under the daemon's limit), spoken in order. They are sent a few at a
+  time, so without --wait ishowtts-say stays until the last one is queued; --wait waits for all;
+  -o writes them all into one WAV. --timeout applies to each job, beyond its estimated speech.
+
 exit codes:
   {EXIT_DONE}  done (or, without --wait, queued); control commands acknowledged
-  {EXIT_USAGE}  usage error
+  {EXIT_USAGE}  usage error (also: empty text, standard input not UTF-8, an -o file that cannot be written)
   {EXIT_CANCELLED}  the job was cancelled or stopped
   {EXIT_REJECTED}  the job was dropped or rejected, or the daemon answered with an error
   {EXIT_TIMEOUT}  --timeout passed before the job finished
-  {EXIT_UNREACHABLE}  the daemon did not answer (not running, or the endpoint is wrong)
+  {EXIT_UNREACHABLE}  the daemon did not answer (not running, or the endpoint is wrong), or went away
+     while we waited (the audio received so far stays in the -o file)
+  {EXIT_OUTPUT}  the -o file could not be written to the end (a full disk): the speech went on
 
 The daemon's control endpoint is $ISHOWTTS_CONTROL, else {paths.default_endpoint("control")}.
 """
 
-TERMINAL = {"done": EXIT_DONE, "cancelled": EXIT_CANCELLED, "dropped": EXIT_REJECTED, "error": EXIT_REJECTED}
+
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds (argparse turns the error into a usage error)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a positive, finite number of seconds")
+    return v
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,14 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", "-w", action="store_true", help="block until the speech is done")
     p.add_argument(
         "--timeout",
-        type=float,
+        type=_seconds,
         default=60.0,
         metavar="S",
-        help="seconds to wait for the daemon/the job (default 60)",
+        help="seconds to wait for each job beyond its estimated speech (default 60)",
     )
     p.add_argument(
         "--connect-timeout",
-        type=float,
+        type=_seconds,
         default=3.0,
         metavar="S",
         help="seconds to wait for the daemon's first answer before giving up (default 3)",
@@ -93,50 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-class Client:
-    def __init__(self, endpoint: str, json_out: bool, curve: security.CurveKeys | None = None) -> None:
-        self.ctx: zmq.Context[Any] = zmq.Context()
-        self.sock = self.ctx.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        if curve is not None:
-            security.apply_client(self.sock, curve)
-        self.sock.connect(endpoint)
-        self.json_out = json_out
-        self.audio: dict[str, list[bytes]] = {}
-        self.rate: dict[str, int] = {}
-
-    def send(self, obj: dict[str, Any]) -> None:
-        self.sock.send(protocol.encode(obj))
-
-    def recv(self, timeout_s: float) -> dict[str, Any] | None:
-        if not self.sock.poll(max(0, int(timeout_s * 1000))):
-            return None
-        frames = self.sock.recv_multipart()
-        ev: dict[str, Any] = json.loads(frames[0])
-        if ev.get("event") == "pcm":
-            job = str(ev.get("job"))
-            if len(frames) > 1 and frames[1]:
-                self.audio.setdefault(job, []).append(frames[1])
-            if ev.get("rate"):
-                self.rate[job] = int(ev["rate"])
-            return ev
-        if self.json_out:
-            print(json.dumps(ev, ensure_ascii=False), flush=True)
-        return dict(ev)
-
-    def close(self) -> None:
-        self.sock.close(0)
-        self.ctx.term()
-
-
 def _request(client: Client, obj: dict[str, Any], timeout: float) -> tuple[int, dict[str, Any] | None]:
     token = uuid.uuid4().hex[:8]
     client.send({**obj, "req": token})
     deadline = time.monotonic() + timeout
     while True:
-        ev = client.recv(deadline - time.monotonic())
-        if ev is None:
+        got = client.recv(deadline - time.monotonic())
+        if got is None:
             return EXIT_UNREACHABLE, None
+        ev = got[0]
         if ev.get("req") == token:
             return (EXIT_REJECTED if ev.get("event") == "error" else EXIT_DONE), ev
 
@@ -147,80 +134,78 @@ def _print_status(ev: dict[str, Any]) -> None:
         print(f"{k}: {json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v}")
 
 
-def _texts(args: argparse.Namespace) -> list[str]:
+def _texts(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
+    """The texts to speak (usage errors exit here): the arguments, else standard input, which
+    must be UTF-8 text."""
     if args.text:
-        return [" ".join(args.text)]
-    data = sys.stdin.read()
+        text = " ".join(args.text)
+        if not text.strip():
+            parser.error("the text is empty")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            parser.error("the text arguments are not valid UTF-8")
+        return [text]
+    data = sys.stdin.buffer.read()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        parser.error(
+            f"standard input is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
+            "convert it first, e.g. with iconv -t UTF-8"
+        )
+    if "\x00" in text:
+        parser.error("standard input holds NUL bytes: that is binary data, not text")
     if args.lines:
-        return [line for line in data.splitlines() if line.strip()]
-    return [data.strip()] if data.strip() else []
+        return [line for line in text.splitlines() if line.strip()]
+    return [text] if text.strip() else []
 
 
-def _say(client: Client, args: argparse.Namespace, texts: list[str]) -> int:
-    token_to_job: dict[str, str] = {}
-    pending: set[str] = set()
-    want_wait = args.wait or bool(args.output)
-    outcome = EXIT_DONE
-    connect_deadline = time.monotonic() + min(args.connect_timeout, args.timeout)
-    deadline = time.monotonic() + args.timeout
-    for text in texts:
-        token = uuid.uuid4().hex[:8]
-        req: dict[str, Any] = {"op": "say", "text": text, "priority": args.priority, "req": token}
-        if args.voice:
-            req["voice"] = args.voice
-        if args.output:
-            req["pcm"] = True
-        client.send(req)
-        token_to_job[token] = ""
-        pending.add(token)
-    acked: set[str] = set()
-    while pending:
-        limit = connect_deadline if not acked else deadline
-        ev = client.recv(limit - time.monotonic())
-        if ev is None:
-            if not acked:
-                print("ishowtts-say: the daemon did not answer", file=sys.stderr)
-                return EXIT_UNREACHABLE
-            print("ishowtts-say: timed out waiting for the speech to finish", file=sys.stderr)
-            return EXIT_TIMEOUT
-        token = str(ev.get("req"))
-        if token not in token_to_job:
-            continue
-        name = ev.get("event")
-        if name == "pcm":
-            continue
-        acked.add(str(token))
-        if name == "queued":
-            token_to_job[str(token)] = str(ev.get("job"))
-            if not want_wait:
-                pending.discard(str(token))
-            continue
-        if name in TERMINAL:
-            pending.discard(str(token))
-            code = TERMINAL[str(name)]
-            if code != EXIT_DONE:
-                reason = ev.get("reason", "")
-                print(f"ishowtts-say: {name}: {ev.get('code', '')} {reason}".rstrip(), file=sys.stderr)
-            outcome = max(outcome, code)
-    if args.output:
-        jobs = [j for j in token_to_job.values() if j]
-        _write_wav(Path(args.output), client, jobs)
-    return outcome
+def _open_output(args: argparse.Namespace, parser: argparse.ArgumentParser) -> WavOut | None:
+    if not args.output:
+        return None
+    try:
+        return WavOut(Path(args.output))
+    except OutputError as e:
+        parser.error(f"-o: {e}")
 
 
-def _write_wav(path: Path, client: Client, jobs: list[str]) -> None:
-    rate = next((client.rate[j] for j in jobs if j in client.rate), 22050)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        for j in jobs:
-            for block in client.audio.get(j, []):
-                w.writeframes(block)
+CONTROL_OPS = (
+    ("stop", "stop"),
+    ("cancel", "cancel"),
+    ("pause", "pause"),
+    ("resume", "resume"),
+    ("ping", "ping"),
+    ("status", "status"),
+    ("list_voices", "voices"),
+)
+
+
+def _control(client: Client, args: argparse.Namespace, op: str) -> int:
+    waited = min(args.timeout, args.connect_timeout)
+    code, ev = _request(client, {"op": op}, waited)
+    if ev is None:
+        print(f"ishowtts-say: {unreachable(client.endpoint, waited)}", file=sys.stderr)
+        return code
+    if ev.get("event") == "error":
+        print(f"ishowtts-say: error: {ev.get('code')}: {ev.get('reason')}", file=sys.stderr)
+    elif not args.json:
+        if op == "voices":
+            for v in ev.get("voices", []):
+                mark = " (default)" if v.get("default") else ""
+                print(f"{v['id']}\t{v.get('engine', '')}\t{v.get('language') or ''}{mark}")
+        elif op == "status":
+            _print_status(ev)
+        elif op == "ping":
+            print("ready" if ev.get("ready") else "warming up")
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.voice is not None and not args.voice.strip():
+        parser.error("--voice is empty (see --list-voices)")
     endpoint = args.endpoint or paths.control_endpoint()
     curve = None
     if args.server_key or args.client_key:
@@ -232,41 +217,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (OSError, ValueError) as e:
             print(f"ishowtts-say: cannot read the CURVE keys: {e}", file=sys.stderr)
             return EXIT_USAGE
+    op = next((op for flag, op in CONTROL_OPS if getattr(args, flag)), None)
+    texts: list[str] = []
+    out = None
+    if op is None:
+        texts = _texts(args, parser)
+        if not texts:
+            parser.error("nothing to say (give text as arguments or on standard input)")
+        out = _open_output(args, parser)  # before anything is sent: a bad -o speaks nothing
     client = Client(endpoint, args.json, curve)
     try:
-        for flag, op in (
-            ("stop", "stop"),
-            ("cancel", "cancel"),
-            ("pause", "pause"),
-            ("resume", "resume"),
-            ("ping", "ping"),
-            ("status", "status"),
-            ("list_voices", "voices"),
-        ):
-            if getattr(args, flag):
-                code, ev = _request(client, {"op": op}, min(args.timeout, args.connect_timeout))
-                if ev is None:
-                    print(f"ishowtts-say: the daemon at {endpoint} did not answer", file=sys.stderr)
-                    return code
-                if ev.get("event") == "error":
-                    print(f"ishowtts-say: error: {ev.get('code')}: {ev.get('reason')}", file=sys.stderr)
-                elif not args.json:
-                    if op == "voices":
-                        for v in ev.get("voices", []):
-                            mark = " (default)" if v.get("default") else ""
-                            print(f"{v['id']}\t{v.get('engine', '')}\t{v.get('language') or ''}{mark}")
-                    elif op == "status":
-                        _print_status(ev)
-                    elif op == "ping":
-                        print("ready" if ev.get("ready") else "warming up")
-                return code
-        texts = _texts(args)
-        if not texts:
-            print(
-                "ishowtts-say: nothing to say (give text as arguments or on standard input)", file=sys.stderr
-            )
-            return EXIT_USAGE
-        return _say(client, args, texts)
+        if op is not None:
+            return _control(client, args, op)
+        opts = Options(
+            priority=args.priority,
+            voice=args.voice,
+            wait=args.wait,
+            timeout_s=args.timeout,
+            connect_timeout_s=args.connect_timeout,
+        )
+        return Speaker(client, texts, opts, out).run()
+    except KeyboardInterrupt:
+        return 130
     finally:
         client.close()
 
