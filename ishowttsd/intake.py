@@ -128,7 +128,8 @@ class ChatIntake:
     # -- journal ---------------------------------------------------------------------------------------------
     def on_accept(self, job: Job) -> tuple[str, str] | None:
         """Journal ``job`` before it is queued and acknowledged; a (code, reason) refuses it."""
-        if self.journal is None or job.meta.get("journaled"):
+        if self.journal is None or job.meta.get("journaled") or not job.play:
+            # A private job is not replayed after a restart: its requester is gone by then.
             return None
         entry = Entry(
             id=job.id,

@@ -287,6 +287,9 @@ class Request:
     """``say``: the job id to use (else one is made); ``cancel``/``stop``: only this job."""
     pcm: bool = False
     """``say``: also send this job's audio to the requesting client as ``pcm`` replies."""
+    play: bool = True
+    """``say``: false synthesises for the requester only (not played, not published, not
+    queued behind the speaker); its audio comes back as with ``pcm``."""
     args: Mapping[str, Any] = field(default_factory=dict)
     """The whole request object, for ops added later (e.g. moderation)."""
 
@@ -308,6 +311,9 @@ def parse_request(frame: bytes, max_chars: int) -> Request:
     pcm = obj.get("pcm", False)
     if not isinstance(pcm, bool):
         raise ProtocolError("bad_request", "field 'pcm' must be true or false")
+    play = obj.get("play", True)
+    if not isinstance(play, bool):
+        raise ProtocolError("bad_request", "field 'play' must be true or false")
     return Request(
         op=op,
         req=req,
@@ -316,6 +322,7 @@ def parse_request(frame: bytes, max_chars: int) -> Request:
         priority=str(priority),
         id=_opt_str(obj, "id"),
         pcm=pcm,
+        play=play,
         args=obj,
     )
 

@@ -11,6 +11,12 @@ are *in flight* until done. In-flight jobs are still found, cancelled and remove
 ones; ``current`` is the one being spoken, and before each of the others is spoken the worker asks
 :meth:`Scheduler.turn`, which hands out any queued job that outranks it first: the speaking order
 is the one-at-a-time order, only the audio of a batch's later jobs is made ahead.
+
+*Private* jobs (``say`` with ``"play": false``: synthesised for their requester only, never
+played) wait in a lane of their own: they are handed out before any speaker job, also while the
+speaker is paused, and a worker waiting for a line to finish playing takes them with
+:meth:`Scheduler.take_private` in the meantime. They neither count towards nor displace the
+speaker's queue, and only a cancel by their id (or shutdown) removes them.
 """
 
 from __future__ import annotations
@@ -56,6 +62,9 @@ class Job:
     wait: bool = False
     req: str | None = None
     want_pcm: bool = False
+    play: bool = True
+    """False: a private job, synthesised for its requester only (never played, published or
+    journalled; see the module docstring)."""
     user: str | None = None
     channel: str | None = None
     platform: str | None = None
@@ -105,6 +114,8 @@ class Limits:
     """Bound on the estimated seconds of audio waiting, so a raid cannot queue an hour of speech."""
     max_per_user: int = 0
     """At most this many queued jobs per chat user (0: no limit)."""
+    max_private: int = 64
+    """At most this many private jobs waiting or in flight (their own lane's bound)."""
 
 
 class Scheduler:
@@ -123,6 +134,10 @@ class Scheduler:
         """Taken by the worker and not yet done, in speaking order (``_current`` among them)."""
         self._paused = False
         self._closed = False
+        self._private: list[Job] = []
+        """Private jobs waiting, in submission order (priority first)."""
+        self._private_flight: list[Job] = []
+        """Private jobs taken by the worker and not yet done."""
 
     # -- I/O side ---------------------------------------------------------------------------
     def submit(self, job: Job) -> list[Job]:
@@ -130,6 +145,8 @@ class Scheduler:
         with self._cv:
             if self._closed:
                 raise QueueFull("shutting down")
+            if not job.play:
+                return self._submit_private(job)
             if job.user is not None and self.limits.max_per_user and job.source == "chat":
                 n = sum(1 for j in self._queue if j.user == job.user and j.source == "chat")
                 if n >= self.limits.max_per_user:
@@ -149,6 +166,18 @@ class Scheduler:
             self._add(job)
             self._cv.notify_all()
             return dropped
+
+    def _submit_private(self, job: Job) -> list[Job]:
+        n = len(self._private) + len(self._private_flight)
+        if n >= self.limits.max_private:
+            raise QueueFull(f"too many private jobs ({n}; limit {self.limits.max_private})")
+        job.seq = next(self._seq)
+        if not job.accepted_at:
+            job.accepted_at = self._clock()
+        self._private.append(job)
+        self._private.sort(key=_order)
+        self._cv.notify_all()
+        return []
 
     def _add(self, job: Job) -> None:
         est = job.est_seconds
@@ -178,13 +207,22 @@ class Scheduler:
         worst = max(RANK[j.priority] for j in candidates)
         return min((j for j in candidates if RANK[j.priority] == worst), key=lambda j: j.seq)
 
-    def remove(self, pred: Callable[[Job], bool], reason: str, include_current: bool = True) -> list[Job]:
+    def remove(
+        self, pred: Callable[[Job], bool], reason: str, include_current: bool = True, private: bool = False
+    ) -> list[Job]:
         """Take queued jobs matching ``pred`` out, and cancel the in-flight ones that match (the
-        worker reports those itself; see :meth:`in_flight`)."""
+        worker reports those itself; see :meth:`in_flight`). ``private``: private jobs too
+        (a cancel by id); the speaker's controls never reach them."""
         with self._cv:
             out = [j for j in self._queue if pred(j)]
             for j in out:
                 self._discard(j)
+            if private:
+                gone = [j for j in self._private if pred(j)]
+                self._private = [j for j in self._private if j not in gone]
+                out.extend(gone)
+                if include_current:
+                    out.extend(j for j in self._private_flight if pred(j))
             if include_current:
                 out.extend(j for j in self._in_flight if pred(j))
             for j in out:
@@ -225,8 +263,10 @@ class Scheduler:
         with self._cv:
             self._closed = True
             left, self._queue, self._queued_s = self._queue, [], 0.0
+            left.extend(self._private)
+            self._private = []
             self._est.clear()
-            for j in self._in_flight:
+            for j in (*self._in_flight, *self._private_flight):
                 if j is not self._current:
                     j.cancel.cancel("shutdown")
             self._cv.notify_all()
@@ -243,34 +283,72 @@ class Scheduler:
 
         Blocks up to ``timeout`` for the first (nothing while paused or closed), then up to
         ``window_s`` for company (0: only what is already queued). Jobs that arrive while a batch
-        is spoken wait for the next one."""
+        is spoken wait for the next one.
+
+        Private jobs come first, also while paused (then without speaker company); a private
+        head is not ``current`` (nothing is being spoken)."""
         with self._cv:
             self._current = None
             self._in_flight = []
             deadline = self._clock() + timeout
-            while self._paused or not self._queue:
+            while not self._private and (self._paused or not self._queue):
                 if self._closed:
                     return []
                 left = deadline - self._clock()
                 if left <= 0:
                     return []
                 self._cv.wait(left)
-            head = self._best()
-            self._discard(head)
-            self._current = head
-            self._in_flight = [head]
+            if self._private:
+                head = self._private.pop(0)
+                self._private_flight.append(head)
+            else:
+                head = self._best()
+                self._discard(head)
+                self._current = head
+            taken = [head]
             if max_jobs > 1 and window_s > 0:
                 end = self._clock() + window_s
-                while len(self._queue) < max_jobs - 1 and not self._closed:
+                while len(self._queue) + len(self._private) < max_jobs - 1 and not self._closed:
                     left = end - self._clock()
                     if left <= 0:
                         break
                     self._cv.wait(left)
-            rest = sorted(self._queue, key=_order)[: max(0, max_jobs - 1)]
+            private = self._private[: max(0, max_jobs - 1)]
+            del self._private[: len(private)]
+            self._private_flight.extend(private)
+            taken.extend(private)
+            room = max(0, max_jobs - len(taken))
+            rest = [] if self._paused else sorted(self._queue, key=_order)[:room]
             for j in rest:
                 self._discard(j)
-            self._in_flight.extend(rest)
-            return list(self._in_flight)
+            taken.extend(rest)
+            self._in_flight = [j for j in taken if j.play]
+            return taken
+
+    def take_private(
+        self, max_jobs: int, timeout: float, until: Callable[[], bool] = lambda: False
+    ) -> list[Job]:
+        """Up to ``max_jobs`` private jobs, now in flight (not ``current``), for a worker that is
+        waiting for speech to play out: blocks up to ``timeout`` for one, or until ``until()``
+        (checked whenever :meth:`wake` is called). Empty when closed."""
+        with self._cv:
+            deadline = self._clock() + timeout
+            while not self._private and not self._closed and not until():
+                left = deadline - self._clock()
+                if left <= 0:
+                    return []
+                self._cv.wait(left)
+            if self._closed:
+                return []
+            out = self._private[:max_jobs]
+            del self._private[: len(out)]
+            self._private_flight.extend(out)
+            return out
+
+    def wake(self) -> None:
+        """Wake a worker blocked in :meth:`take_private` (e.g. its line has finished playing)."""
+        with self._cv:
+            self._cv.notify_all()
 
     def turn(self, job: Job) -> Job:
         """The worker is about to speak in-flight ``job``: a queued job that outranks it (taken
@@ -306,6 +384,8 @@ class Scheduler:
                 self._current = None
             if job in self._in_flight:
                 self._in_flight.remove(job)
+            if job in self._private_flight:
+                self._private_flight.remove(job)
             self._cv.notify_all()
 
     # -- observation -------------------------------------------------------------------------------
@@ -317,12 +397,17 @@ class Scheduler:
     def in_flight(self, job: Job) -> bool:
         """Whether the worker holds ``job`` (and so reports how it ends itself)."""
         with self._cv:
-            return job in self._in_flight
+            return job in self._in_flight or job in self._private_flight
 
     @property
     def busy(self) -> bool:
         """Whether any job is in flight."""
-        return bool(self._in_flight)
+        return bool(self._in_flight or self._private_flight)
+
+    @property
+    def private_count(self) -> int:
+        """Private jobs waiting or in flight."""
+        return len(self._private) + len(self._private_flight)
 
     @property
     def in_flight_count(self) -> int:
@@ -334,8 +419,9 @@ class Scheduler:
             return sorted(self._queue, key=_order)
 
     def position(self, job: Job) -> int:
-        """0-based place of ``job`` in speaking order (-1 if not queued)."""
-        order = self.queued()
+        """0-based place of ``job`` in speaking order, or in the private lane (-1 if not queued)."""
+        with self._cv:
+            order = list(self._private) if not job.play else sorted(self._queue, key=_order)
         for i, j in enumerate(order):
             if j is job:
                 return i
@@ -346,6 +432,7 @@ class Scheduler:
         with self._cv:
             found = [j for j in self._queue if j.id in wanted]
             found.extend(j for j in self._in_flight if j.id in wanted)
+            found.extend(j for j in (*self._private, *self._private_flight) if j.id in wanted)
             return found
 
     @property

@@ -316,7 +316,7 @@ class Server:
             return {"event": "ok", "op": op, "jobs": [job.id] if job else []}
         if op == "cancel":
             if req.id is not None:
-                jobs = self.scheduler.remove(lambda j: j.id == req.id, "cancelled")
+                jobs = self.scheduler.remove(lambda j: j.id == req.id, "cancelled", private=True)
             else:
                 jobs = self.scheduler.remove(lambda j: True, "cancelled")
             self.announce_removed(jobs, "cancelled", "cancelled")
@@ -350,7 +350,9 @@ class Server:
             single_reply=bool(env),
             wait=wait,
             req=req.req,
-            want_pcm=req.pcm and not env,
+            # A private job's audio has nowhere else to go: it always comes back to a DEALER.
+            want_pcm=(req.pcm or not req.play) and not env,
+            play=req.play,
         )
         if env:
             self._pending_single[job.id] = b"wait" if wait else b"ack"
@@ -392,7 +394,11 @@ class Server:
         terminal = event in ("done", "cancelled", "dropped", "error")
         for listener in self.event_listeners:
             listener(job, payload)
-        self._send_event(EventOut(payload, peer=job.peer, single_reply=job.single_reply, terminal=terminal))
+        self._send_event(
+            EventOut(
+                payload, peer=job.peer, single_reply=job.single_reply, terminal=terminal, publish=job.play
+            )
+        )
 
     def status(self) -> dict[str, Any]:
         cur = self.scheduler.current
@@ -409,6 +415,7 @@ class Server:
                 "by_priority": by_priority,
                 "est_audio_s": round(sum(j.est_seconds for j in queued), 1),
                 "in_flight": self.scheduler.in_flight_count,  # out of the queue, not yet done
+                "private": self.scheduler.private_count,  # play: false, waiting or in flight
             },
             "current": {"job": cur.id, "text": cur.text, **cur.describe()} if cur else None,
             "counters": dict(self.counters),

@@ -9,15 +9,23 @@ the worker takes every job that is waiting (up to ``max_batch``, after ``batch_w
 company) and synthesises them together: the first job's audio goes out as it is made, the
 others' is held until their turn, and each is spoken in the order, and with the events, it
 would have had alone. Each job's ``synth_s`` is its share of the batch's time.
+
+Private jobs (``say`` with ``"play": false``) go only to their requester (no ALSA, no PUB): the
+scheduler hands them out first, and while a played line is playing out (the sinks' ``end``, which
+blocks until it has been heard, runs on a small delivery thread) the worker synthesises waiting
+private jobs, batched together when the engine batches. So an API caller waits for at most the
+synthesis in progress, never for queued chat to be spoken.
 """
 
 from __future__ import annotations
 
 import functools
+import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +43,7 @@ from ishowttsd.engine.base import (
 from ishowttsd.outbox import EventOut, Outbox
 from ishowttsd.scheduler import Job, Scheduler
 from ishowttsd.sinks import Sink, SinkError
+from ishowttsd.sinks.pcm import PcmSink
 
 _log = log.get(__name__)
 
@@ -94,6 +103,9 @@ class Worker(threading.Thread):
         self.last_result: JobResult | None = None
         self._batching: BatchingEngine | None = None
         """The engine, when it batches (set after warm-up)."""
+        self._private_sink = PcmSink(outbox, publish=False)
+        """Private jobs' only sink: their audio goes back to the requester, nowhere else."""
+        self._delivery = _Delivery()
 
     # -- events ------------------------------------------------------------------------------------
     def emit(self, job: Job, event: str, **fields: Any) -> None:
@@ -105,7 +117,11 @@ class Worker(threading.Thread):
             self.counters[event] += 1
         for listener in self.event_listeners:
             listener(job, payload)
-        self.outbox.put(EventOut(payload, peer=job.peer, single_reply=job.single_reply, terminal=terminal))
+        self.outbox.put(
+            EventOut(
+                payload, peer=job.peer, single_reply=job.single_reply, terminal=terminal, publish=job.play
+            )
+        )
 
     # -- thread ------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -228,7 +244,7 @@ class Worker(threading.Thread):
             while pending and not self.stopping.is_set():
                 job = pending[0]
                 head = job is jobs[0]  # taken first: current since take(), and just admitted
-                if not head:
+                if not head and job.play:  # private jobs have no turn: nothing waits for them
                     self._hold_between_jobs(job)
                     nxt = self.scheduler.turn(job)
                     if nxt is not job:
@@ -269,7 +285,8 @@ class Worker(threading.Thread):
             and not job.cancel.cancelled
             and not self.stopping.is_set()
         ):
-            self.scheduler.wait_while_paused(job.cancel, timeout=1.0)
+            # The batch's streams are between rounds: private jobs can use the engine meanwhile.
+            self._serve_private(1.0, lambda: not self.scheduler.paused or job.cancel.cancelled)
             self.heartbeat = self._clock()
 
     def _speak(
@@ -277,6 +294,7 @@ class Worker(threading.Thread):
     ) -> None:
         """Synthesise (or take the made audio of) one admitted job into the sinks, and report it.
         ``batch``: how many jobs were synthesised together (None: this one alone)."""
+        sinks = self.sinks if job.play else [self._private_sink]
         self.emit(job, "started", text=job.text, voice=job.voice or self.engine.default_voice())
         t_start = time.perf_counter()
         audio_s = synth_s = 0.0
@@ -308,12 +326,13 @@ class Worker(threading.Thread):
                 chunks += 1
                 audio_s += chunk.seconds
                 self.heartbeat = self._clock()
-                for sink in self.sinks:
+                for sink in sinks:
                     sink.write(job, chunk)
                 self._debug_oom(job)
                 if job.cancel.cancelled:
                     break
-                self._hold_while_paused(job)
+                if job.play:  # pause holds the speaker, not a private job's requester
+                    self._hold_while_paused(job)
         except UnknownVoice as e:
             failure = (e.code, str(e))
         except EngineError as e:
@@ -324,12 +343,9 @@ class Worker(threading.Thread):
             code = "out_of_memory" if "out of memory" in str(e).lower() else "engine_error"
             failure = (code, f"{type(e).__name__}: {e}")
             _log.exception("synthesis failed", job=job.id)
-        for sink in self.sinks:
-            try:
-                sink.end(job)
-            except SinkError as e:
-                if failure is None:
-                    failure = (e.code, str(e))
+        ended = self._deliver(job, sinks)
+        if failure is None:
+            failure = ended
         if failure is not None:
             self.emit(job, "error", code=failure[0], reason=failure[1])
         elif job.cancel.cancelled:
@@ -350,6 +366,34 @@ class Worker(threading.Thread):
             )
             for listener in self.job_listeners:
                 listener(job, result)
+
+    def _deliver(self, job: Job, sinks: Sequence[Sink]) -> tuple[str, str] | None:
+        """End ``job`` in its sinks, which blocks until it has been played (or cancelled); a
+        delivery failure as ``(code, reason)``. A played job waits on the delivery thread while
+        this one serves private jobs (its own stream is finished: the engine is free)."""
+        if not job.play or self.scheduler.closed:
+            return _end_sinks(job, sinks)
+        fut = self._delivery.submit(functools.partial(_end_sinks, job, sinks))
+        fut.add_done_callback(lambda _f: self.scheduler.wake())
+        while not fut.done() and not self.scheduler.closed:
+            self._serve_private(1.0, fut.done)
+        return fut.result()
+
+    def _serve_private(self, timeout: float, until: Callable[[], bool]) -> None:
+        """Speak the private jobs that are waiting (waiting up to ``timeout`` for one, or until
+        ``until()``), batched together when the engine batches."""
+        n = self._batching.max_batch() if self._batching is not None else 1
+        jobs = self.scheduler.take_private(n, timeout, until)
+        if not jobs:
+            return
+        if len(jobs) > 1:
+            self._run_batch(jobs)
+            return
+        try:
+            self._run_job(jobs[0])
+        finally:
+            self.scheduler.done(jobs[0])
+            self.heartbeat = self._clock()
 
     def _debug_oom(self, job: Job) -> None:
         """Test knobs ([debug]): fail mid-job (a chunk already out) the way an allocator would."""
@@ -383,6 +427,46 @@ def _failing(error: Exception) -> Iterator[AudioChunk]:
     """A stream that raises ``error``: each job of a batch that failed as a whole reports it."""
     raise error
     yield  # a generator: the error surfaces when the job's turn reads it, like a lone job's
+
+
+def _end_sinks(job: Job, sinks: Sequence[Sink]) -> tuple[str, str] | None:
+    failure: tuple[str, str] | None = None
+    for sink in sinks:
+        try:
+            sink.end(job)
+        except SinkError as e:
+            if failure is None:
+                failure = (e.code, str(e))
+    return failure
+
+
+class _Delivery:
+    """One daemon thread that runs the sinks' blocking ``end`` for played jobs (a daemon thread,
+    so a stuck audio device cannot hold up the process's exit)."""
+
+    def __init__(self) -> None:
+        self._q: queue.SimpleQueue[tuple[Future[tuple[str, str] | None], Callable[[], Any]]] = (
+            queue.SimpleQueue()
+        )
+        self._thread: threading.Thread | None = None
+
+    def submit(self, fn: Callable[[], tuple[str, str] | None]) -> Future[tuple[str, str] | None]:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="delivery", daemon=True)
+            self._thread.start()
+        fut: Future[tuple[str, str] | None] = Future()
+        self._q.put((fut, fn))
+        return fut
+
+    def _run(self) -> None:
+        while True:
+            fut, fn = self._q.get()
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn())
+            except BaseException as e:  # handed to the worker, which reports it for the job
+                fut.set_exception(e)
 
 
 def _opened(stream: Iterator[AudioChunk] | None) -> Iterator[AudioChunk]:
