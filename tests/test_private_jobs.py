@@ -172,7 +172,9 @@ def test_private_job_is_made_while_a_line_plays(harness: Harness) -> None:
 
 @pytest.fixture(scope="module")
 def daemon() -> Iterator[Daemon]:
-    with running_daemon({"queue": {"max_jobs": 500}}) as d:
+    # Paced: the PUB is the speaker (real time, as for an OBS overlay), so queued chat takes
+    # as long to get through as it takes to hear.
+    with running_daemon({"queue": {"max_jobs": 500}, "audio": {"pace": "on"}}) as d:
         yield d
 
 
@@ -184,7 +186,7 @@ async def _say_private(client: DaemonClient, text: str, **kw: Any) -> tuple[list
         return frames, speech.result
 
 
-def test_private_say_over_the_daemon_while_100_chat_lines_wait(daemon: Daemon) -> None:
+def test_private_say_completes_while_100_chat_lines_are_spoken(daemon: Daemon) -> None:
     sub = daemon.subscribe()
     bot = daemon.bot()
     time.sleep(0.3)  # slow joiners: let the subscriptions reach the PUBs
@@ -193,14 +195,12 @@ def test_private_say_over_the_daemon_while_100_chat_lines_wait(daemon: Daemon) -
         async with DaemonClient(daemon.control, timeout=20) as client:
             assert await client.ready()
             assert [v.id for v in await client.voices()]
-            await client.pause()  # the speaker holds: the chat lines stay queued
             for i in range(100):
-                bot.send_multipart(
-                    [b"chat", json.dumps({"text": f"line number {i}", "user": f"u{i}"}).encode()]
-                )
+                line = {"text": f"chat line number {i} is here", "user": f"u{i}"}
+                bot.send_multipart([b"chat", json.dumps(line).encode()])
             for _ in range(100):
-                st = await client.status()
-                if st["queue"]["jobs"] >= 100:
+                before = await client.status()
+                if before["queue"]["jobs"] >= 90 and before["current"] is not None:
                     break
                 await asyncio.sleep(0.05)
             frames, done = await _say_private(client, LINE)
@@ -208,12 +208,18 @@ def test_private_say_over_the_daemon_while_100_chat_lines_wait(daemon: Daemon) -
             with pytest.raises(DaemonError) as bad:
                 await _say_private(client, "hello", voice="nobody")
             assert bad.value.code == "unknown_voice" and "known:" in bad.value.reason
-            await client.cancel()  # the speaker's queue; resume for the next tests
+            await client.pause()  # private jobs go on while the speaker is paused
+            frames2, _ = await _say_private(client, "Paused but still here.")
+            assert frames2[-1].final
+            await client.cancel()  # the speaker's queue
             await client.resume()
-            return frames, done, st, after
+            return frames, done, before, after
 
     frames, done, before, after = asyncio.run(run())
-    assert before["queue"]["jobs"] >= 100 and after["queue"]["jobs"] >= 100  # nothing spoken meanwhile
+    # The chat lines were being spoken (about 2 s each, in real time) the whole time: the private
+    # job waited for none of them.
+    assert before["queue"]["jobs"] >= 90 and before["current"] is not None
+    assert after["queue"]["jobs"] >= before["queue"]["jobs"] - 2
     assert done["event"] == "done" and frames[-1].final
     pcm = np.frombuffer(b"".join(f.samples for f in frames), dtype="<i2")
     assert asr.wer(LINE, asr.transcribe(pcm, frames[0].rate)) <= 0.1
@@ -221,7 +227,8 @@ def test_private_say_over_the_daemon_while_100_chat_lines_wait(daemon: Daemon) -
     job = done["job"]
     assert job not in sub.pcm  # no audio on the PUB
     assert not [e for e in sub.events if e.get("job") == job]  # nor its events (no overlay caption)
-    assert any(e.get("event") == "queued" for e in sub.events)  # while chat's were published
+    assert any(e.get("event") == "started" for e in sub.events)  # while the chat's were published
+    assert sub.pcm  # and the chat's audio
 
 
 def test_slow_reader_is_cut_off_and_its_job_cancelled(daemon: Daemon) -> None:
