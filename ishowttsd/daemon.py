@@ -8,6 +8,7 @@ watchdog → SIGTERM: STOPPING=1, refuse new work, let the current job finish (b
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -20,17 +21,18 @@ from typing import Any
 import zmq
 
 from ishowttsd import __version__, config, log
-from ishowttsd.config import ConfigError, Settings
+from ishowttsd.config import ConfigError, Settings, replace
 from ishowttsd.engine import create_engine
 from ishowttsd.engine.base import CancelToken, Engine, StartupError
 from ishowttsd.intake import ChatIntake
 from ishowttsd.notify import Notifier
-from ishowttsd.outbox import Outbox
+from ishowttsd.outbox import EventOut, Outbox
 from ishowttsd.scheduler import Job, Limits, Scheduler
 from ishowttsd.server import Server
 from ishowttsd.sinks import Sink
 from ishowttsd.sinks.pcm import Pacing, PcmSink
 from ishowttsd.telemetry import Telemetry
+from ishowttsd.voices.store import VoiceStore, merged
 from ishowttsd.watchdog import Sample, Watchdog, time_calibration
 from ishowttsd.worker import JobResult, Worker
 
@@ -71,8 +73,16 @@ class Signals:
         self.reload.set()
 
 
+DEFAULT_VOICE_FILE = "default_voice.json"
+"""In the state directory: the default voice chosen at run time (``default_voice`` op)."""
+
+
 class Daemon:
     def __init__(self, settings: Settings, notifier: Notifier | None = None) -> None:
+        self.voice_store = VoiceStore.in_state_dir(settings.daemon.state_dir)
+        self._config_voices = settings.voices
+        # The studio's voices join the configured ones (and count for choosing F5 under 'auto').
+        settings = replace(settings, voices=merged(settings.voices, self.voice_store))
         self.settings = settings
         self.notifier = notifier or Notifier()
         self.signals = Signals()
@@ -121,6 +131,8 @@ class Daemon:
         curve = self.server.curve
         if curve is not None:  # SIGHUP re-reads the authorised client keys
             self.reload_listeners.append(lambda _new: curve.reload())
+        self.server.history = lambda n: [o.to_json() for o in self.intake.history(n)]
+        self.server.voice_ops = self
         self.intake.replay()  # before serving, so replayed jobs keep their place ahead of new ones
 
     # -- callbacks from the server and worker ------------------------------------------------------
@@ -151,8 +163,56 @@ class Daemon:
     def _voices(self) -> list[dict[str, Any]]:
         if not self.ready:
             return []
-        default = self.engine.default_voice()
+        default = self._default_voice()
         return [{**vars(v), "default": v.id == default} for v in self.engine.voices()]
+
+    def _default_voice(self) -> str | None:
+        if not self.ready:
+            return None
+        chosen = self.server.default_voice
+        ids = self._voice_ids() or set()
+        return chosen if chosen in ids else self.engine.default_voice()
+
+    # -- voice ops (server.VoiceOps) ---------------------------------------------------------------
+    def set_default_voice(self, voice: str | None) -> dict[str, Any]:
+        """``default_voice`` op: jobs without a voice get ``voice`` (None: the configured default);
+        kept in the state directory across restarts."""
+        known = self._voice_ids()
+        if known is None:
+            return {"event": "error", "code": "not_ready", "reason": "the engine is still warming up"}
+        if voice is not None and voice not in known:
+            return {
+                "event": "error",
+                "code": "unknown_voice",
+                "reason": f"unknown voice {voice!r}; known: {', '.join(sorted(known))}",
+            }
+        self.server.default_voice = voice
+        path = self.settings.daemon.state_dir / DEFAULT_VOICE_FILE
+        try:
+            if voice is None:
+                path.unlink(missing_ok=True)
+            else:
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(json.dumps({"voice": voice}))
+                os.replace(tmp, path)
+        except OSError as e:
+            _log.error("default voice not saved; it holds until the next restart", error=str(e))
+        _log.info("default voice set", voice=voice, effective=self._default_voice())
+        return {"event": "ok", "op": "default_voice", "voice": self._default_voice()}
+
+    def _load_default_voice(self) -> None:
+        path = self.settings.daemon.state_dir / DEFAULT_VOICE_FILE
+        try:
+            voice = json.loads(path.read_text()).get("voice")
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, AttributeError) as e:
+            _log.warning("default voice file unreadable; using the configured default", error=str(e))
+            return
+        if isinstance(voice, str) and voice in (self._voice_ids() or set()):
+            self.server.default_voice = voice
+        else:
+            _log.warning("chosen default voice is gone; using the configured default", voice=voice)
 
     def _voice_ids(self) -> set[str] | None:
         """Known voice ids, or None while warming up (a voice can't be checked yet)."""
@@ -167,7 +227,7 @@ class Daemon:
             "version": __version__,
             "engine": self.engine.name,
             "engine_why": self.engine_why,
-            "default_voice": self.engine.default_voice() if self.ready else None,
+            "default_voice": self._default_voice(),
             "warmup_s": round(self.worker.warmup_s, 3),
             "jobs": dict(self.worker.counters),
             "batching": dict(self.worker.batch_counters),
@@ -198,6 +258,7 @@ class Daemon:
                     if self.worker.startup_error is not None:
                         return self._startup_failed(self.worker.startup_error)
                     self.ready = True
+                    self._load_default_voice()
                     names = ", ".join(v.id for v in self.engine.voices())
                     status = f"ready: {self.engine.name} ({names}), warm-up {self.worker.warmup_s:.1f} s"
                     self.notifier.ready(status)
@@ -239,7 +300,13 @@ class Daemon:
                     listener(new)
                 except Exception:
                     _log.exception("reload listener failed")
-        self.worker.reload_requested.set()
+            self._config_voices = new.voices
+        self.reload_voices()
+
+    def reload_voices(self, reply: EventOut | None = None) -> None:
+        """The configured voices and the studio's, to the engine between jobs (SIGHUP, and the
+        ``reload_voices`` op, whose reply the worker sends when the engine has them)."""
+        self.worker.request_reload(merged(self._config_voices, self.voice_store), reply)
 
     def _startup_failed(self, err: BaseException) -> int:
         _log.error("engine failed to start", error=str(err), kind=type(err).__name__)

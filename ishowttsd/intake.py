@@ -17,7 +17,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +25,7 @@ from ishowttsd import log
 from ishowttsd.chat import Accept, Drop, Pipeline
 from ishowttsd.chat.pipeline import Clock, SystemClock
 from ishowttsd.config import Settings
-from ishowttsd.journal import Entry, Journal, JournalError
+from ishowttsd.journal import Entry, Journal, JournalError, Outcome
 from ishowttsd.protocol import ChatMessage
 from ishowttsd.scheduler import Job, Scheduler
 from ishowttsd.server import Server
@@ -37,6 +37,11 @@ DEFAULT_TIMEOUT_S = 600.0
 """A ``timeout`` without a duration mutes for Twitch's default ten minutes."""
 PRUNE_EVERY = 100
 """Finished journal rows are deleted every this many finished jobs (and at start)."""
+HISTORY_ROWS = 200
+"""Finished and dropped jobs kept in the journal as the history (``history`` control op)."""
+UNJOURNALED_DROPS = 100
+"""Lines dropped before they were accepted (filters, limits) are never journalled: the newest
+this many are remembered in memory for the history."""
 AUTHORISED_TOPICS = ("skip", "clear", "pause", "resume")
 CHAT_SOURCES = ("chat",)
 
@@ -80,6 +85,7 @@ class ChatIntake:
                            state_dir=str(settings.daemon.state_dir), error=str(e))  # fmt: skip
         self._finished_since_prune = 0
         self._to_announce: list[dict[str, Any]] = []
+        self._unjournaled: deque[Outcome] = deque(maxlen=UNJOURNALED_DROPS)
         server.chat_hooks.append(self.on_chat)
         server.accept_hooks.append(self.on_accept)
         server.event_listeners.append(self.on_event)
@@ -166,6 +172,8 @@ class ChatIntake:
             if isinstance(accepted, Accept):
                 self.pipeline.commit(accepted)
         if self.journal is None or not job.meta.get("journaled"):
+            if event in ("dropped", "error") and job.source != "replay":
+                self._remember(job, payload)
             return
         if event == "started":
             self.journal.started(job.id)
@@ -174,11 +182,35 @@ class ChatIntake:
             self._finished_since_prune += 1
             if self._finished_since_prune >= PRUNE_EVERY:
                 self._finished_since_prune = 0
-                self.journal.prune()
+                self.journal.prune(keep_last=HISTORY_ROWS)
         elif event in ("dropped", "cancelled", "error"):
             if event == "cancelled" and reason == "shutdown":
                 return  # a restart is not a reason to lose accepted speech: replayed next start
-            self.journal.dropped(job.id, reason or str(event))
+            if event == "error":
+                reason = str(payload.get("code") or reason or "error")
+            self.journal.dropped(job.id, reason or str(event), str(event))
+
+    def _remember(self, job: Job, payload: dict[str, Any]) -> None:
+        now = self.clock.time()
+        reason = str(payload.get("reason") if payload.get("event") == "dropped" else payload.get("code"))
+        with self._count_lock:
+            self._unjournaled.append(
+                Outcome(
+                    job=job.id, text=str(payload.get("text", job.text)), priority=job.priority,
+                    source=job.source, outcome=str(payload["event"]), reason=reason, accepted_at=now,
+                    finished_at=now, voice=job.voice, user=job.user, channel=job.channel,
+                    platform=job.platform,
+                )
+            )  # fmt: skip
+
+    def history(self, limit: int) -> list[Outcome]:
+        """The newest ``limit`` lines that are over, newest first: the journal's, and the lines
+        dropped before they were accepted (remembered in memory only)."""
+        rows = self.journal.history(limit) if self.journal is not None else []
+        with self._count_lock:
+            rows.extend(self._unjournaled)
+        rows.sort(key=lambda o: o.finished_at, reverse=True)
+        return rows[:limit]
 
     def replay(self) -> int:
         """Queue the journal's unfinished, unexpired jobs again (call once, before serving)."""
@@ -210,7 +242,7 @@ class ChatIntake:
                 self._to_announce.append({"event": "replayed", **job.describe(), "text": job.text,
                                           "origin": e.source, "accepted_at": e.accepted_at})  # fmt: skip
         self.counters["replayed"] += len(r.pending)
-        self.journal.prune()
+        self.journal.prune(keep_last=HISTORY_ROWS)
         if r.pending or r.expired:
             _log.info("journal replayed", queued=len(r.pending), expired=len(r.expired))
         return len(r.pending)

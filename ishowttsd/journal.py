@@ -5,6 +5,10 @@ it ``started`` and then ``finished`` (or ``dropped``). On start, jobs that were 
 started but not finished and are not past their ``expires_at`` are handed back in speaking
 order (priority, then acceptance order) to be queued again and reported as ``replayed``.
 
+Finished and dropped rows are the appliance's history (the dashboard's "last lines"): pruning
+keeps the newest ``keep_last`` of them, each with its ``outcome`` (``spoken``, ``dropped``,
+``cancelled``, ``error``) and reason.
+
 A job is marked finished *before* its ``done`` event is sent: if the process dies between the
 two, the job was spoken and is not replayed (no one hears it twice). A job killed while speaking
 is replayed from the start, since the listener did not hear all of it.
@@ -30,8 +34,10 @@ from ishowttsd.protocol import PRIORITIES
 _log = log.get(__name__)
 
 FILENAME = "journal.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""1 → 2: the ``outcome`` column (added in place; older rows read as ``spoken``/``dropped``)."""
 STATES = ("accepted", "started", "finished", "dropped")
+OUTCOMES = ("spoken", "dropped", "cancelled", "error")
 _RANK_SQL = "CASE priority " + " ".join(f"WHEN '{p}' THEN {i}" for i, p in enumerate(PRIORITIES)) + " END"
 
 _SCHEMA = """
@@ -51,7 +57,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     expires_at  REAL,
     state       TEXT NOT NULL DEFAULT 'accepted',
     reason      TEXT,
-    updated_at  REAL NOT NULL
+    updated_at  REAL NOT NULL,
+    outcome     TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
 """
@@ -90,6 +97,30 @@ class Entry:
     kind: str | None = None
     msg_id: str | None = None
     state: str = "accepted"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One line of the history: a job that is over."""
+
+    job: str
+    text: str
+    priority: str
+    source: str
+    outcome: str
+    """``spoken``, ``dropped``, ``cancelled`` or ``error``."""
+    reason: str | None
+    accepted_at: float
+    """Unix seconds."""
+    finished_at: float
+    """Unix seconds."""
+    voice: str | None = None
+    user: str | None = None
+    channel: str | None = None
+    platform: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {k: v for k, v in vars(self).items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -153,6 +184,10 @@ class Journal:
             db.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
             db.executescript(_SCHEMA)
             version = db.execute("PRAGMA user_version").fetchone()[0]
+            cols = {r[1] for r in db.execute("PRAGMA table_info(jobs)")}
+            if version == 1 and "outcome" not in cols:
+                db.execute("ALTER TABLE jobs ADD COLUMN outcome TEXT")
+                version = SCHEMA_VERSION
             if version not in (0, SCHEMA_VERSION):
                 raise sqlite3.DatabaseError(f"schema version {version}; this daemon knows {SCHEMA_VERSION}")
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -218,13 +253,13 @@ class Journal:
             raise _classify(e, f"job {entry.id}") from None
         self.counters["written"] += 1
 
-    def _set_state(self, job_id: str, state: str, reason: str | None) -> bool:
+    def _set_state(self, job_id: str, state: str, reason: str | None, outcome: str | None = None) -> bool:
         try:
             with self._tx() as db:
                 cur = db.execute(
-                    "UPDATE jobs SET state=?, reason=?, updated_at=? WHERE id=? AND state NOT IN"
+                    "UPDATE jobs SET state=?, reason=?, outcome=?, updated_at=? WHERE id=? AND state NOT IN"
                     " ('finished','dropped')",
-                    (state, reason, self._clock(), job_id),
+                    (state, reason, outcome, self._clock(), job_id),
                 )
                 return cur.rowcount > 0
         except sqlite3.Error as e:
@@ -237,19 +272,24 @@ class Journal:
         return self._set_state(job_id, "started", None)
 
     def finished(self, job_id: str) -> bool:
-        return self._set_state(job_id, "finished", None)
+        return self._set_state(job_id, "finished", None, "spoken")
 
-    def dropped(self, job_id: str, reason: str) -> bool:
-        """Cancelled, stale, removed by a moderator, failed: it will not be replayed."""
-        return self._set_state(job_id, "dropped", reason)
+    def dropped(self, job_id: str, reason: str, outcome: str = "dropped") -> bool:
+        """Cancelled, stale, removed by a moderator, failed: it will not be replayed. ``outcome``
+        says which (``dropped``, ``cancelled``, ``error``) for the history."""
+        return self._set_state(job_id, "dropped", reason, outcome)
 
-    def prune(self, keep_s: float = 0.0) -> int:
-        """Delete finished and dropped jobs last touched more than ``keep_s`` seconds ago."""
+    def prune(self, keep_s: float = 0.0, keep_last: int = 0) -> int:
+        """Delete finished and dropped jobs last touched more than ``keep_s`` seconds ago, except
+        the newest ``keep_last`` of them (the history)."""
         cutoff = self._clock() - keep_s
         try:
             with self._tx() as db:
                 n = db.execute(
-                    "DELETE FROM jobs WHERE state IN ('finished','dropped') AND updated_at <= ?", (cutoff,)
+                    "DELETE FROM jobs WHERE state IN ('finished','dropped') AND updated_at <= ?"
+                    " AND seq NOT IN (SELECT seq FROM jobs WHERE state IN ('finished','dropped')"
+                    "  ORDER BY updated_at DESC, seq DESC LIMIT ?)",
+                    (cutoff, keep_last),
                 ).rowcount
         except sqlite3.Error as e:
             _log.error("journal prune failed", error=str(e))
@@ -276,6 +316,28 @@ class Journal:
             self.dropped(e.id, "stale")
         self.counters["replayed"] += len(pending)
         return Replay(pending, expired)
+
+    def history(self, limit: int) -> list[Outcome]:
+        """The newest ``limit`` jobs that are over, newest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, text, priority, source, state, outcome, reason, accepted_at, updated_at, voice,"
+                " user, channel, platform FROM jobs WHERE state IN ('finished','dropped')"
+                " ORDER BY updated_at DESC, seq DESC LIMIT ?",
+                (max(0, limit),),
+            ).fetchall()
+        out = []
+        for r in rows:
+            state, outcome = r[4], r[5]
+            out.append(
+                Outcome(
+                    job=r[0], text=r[1], priority=r[2], source=r[3],
+                    outcome=outcome or ("spoken" if state == "finished" else "dropped"),
+                    reason=r[6], accepted_at=r[7], finished_at=r[8], voice=r[9], user=r[10],
+                    channel=r[11], platform=r[12],
+                )
+            )  # fmt: skip
+        return out
 
     def states(self) -> dict[str, str]:
         """Job id -> state (for tests and diagnostics)."""

@@ -24,6 +24,8 @@ class EventOut:
     single_reply: bool = False
     terminal: bool = False
     publish: bool = True
+    envelope: tuple[bytes, ...] = ()
+    """A reply that is not about a job (``reload_voices``): the REQ delimiter, if the peer needs one."""
 
 
 @dataclass(frozen=True)

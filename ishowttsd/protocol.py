@@ -23,7 +23,13 @@ EVENT_TOPIC = b"event"
 PCM_TOPIC = b"pcm"
 MODERATION_TOPICS = (b"delete", b"ban", b"timeout", b"clear", b"skip", b"pause", b"resume")
 
-OPS = ("say", "cancel", "stop", "pause", "resume", "status", "voices", "ping")
+OPS = (
+    "say", "cancel", "stop", "pause", "resume", "status", "voices", "ping",
+    "queue", "history", "clear", "moderate", "reload_voices", "default_voice",
+)  # fmt: skip
+MODERATE_ACTIONS = ("delete", "ban", "timeout")
+"""``moderate`` op actions: the ingest moderation topics a control client may use without a token."""
+MAX_HISTORY = 200
 PCM_FORMAT = "s16le"
 MAX_ID_CHARS = 128
 MAX_JSON_DEPTH = 32

@@ -13,7 +13,7 @@ import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import zmq
 
@@ -76,6 +76,12 @@ class Server:
         self.topic_handlers: dict[str, Callable[[dict[str, Any]], None]] = {}
         """Handlers for the ingest moderation topics (``delete``, ``ban``, ...)."""
         self._pending_single: dict[str, bytes] = {}
+        self.history: Callable[[int], list[dict[str, Any]]] = lambda _n: []
+        """The ``history`` op's lines, newest first (the chat intake's journal)."""
+        self.voice_ops: VoiceOps | None = None
+        """``reload_voices`` and ``default_voice`` (the daemon, which owns the engine)."""
+        self.default_voice: str | None = None
+        """A default voice chosen at run time (``default_voice`` op): given to jobs without one."""
         z = settings.zmq
         self.curve = security.start(settings.security, ctx)
         """CURVE for non-ipc endpoints (None: ipc only; config refuses tcp without keys)."""
@@ -228,7 +234,7 @@ class Server:
                 self._pending_single.pop(str(job), None)
                 self._reply(ev.peer, [b""], ev.payload)
             return
-        self._reply(ev.peer, [], ev.payload)
+        self._reply(ev.peer, list(ev.envelope), ev.payload)
 
     def _send_pcm(self, item: PcmOut) -> None:
         header = protocol.encode(item.header)
@@ -321,7 +327,74 @@ class Server:
                 jobs = self.scheduler.remove(lambda j: True, "cancelled")
             self.announce_removed(jobs, "cancelled", "cancelled")
             return {"event": "ok", "op": op, "jobs": [j.id for j in jobs]}
+        if op == "clear":
+            # The queue only: the line being spoken finishes (``cancel`` stops it too).
+            jobs = self.scheduler.remove(lambda j: True, "cleared", include_current=False)
+            self.announce_removed(jobs, "cancelled", "cleared")
+            return {"event": "ok", "op": op, "jobs": [j.id for j in jobs]}
+        if op == "queue":
+            return self.queue_listing()
+        if op == "history":
+            return self._history(req)
+        if op == "moderate":
+            return self._moderate(req)
+        if op in ("reload_voices", "default_voice"):
+            return self._voice_op(req, peer, env)
         return {"event": "error", "code": "unknown_op", "reason": f"unknown op {op!r}"}
+
+    def queue_listing(self) -> dict[str, Any]:
+        """The ``queue`` op: the lines in flight (the speaking one first) and those waiting, in
+        speaking order, each with how long it has waited."""
+        now = time.monotonic()
+        cur = self.scheduler.current
+
+        def line(j: Job, position: int) -> dict[str, Any]:
+            waited = round(max(0.0, now - j.accepted_at), 2)
+            return {**j.describe(), "text": j.text, "position": position, "waiting_s": waited,
+                    "est_s": round(j.est_seconds, 1)}  # fmt: skip
+
+        return {
+            "event": "queue",
+            "paused": self.scheduler.paused,
+            "current": {**line(cur, -1), "started": True} if cur is not None else None,
+            "jobs": [line(j, i) for i, j in enumerate(self.scheduler.queued())],
+        }
+
+    def _history(self, req: Request) -> dict[str, Any]:
+        raw = req.args.get("limit", 50)
+        try:
+            limit = int(raw)
+        except (TypeError, ValueError):
+            limit = -1
+        if isinstance(raw, bool) or not 0 < limit <= protocol.MAX_HISTORY:
+            return _bad_request(f"field 'limit' must be a number from 1 to {protocol.MAX_HISTORY}")
+        return {"event": "history", "lines": self.history(limit)}
+
+    def _moderate(self, req: Request) -> dict[str, Any]:
+        """The ingest moderation topics for control clients (already trusted: socket access)."""
+        action = req.args.get("action")
+        if action not in protocol.MODERATE_ACTIONS or action not in self.topic_handlers:
+            return _bad_request(f"field 'action' must be one of {', '.join(protocol.MODERATE_ACTIONS)}")
+        before = self.counters["bad_messages"]
+        self.topic_handlers[str(action)](dict(req.args))
+        if self.counters["bad_messages"] != before:  # the handler said why on the event topic
+            need = "'user'" if action != "delete" else "'id' (the chat message id)"
+            return _bad_request(f"moderate {action}: field {need} is required")
+        return {"event": "ok", "op": "moderate", "action": action}
+
+    def _voice_op(self, req: Request, peer: bytes, env: list[bytes]) -> dict[str, Any] | None:
+        if self.voice_ops is None:
+            return {"event": "error", "code": "not_ready", "reason": "voices cannot be changed yet"}
+        if req.op == "default_voice":
+            voice = req.args.get("voice")
+            if voice is not None and not isinstance(voice, str):
+                return _bad_request("field 'voice' must be a voice id or null")
+            return self.voice_ops.set_default_voice(voice)
+        payload: dict[str, Any] = {"event": "voices_reloaded"}
+        if req.req is not None:
+            payload["req"] = req.req
+        self.voice_ops.reload_voices(EventOut(payload, peer=peer, envelope=tuple(env), publish=False))
+        return None  # answered by the worker once the engine has the new voices
 
     def _say(self, req: Request, peer: bytes, env: list[bytes]) -> dict[str, Any] | None:
         if not req.text.strip():
@@ -361,6 +434,10 @@ class Server:
 
     def submit(self, job: Job) -> bool:
         """Queue a job and send its ``queued`` (or ``dropped``) event; the one door into the queue."""
+        if job.voice is None and self.default_voice is not None:
+            known = self._voice_ids()
+            if known is None or self.default_voice in known:  # a deleted default falls back
+                job.voice = self.default_voice
         for hook in self.accept_hooks:
             refusal = hook(job)
             if refusal is not None:
@@ -491,6 +568,22 @@ class Server:
         self.counters["bad_messages"] += 1
         _log.warning("bad ingest message", code=e.code, reason=e.reason[:200])
         self.publish_event({"event": "error", "source": "ingest", "code": e.code, "reason": e.reason[:500]})
+
+
+def _bad_request(reason: str) -> dict[str, Any]:
+    return {"event": "error", "code": "bad_request", "reason": reason}
+
+
+class VoiceOps(Protocol):
+    """What the ``reload_voices`` and ``default_voice`` ops call (the daemon implements it)."""
+
+    def reload_voices(self, reply: EventOut | None = None) -> None:
+        """Re-read the voices (config + studio) and hand them to the engine between jobs; then
+        send ``reply`` (with the voices added) through the outbox."""
+
+    def set_default_voice(self, voice: str | None) -> dict[str, Any]:
+        """Make ``voice`` the default (None: the configured one); the reply to send."""
+        ...
 
 
 def _peek_req(frame: bytes) -> str | None:

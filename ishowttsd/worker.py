@@ -26,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ishowttsd import log
@@ -40,6 +40,7 @@ from ishowttsd.engine.base import (
     SynthRequest,
     UnknownVoice,
 )
+from ishowttsd.engine.f5.settings import VoiceSettings
 from ishowttsd.outbox import EventOut, Outbox
 from ishowttsd.scheduler import Job, Scheduler
 from ishowttsd.sinks import Sink, SinkError
@@ -90,6 +91,9 @@ class Worker(threading.Thread):
         self.warmup_s = 0.0
         self.stopping = threading.Event()
         self.reload_requested = threading.Event()
+        self._reload_lock = threading.Lock()
+        self._reload_voices: Sequence[VoiceSettings] | None = None
+        self._reload_replies: list[EventOut] = []
         self.job_listeners: list[Callable[[Job, JobResult], None]] = []
         self.warm_hooks: list[Callable[[Engine], None]] = []
         """Run on this thread after the engine's warm-up, before READY (the watchdog's calibration)."""
@@ -178,12 +182,30 @@ class Worker(threading.Thread):
         self.heartbeat = self._clock()
         self._on_progress(line)
 
+    def request_reload(self, voices: Sequence[VoiceSettings], reply: EventOut | None = None) -> None:
+        """Hand ``voices`` to the engine between jobs (the job being spoken and a batch in flight
+        finish first, with the voices they started with); ``reply`` is sent when it is done, with
+        the engine's ``voices`` and ``default`` added."""
+        with self._reload_lock:
+            self._reload_voices = voices
+            if reply is not None:
+                self._reload_replies.append(reply)
+        self.reload_requested.set()
+
     def _reload(self) -> None:
-        try:
-            self.engine.reload_voices()
-            _log.info("voices reloaded", voices=[v.id for v in self.engine.voices()])
-        except Exception as e:
-            _log.error("voice reload failed; keeping the old voices", error=str(e))
+        with self._reload_lock:
+            voices, self._reload_voices = self._reload_voices, None
+            replies, self._reload_replies = self._reload_replies, []
+        if voices is not None:
+            try:
+                self.engine.reload_voices(voices)
+                _log.info("voices reloaded", voices=[v.id for v in self.engine.voices()])
+            except Exception as e:
+                _log.error("voice reload failed; keeping the old voices", error=str(e))
+        now = {"voices": [v.id for v in self.engine.voices()], "default": self.engine.default_voice()}
+        self.outbox.put(EventOut({"event": "voices_reloaded", **now}))  # on the PUB, for dashboards
+        for r in replies:
+            self.outbox.put(replace(r, payload={**r.payload, **now}))
 
     def _run_job(self, job: Job) -> None:
         if not self._admit(job):

@@ -10,10 +10,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:  # plain data, but engine.f5's package imports torch
+    from ishowttsd.engine.f5.settings import VoiceSettings
 
 Progress = Callable[[str], None]
 """Called with a short human-readable line during load and warm-up (becomes systemd STATUS=)."""
@@ -108,8 +111,10 @@ class Engine(Protocol):
         """Yield the audio of ``text`` chunk by chunk; stop early when ``cancel`` is set."""
         ...
 
-    def reload_voices(self) -> None:
-        """Re-read voice definitions (SIGHUP). Must not drop the loaded model."""
+    def reload_voices(self, voices: Sequence[VoiceSettings]) -> None:
+        """Take these voice definitions (SIGHUP, the ``reload_voices`` op), called between jobs
+        on the worker thread. Must not drop the loaded model; a broken voice is logged and its
+        previous version (if any) kept."""
 
     def close(self) -> None: ...
 

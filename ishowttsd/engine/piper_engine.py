@@ -24,6 +24,7 @@ from ishowttsd.engine.base import (
     Voice,
     float_to_int16,
 )
+from ishowttsd.engine.f5.settings import VoiceSettings
 
 _log = log.get(__name__)
 
@@ -103,8 +104,8 @@ class PiperEngine:
     def default_voice(self) -> str:
         return self._voice_id
 
-    def reload_voices(self) -> None:
-        """Piper has one voice per model file: nothing to re-read."""
+    def reload_voices(self, voices: Sequence[VoiceSettings]) -> None:
+        """Piper has one voice per model file; cloned voices wait for the F5 engine."""
 
     def synthesize(self, text: str, voice: str | None, cancel: CancelToken) -> Iterator[AudioChunk]:
         if self._voice is None:

@@ -205,21 +205,16 @@ class F5Engine:
     def default_voice(self) -> str:
         return self._default
 
-    def reload_voices(self) -> None:
-        """Re-read ``[[voices]]`` from the config file. A broken entry is logged and skipped (its
-        previous version, if any, stays): a typo must not silence the stream."""
-        if self._all.file is None or self._refs is None:
+    def reload_voices(self, voices_in: Sequence[VoiceSettings]) -> None:
+        """Take new voice definitions (the configured ``[[voices]]`` and the studio's). A broken
+        entry is logged and skipped (its previous version, if any, stays): a typo must not
+        silence the stream. A new clip is prepared here, between jobs; the reference cache
+        (keyed by the clip's bytes) keeps every unchanged voice's mel."""
+        if self._refs is None:
             return
-        from ishowttsd import config
-
-        try:
-            new = config.load(self._all.file).voices
-        except config.ConfigError as e:
-            _log.error("voices not reloaded: config error", error=str(e))
-            return
-        voices = self._load_voices(new, strict=False)
+        voices = self._load_voices(voices_in, strict=False)
         if not voices:
-            _log.error("voices not reloaded: no usable [[voices]] entry", file=str(self._all.file))
+            _log.error("voices not reloaded: no usable voice", file=str(self._all.file))
             return
         self._voices = voices
         self._refs.retain({v.ref.key for v in voices.values()})
