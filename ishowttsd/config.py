@@ -22,6 +22,7 @@ from ishowttsd.engine.f5.settings import F5Settings, VoiceSettings, parse_f5, pa
 from ishowttsd.security import SecuritySettings, check_endpoints, parse_security
 from ishowttsd.twitch.settings import TwitchSettings, parse_twitch
 from ishowttsd.watchdog import WatchdogSettings, parse_watchdog
+from ishowttsd.web.settings import WebSettings, parse_web
 
 SYSTEM_CONFIG = Path("/etc/ishowtts/ishowtts.toml")
 ENGINE_KINDS = ("auto", "f5", "piper")
@@ -137,6 +138,7 @@ class Settings:
     watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
     chat: ChatSettings = field(default_factory=ChatSettings)
     twitch: TwitchSettings = field(default_factory=TwitchSettings)
+    web: WebSettings = field(default_factory=WebSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
 
 
@@ -267,6 +269,7 @@ def parse(doc: dict[str, Any], file: Path | None) -> Settings:
     watchdog = parse_watchdog(root.table("watchdog"))
     chat = parse_chat(root.table("chat"))
     twitch = parse_twitch(root.table("twitch"))
+    web = parse_web(root.table("web"), daemon.state_dir)
     security = parse_security(root.table("security"))
     endpoints = {"zmq.control": zmq_s.control, "zmq.ingest": zmq_s.ingest, "zmq.pcm": zmq_s.pcm}
     endpoints.update({f"zmq.ingest_connect[{i}]": ep for i, ep in enumerate(zmq_s.ingest_connect)})
@@ -287,5 +290,6 @@ def parse(doc: dict[str, Any], file: Path | None) -> Settings:
         watchdog=watchdog,
         chat=chat,
         twitch=twitch,
+        web=web,
         security=security,
     )
