@@ -129,7 +129,9 @@ EOF
         say "stopping the previous dev daemon"
         kill "$(cat "$run/ishowttsd.pid")" && sleep 1
     fi
-    nohup "$venv/bin/ishowttsd" --config "$run/ishowtts.toml" >"$run/ishowttsd.log" 2>&1 &
+    # --pid-file: the daemon removes it when it stops cleanly (the echo covers its first moments).
+    nohup "$venv/bin/ishowttsd" --config "$run/ishowtts.toml" --pid-file "$run/ishowttsd.pid" \
+        >"$run/ishowttsd.log" 2>&1 &
     echo $! >"$run/ishowttsd.pid"
     export ISHOWTTS_CONTROL="ipc://$run/control.sock"
     for _ in $(seq 1 120); do

@@ -8,6 +8,7 @@ exactly what ``etc/ishowtts.toml`` in the repository spells out).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import tomlkit
 import tomlkit.exceptions
 
-from ishowttsd import paths
+from ishowttsd import endpoints, paths
 from ishowttsd.chat.settings import ChatSettings, parse_chat
 from ishowttsd.confread import ConfigError, Table
 from ishowttsd.engine.f5.settings import F5Settings, VoiceSettings, parse_f5, parse_voices
@@ -28,7 +29,7 @@ SYSTEM_CONFIG = Path("/etc/ishowtts/ishowtts.toml")
 ENGINE_KINDS = ("auto", "f5", "piper")
 SINK_KINDS = ("alsa", "pcm")
 
-__all__ = ["ConfigError", "Settings", "find_config", "load", "parse", "replace"]
+__all__ = ["ConfigError", "Settings", "check_files", "find_config", "load", "parse", "replace"]
 
 
 @dataclass(frozen=True)
@@ -154,9 +155,11 @@ def find_config(explicit: str | os.PathLike[str] | None, env: dict[str, str] | N
 
 
 def load(path: Path | None) -> Settings:
-    """Read and validate ``path`` (None: built-in defaults). Raises :class:`ConfigError`."""
+    """Read and validate ``path`` (None: built-in defaults). Raises :class:`ConfigError`, which
+    names the file by its absolute path."""
     if path is None:
         return parse({}, None)
+    path = path.resolve()
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -166,15 +169,31 @@ def load(path: Path | None) -> Settings:
     try:
         doc = tomlkit.parse(text).unwrap()
     except tomlkit.exceptions.ParseError as e:
-        raise ConfigError(path, f"line {e.line} column {e.col}", f"not valid TOML: {e}") from None
-    return parse(doc, path.resolve())
+        # tomlkit's text ends with its own "at line L col C" (0-based column): say the position
+        # once, 1-based as editors count.
+        what = re.sub(r" at line \d+ col \d+$", "", str(e))
+        raise ConfigError(path, f"line {e.line} column {e.col + 1}", f"not valid TOML: {what}") from None
+    return parse(doc, path)
 
 
-def _endpoint(t: Table, name: str, default: str) -> str:
-    v = t.string(name, default)
-    if "://" not in v:
-        raise t.error(name, f"expected a ZeroMQ endpoint (ipc:///run/x.sock, tcp://host:port), got {v!r}")
-    return v
+def check_files(settings: Settings) -> None:
+    """The checks that read files the settings name (``--check-config`` and start-up run them;
+    a SIGHUP reload does not, the engine skips a broken voice then): every voice's reference
+    recording must be audio with sound in it. Raises :class:`ConfigError`."""
+    from ishowttsd.engine.f5.refcheck import RefAudioError, check
+
+    for i, v in enumerate(settings.voices):
+        try:
+            check(v.ref_audio)
+        except RefAudioError as e:
+            raise ConfigError(settings.file, f"voices[{i}].ref_audio", str(e)) from None
+
+
+def _endpoint(t: Table, name: str, value: str) -> str:
+    try:
+        return endpoints.resolve(value, t.file.parent if t.file is not None else None)
+    except endpoints.EndpointError as e:
+        raise t.error(name, str(e)) from None
 
 
 def parse(doc: dict[str, Any], file: Path | None) -> Settings:
@@ -194,16 +213,15 @@ def parse(doc: dict[str, Any], file: Path | None) -> Settings:
     t = root.table("zmq")
     z = ZmqSettings()
     zmq_s = ZmqSettings(
-        control=_endpoint(t, "control", z.control),
-        ingest=_endpoint(t, "ingest", z.ingest),
-        ingest_connect=t.str_list("ingest_connect", ()),
-        pcm=_endpoint(t, "pcm", z.pcm),
+        control=_endpoint(t, "control", t.string("control", z.control)),
+        ingest=_endpoint(t, "ingest", t.string("ingest", z.ingest)),
+        ingest_connect=tuple(
+            _endpoint(t, f"ingest_connect[{i}]", ep) for i, ep in enumerate(t.str_list("ingest_connect", ()))
+        ),
+        pcm=_endpoint(t, "pcm", t.string("pcm", z.pcm)),
         max_message_bytes=t.integer("max_message_bytes", z.max_message_bytes, min=1024, max=64 << 20),
         pcm_hwm=t.integer("pcm_hwm", z.pcm_hwm, min=1),
     )
-    for i, ep in enumerate(zmq_s.ingest_connect):
-        if "://" not in ep:
-            raise t.error(f"ingest_connect[{i}]", f"expected a ZeroMQ endpoint, got {ep!r}")
     t.finish()
 
     t = root.table("engine")
@@ -266,14 +284,26 @@ def parse(doc: dict[str, Any], file: Path | None) -> Settings:
     )
     t.finish()
 
+    if engine.kind == "f5" and not voices:
+        raise root.error(
+            "voices",
+            "[engine] kind = 'f5' needs at least one [[voices]] entry (id, ref_audio, ref_text): "
+            "F5 speaks only in cloned voices (docs/F5.md)",
+        )
+
     watchdog = parse_watchdog(root.table("watchdog"))
     chat = parse_chat(root.table("chat"))
     twitch = parse_twitch(root.table("twitch"))
     web = parse_web(root.table("web"), daemon.state_dir)
     security = parse_security(root.table("security"))
-    endpoints = {"zmq.control": zmq_s.control, "zmq.ingest": zmq_s.ingest, "zmq.pcm": zmq_s.pcm}
-    endpoints.update({f"zmq.ingest_connect[{i}]": ep for i, ep in enumerate(zmq_s.ingest_connect)})
-    check_endpoints(endpoints, security, file)
+    eps = {"zmq.control": zmq_s.control, "zmq.ingest": zmq_s.ingest, "zmq.pcm": zmq_s.pcm}
+    eps.update({f"zmq.ingest_connect[{i}]": ep for i, ep in enumerate(zmq_s.ingest_connect)})
+    clash = endpoints.find_clash(eps)
+    if clash is not None:
+        raise ConfigError(
+            file, clash[1], f"{eps[clash[1]]!r} is also {clash[0]}'s endpoint: each socket needs its own"
+        )
+    check_endpoints(eps, security, file)
 
     root.finish()
     return Settings(

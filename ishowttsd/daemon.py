@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -309,8 +310,9 @@ class Daemon:
         self.worker.request_reload(merged(self._config_voices, self.voice_store), reply)
 
     def _startup_failed(self, err: BaseException) -> int:
-        _log.error("engine failed to start", error=str(err), kind=type(err).__name__)
-        self.notifier.send(STATUS=f"failed: {err}", ERRNO=1)
+        where = str(self.settings.file or "built-in defaults")
+        _log.error("engine failed to start", error=str(err), kind=type(err).__name__, config=where)
+        self.notifier.send(STATUS=f"failed: {err} (configuration {where})", ERRNO=1)
         return EXIT_STARTUP
 
     def shutdown(self) -> int:
@@ -364,9 +366,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="TOML settings (default: $ISHOWTTS_CONFIG, "
         "else /etc/ishowtts/ishowtts.toml if present, else built-in defaults)",
     )
-    p.add_argument("--check-config", action="store_true", help="validate the settings and exit")
+    p.add_argument(
+        "--check-config",
+        action="store_true",
+        help="validate the settings (and the voices' reference recordings) and exit",
+    )
+    p.add_argument("--pid-file", metavar="PATH", help="write the daemon's pid here; removed when it stops")
     p.add_argument("--version", action="version", version=f"ishowttsd {__version__}")
     return p
+
+
+def _uses_voices(settings: Settings) -> bool:
+    """Whether this start will load the F5 voices (so a broken one is fatal now)."""
+    if settings.engine.kind != "auto":
+        return settings.engine.kind == "f5"
+    from ishowttsd.engine.f5.settings import availability
+
+    return availability(settings.f5, settings.voices)[0]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -374,23 +390,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = config.find_config(args.config)
     try:
         settings = config.load(path)
+        if args.check_config or _uses_voices(settings):
+            config.check_files(settings)
     except ConfigError as e:
         print(f"ishowttsd: invalid configuration: {e}", file=sys.stderr)
         return EXIT_CONFIG
+    where = str(settings.file or "built-in defaults")
     log.configure(settings.daemon.log_level, settings.daemon.log_format)
     # Nothing the daemon creates (sockets, journal, caches) is for other users, whatever umask it inherited.
     os.umask(os.umask(0) | 0o007)
     if args.check_config:
-        print(f"ishowttsd: {path or 'built-in defaults'}: configuration OK")
+        print(f"ishowttsd: {where}: configuration OK")
         return EXIT_OK
-    _log.info("starting", version=__version__, config=str(path or "built-in defaults"))
+    _log.info("starting", version=__version__, config=where)
+    pid_file = PidFile(Path(args.pid_file).absolute()) if args.pid_file else None
     try:
-        daemon = Daemon(settings)
-    except (StartupError, OSError, zmq.ZMQError) as e:
-        _log.error("cannot start", error=str(e))
-        Notifier().send(STATUS=f"failed: {e}", ERRNO=1)
-        return EXIT_STARTUP
-    rc = daemon.run()
+        if pid_file is not None:
+            pid_file.write()
+        try:
+            daemon = Daemon(settings)
+        except (StartupError, OSError, zmq.ZMQError) as e:
+            _log.error("cannot start", error=str(e), config=where)
+            Notifier().send(STATUS=f"failed: {e} (configuration {where})", ERRNO=1)
+            return EXIT_STARTUP
+        rc = daemon.run()
+    finally:
+        if pid_file is not None:
+            pid_file.remove()
     if daemon.worker.is_alive():
         # Still inside native code (a stuck kernel, a slow load): finalising the interpreter under
         # it aborts the process (std::terminate, SIGABRT). Leave without finalisers instead.
@@ -399,6 +425,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.flush()
         os._exit(rc)
     return rc
+
+
+class PidFile:
+    """``--pid-file``: the daemon's pid while it runs, removed when it stops (not after kill -9:
+    then it names a dead pid, which ``kill -0`` tells)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def write(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        tmp.write_text(f"{os.getpid()}\n")
+        tmp.replace(self.path)
+
+    def remove(self) -> None:
+        """Only our own: a newer daemon may have written its pid over ours."""
+        try:
+            if self.path.read_text().strip() == str(os.getpid()):
+                self.path.unlink()
+        except OSError:
+            pass
 
 
 if __name__ == "__main__":

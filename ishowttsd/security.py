@@ -2,9 +2,11 @@
 
 - ipc endpoints (the default) live in the runtime directory and are created group-only (0770,
   umask 007 at bind): membership of the daemon's group is the credential.
-- Any other endpoint (``tcp://``, ``ws://``, ...) is refused at start unless ``[security] keys_dir``
-  holds the server's CURVE key pair; such a socket is then a CURVE server, and a ZAP handler
-  (``zmq.auth`` in a thread of its own) admits only clients whose public key is in
+- An abstract ipc endpoint (``ipc://@name``, Linux) has no file, so no permissions: any local
+  user could connect. It counts as a network endpoint here.
+- Any other endpoint (``tcp://``, ``ws://``, ``ipc://@...``) is refused at start unless
+  ``[security] keys_dir`` holds the server's CURVE key pair; such a socket is then a CURVE
+  server, and a ZAP handler (``zmq.auth`` in a thread of its own) admits only clients whose public key is in
   ``<keys_dir>/authorized_clients/``. A client without an authorised key completes no handshake:
   it gets no service, not even an error.
 
@@ -28,13 +30,13 @@ import zmq.auth
 
 from ishowttsd import log
 from ishowttsd.confread import ConfigError, Table
+from ishowttsd.endpoints import is_abstract
 
 _log = log.get(__name__)
 
 SERVER_NAME = "server"
 AUTHORIZED_DIR = "authorized_clients"
 ZAP_DOMAIN = "ishowtts"
-LOCAL_SCHEMES = ("ipc://", "inproc://")
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,8 @@ def parse_security(t: Table) -> SecuritySettings:
 
 
 def is_local(endpoint: str) -> bool:
-    return endpoint.startswith(LOCAL_SCHEMES)
+    """Protected by file permissions: an ipc socket file (not an abstract one)."""
+    return endpoint.startswith("ipc://") and not is_abstract(endpoint)
 
 
 def check_endpoints(endpoints: dict[str, str], security: SecuritySettings, file: Path | None) -> None:
@@ -70,6 +73,14 @@ def check_endpoints(endpoints: dict[str, str], security: SecuritySettings, file:
     if security.keys_dir is not None:
         return
     for key, ep in endpoints.items():
+        if is_abstract(ep):
+            raise ConfigError(
+                file,
+                key,
+                f"{ep!r} is an abstract socket: it has no file permissions, so any local user could "
+                "connect to it. Use an ipc:// socket file (e.g. ipc:///run/ishowtts/control.sock), or "
+                "set [security] keys_dir for CURVE authentication (`ishowtts-keys init`)",
+            )
         if not is_local(ep):
             raise ConfigError(
                 file,

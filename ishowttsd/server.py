@@ -12,13 +12,13 @@ import os
 import stat
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Protocol
 
 import zmq
 
 from ishowttsd import log, protocol, security
 from ishowttsd.config import Settings
+from ishowttsd.endpoints import ipc_path
 from ishowttsd.outbox import EventOut, Outbox, PcmOut
 from ishowttsd.protocol import ChatMessage, ProtocolError, Request
 from ishowttsd.scheduler import Job, QueueFull, Scheduler
@@ -30,10 +30,6 @@ INGEST_SLICE_S = 0.01
 
 KIND_PRIORITY = {"paid": "important", "mod": "message"}
 """Chat ``kind`` → priority; anything else is ordinary chat (``text``)."""
-
-
-def _ipc_path(endpoint: str) -> Path | None:
-    return Path(endpoint[len("ipc://") :]) if endpoint.startswith("ipc://") else None
 
 
 class Server:
@@ -116,7 +112,7 @@ class Server:
     def _bind(self, sock: zmq.Socket[Any], endpoint: str) -> None:
         if self.curve is not None:
             self.curve.protect(sock, endpoint)
-        path = _ipc_path(endpoint)
+        path = ipc_path(endpoint)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o770)
             if path.exists():
@@ -134,7 +130,7 @@ class Server:
         _log.info("bound", endpoint=endpoint, kind=sock.socket_type)
 
     def _is_live(self, endpoint: str) -> bool:
-        path = _ipc_path(endpoint)
+        path = ipc_path(endpoint)
         if path is None or not stat.S_ISSOCK(path.lstat().st_mode):
             return False
         import socket
@@ -155,7 +151,7 @@ class Server:
         if self.curve is not None:
             self.curve.close()
         for ep in (self.settings.zmq.control, self.settings.zmq.ingest, self.settings.zmq.pcm):
-            path = _ipc_path(ep)
+            path = ipc_path(ep)
             if path is not None:
                 try:
                     path.unlink()

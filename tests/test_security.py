@@ -353,6 +353,92 @@ def test_ipc_sockets_are_group_only_whatever_the_umask() -> None:
         daemon.close()
 
 
+# -- abstract ipc sockets ---------------------------------------------------------------------------------
+
+_PROBE = """
+import sys, zmq
+ctx = zmq.Context()
+s = ctx.socket(zmq.DEALER)
+s.setsockopt(zmq.LINGER, 0)
+s.connect(sys.argv[1])
+s.send(b'{"op": "say", "text": "spoken by nobody"}')
+s.send(b'{"op": "ping"}')
+print("REPLY" if s.poll(3000) else "SILENT", flush=True)
+"""
+
+
+def _as_nobody(endpoint: str) -> subprocess.Popen[str]:
+    """A client running as user ``nobody``, in no group: what any local account can do."""
+    cmd = [
+        "setpriv",
+        "--reuid=nobody",
+        "--regid=nogroup",
+        "--clear-groups",
+        sys.executable,
+        "-c",
+        _PROBE,
+        endpoint,
+    ]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not sys.platform.startswith("linux"), reason="needs root (setpriv)")
+def test_abstract_ipc_needs_curve_and_another_uid_gets_no_service() -> None:
+    d = short_tmpdir()
+    name = f"ipc://@{d.name}-control"
+    # 1. The finding: an abstract socket has no permissions; nobody reaches a plain one.
+    ctx: zmq.Context[Any] = zmq.Context()
+    rep = ctx.socket(zmq.ROUTER)
+    rep.setsockopt(zmq.LINGER, 0)
+    rep.bind(name)
+    probe = _as_nobody(name)
+    assert rep.poll(15000), probe.communicate()
+    peer, _ = rep.recv_multipart()
+    rep.send_multipart([peer, b"{}"])
+    out, err = probe.communicate(timeout=30)
+    assert out.strip() == "REPLY", (out, err)
+    rep.close(0)
+    # 2. So the config refuses one without CURVE keys, naming the key.
+    s = deep_merge(base_settings(d), {"zmq": {"control": name}})
+    r = _check_config(d, s)
+    assert r.returncode == 2 and "zmq.control" in r.stderr and "abstract" in r.stderr, r.stderr
+    # 3. With keys it is a CURVE server: nobody gets no service, an authorised client does.
+    keys = d / "keys"
+    assert _keys(keys, "init").returncode == 0 and _keys(keys, "client", "bot1").returncode == 0
+    s = deep_merge(s, {"security": {"keys_dir": str(keys)}})
+    daemon = Daemon(d, s)
+    good = _client_keys(keys, "bot1")
+
+    def ask(obj: dict[str, Any]) -> dict[str, Any] | None:
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        apply_client(sock, good)
+        sock.connect(name)
+        try:
+            sock.send(json.dumps(obj).encode())
+            return json.loads(sock.recv_multipart()[0]) if sock.poll(2000) else None
+        finally:
+            sock.close(0)
+
+    daemon.start()
+    try:
+        deadline = time.monotonic() + 60
+        while (pong := ask({"op": "ping"})) is None or not pong.get("ready"):
+            assert time.monotonic() < deadline and daemon.proc is not None and daemon.proc.poll() is None, (
+                daemon.log_text()[-3000:]
+            )
+        before = ask({"op": "status"})
+        out, err = _as_nobody(name).communicate(timeout=30)
+        assert out.strip() == "SILENT", (out, err)
+        after = ask({"op": "status"})
+        assert before is not None and after is not None
+        assert after["counters"]["requests"] == before["counters"]["requests"] + 1  # only our own status
+        assert after["jobs"] == before["jobs"] and after["queue"]["jobs"] == 0
+    finally:
+        daemon.close()
+        ctx.term()
+
+
 # -- no shell with user text ---------------------------------------------------------------------------------
 
 

@@ -16,18 +16,18 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import soundfile as sf
 import torch
 
 from ishowttsd import log
 from ishowttsd.engine.base import StartupError
+from ishowttsd.engine.f5.refcheck import SILENCE_DBFS, RefAudioError, check_sound, decode_bytes, frame_rms_db
 
 _log = log.get(__name__)
 
-SILENCE_DBFS = -42.0
-"""Edge-trim threshold, f5-tts's value."""
 TAIL_PAD_S = 0.05
-MIN_REF_S = 0.5
+CUT_WINDOW_S = 2.0
+"""A reference longer than ``max_ref_s`` is cut within this many seconds before the limit (a
+quarter of the limit when that is shorter): never much shorter than the limit the streamer set."""
 
 
 @dataclass(frozen=True)
@@ -42,30 +42,22 @@ class Reference:
     trimmed: bool
 
 
-def _frame_rms_db(x: npt.NDArray[np.float32], frame: int) -> npt.NDArray[np.float64]:
-    n = len(x) // frame
-    if n == 0:
-        return np.zeros(0)
-    f = x[: n * frame].reshape(n, frame).astype(np.float64)
-    db: npt.NDArray[np.float64] = 20 * np.log10(np.sqrt((f**2).mean(axis=1)) + 1e-12)
-    return db
-
-
 def prepare_wave(
     x: npt.NDArray[np.float32], rate: int, max_s: float, target_rms: float
 ) -> tuple[npt.NDArray[np.float32], bool]:
-    """Trim edge silence, cut to ``max_s`` at the quietest 10 ms past ``max_s / 2``, scale to
-    ``target_rms``, pad 50 ms. Returns the wave and whether it was cut."""
+    """Trim edge silence, cut to ``max_s`` at the quietest 10 ms of the last :data:`CUT_WINDOW_S`
+    before it (a pause between words, so the kept part ends cleanly and is nearly ``max_s``
+    long), scale to ``target_rms``, pad 50 ms. Returns the wave and whether it was cut."""
     frame = max(1, rate // 100)
-    db = _frame_rms_db(x, frame)
+    db = frame_rms_db(x, frame)
     loud = np.nonzero(db > SILENCE_DBFS)[0]
     if len(loud):
         x = x[loud[0] * frame : (loud[-1] + 1) * frame]
     trimmed = False
     limit = int(max_s * rate)
     if len(x) > limit:
-        db = _frame_rms_db(x[:limit], frame)
-        lo = len(db) // 2
+        db = frame_rms_db(x[:limit], frame)
+        lo = max(0, len(db) - max(1, int(min(CUT_WINDOW_S, max_s / 4) * 100)))
         cut = (lo + int(np.argmin(db[lo:]))) * frame if len(db) > lo else limit
         x = x[: max(cut, frame)]
         trimmed = True
@@ -79,18 +71,9 @@ def prepare_wave(
 def decode(path: Path, key: str) -> tuple[npt.NDArray[np.float32], int, bytes]:
     """Mono float32 samples, rate and the raw file bytes. ``key`` names the config entry."""
     try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise StartupError(f"{key}: {path} cannot be read: {e}") from e
-    try:
-        import io
-
-        data, rate = sf.read(io.BytesIO(raw), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
-        raise StartupError(f"{key}: {path} is not audio soundfile can decode (wav/flac/ogg): {e}") from e
-    if data.shape[0] == 0:
-        raise StartupError(f"{key}: {path} has no samples")
-    return data.mean(axis=1).astype(np.float32), int(rate), raw
+        return decode_bytes(path)
+    except RefAudioError as e:
+        raise StartupError(f"{key}: {e}") from e
 
 
 class ReferenceCache:
@@ -118,19 +101,19 @@ class ReferenceCache:
             import torchaudio.functional as AF
 
             x = AF.resample(torch.from_numpy(x), rate, self._rate).numpy()
-        loud = np.nonzero(_frame_rms_db(x, max(1, self._rate // 100)) > SILENCE_DBFS)[0]
-        if len(loud) == 0:
-            raise StartupError(f"{key}: {path} is silent (nothing above {SILENCE_DBFS:.0f} dBFS)")
-        if (loud[-1] - loud[0] + 1) / 100 < MIN_REF_S:
-            raise StartupError(f"{key}: {path} has under {MIN_REF_S} s of sound; F5 needs a few seconds")
+        try:
+            check_sound(x, self._rate, path)
+        except RefAudioError as e:
+            raise StartupError(f"{key}: {e}") from e
         wave, trimmed = prepare_wave(x, self._rate, max_s, target_rms)
         if trimmed:
             _log.warning(
-                "reference audio cut; ref_text must match the kept part",
+                "reference audio cut at [f5] max_ref_s; ref_text must match the kept part",
                 key=key,
                 path=str(path),
                 max_ref_s=max_s,
-                kept_s=round(len(wave) / self._rate, 2),
+                audio_s=round(len(x) / self._rate, 2),
+                kept_s=round(len(wave) / self._rate - TAIL_PAD_S, 2),
             )
         with torch.no_grad():
             w = torch.from_numpy(wave).to(self._device).unsqueeze(0)
