@@ -156,6 +156,14 @@ def test_pid_file_is_written_and_removed_on_a_clean_stop() -> None:
         assert time.monotonic() < deadline and proc.poll() is None, (d / "log").read_text()[-2000:]
         time.sleep(0.05)
     assert pid_file.read_text().strip() == str(proc.pid)
+    ctx: zmq.Context[Any] = zmq.Context()
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(base_settings(d)["zmq"]["control"])
+    dealer.send(b'{"op": "ping"}')
+    assert dealer.poll(30000)  # serving: its signal handlers are in place
+    dealer.close(0)
+    ctx.term()
     os.kill(int(pid_file.read_text()), signal.SIGTERM)
     assert proc.wait(30) == 0
     assert not pid_file.exists()
