@@ -20,6 +20,7 @@ from ishowttsd import endpoints, paths
 from ishowttsd.chat.settings import ChatSettings, parse_chat
 from ishowttsd.confread import ConfigError, Table
 from ishowttsd.engine.f5.settings import F5Settings, VoiceSettings, parse_f5, parse_voices
+from ishowttsd.loudness import LoudnessSettings, parse_loudness
 from ishowttsd.security import SecuritySettings, check_endpoints, parse_security
 from ishowttsd.twitch.settings import TwitchSettings, parse_twitch
 from ishowttsd.watchdog import WatchdogSettings, parse_watchdog
@@ -86,6 +87,8 @@ class AudioSettings:
     is on and the alsa sink is not: the PUB, e.g. an OBS overlay, is then the speaker)."""
     pace_lead_s: float = 0.2
     """Seconds of audio a paced PUB sends ahead of the moment it is heard."""
+    loudness: LoudnessSettings = field(default_factory=LoudnessSettings)
+    """One loudness for every voice (``target_lufs``, ``master_gain_db``, ...; ishowttsd/loudness.py)."""
 
     @property
     def paced(self) -> bool:
@@ -260,6 +263,7 @@ def parse(doc: dict[str, Any], file: Path | None) -> Settings:
         idle_close_s=t.number("idle_close_s", AudioSettings().idle_close_s, min=0.1, max=3600),
         pace=t.choice("pace", AudioSettings().pace, ("auto", "on", "off")),
         pace_lead_s=t.number("pace_lead_s", AudioSettings().pace_lead_s, min=0.05, max=5.0),
+        loudness=parse_loudness(t),
     )
     t.finish()
 

@@ -26,6 +26,7 @@ from ishowttsd.config import ConfigError, Settings, replace
 from ishowttsd.engine import create_engine
 from ishowttsd.engine.base import CancelToken, Engine, StartupError
 from ishowttsd.intake import ChatIntake
+from ishowttsd.loudness import Leveller
 from ishowttsd.notify import Notifier
 from ishowttsd.outbox import EventOut, Outbox
 from ishowttsd.scheduler import Job, Limits, Scheduler
@@ -123,12 +124,15 @@ class Daemon:
         self.engine_why = why
         self.watchdog = Watchdog(settings.watchdog, self.notifier, engine=self.engine.name)
         self.telemetry = Telemetry()
+        self.leveller = Leveller(settings.audio.loudness)
+        self.worker.leveller = self.leveller
         self.worker.warm_hooks.append(self._calibrate)
         self.worker.job_listeners.append(self._job_done)
         self.reload_listeners: list[Callable[[Settings], None]] = []
         """Called with freshly loaded settings on SIGHUP (chat filters subscribe here)."""
         self.intake = ChatIntake(settings, self.server, self.scheduler, self.worker)
         self.reload_listeners.append(self.intake.reload)
+        self.reload_listeners.append(lambda new: self.leveller.reload(new.audio.loudness))
         curve = self.server.curve
         if curve is not None:  # SIGHUP re-reads the authorised client keys
             self.reload_listeners.append(lambda _new: curve.reload())
@@ -240,6 +244,7 @@ class Daemon:
             if last
             else None,
             "sinks": list(self.settings.audio.sinks),
+            "loudness": self.leveller.status(),
             "watchdog": self.watchdog.snapshot(),
             "telemetry": self.telemetry.read(),
             "chat": self.intake.status(),

@@ -41,6 +41,7 @@ from ishowttsd.engine.base import (
     UnknownVoice,
 )
 from ishowttsd.engine.f5.settings import VoiceSettings
+from ishowttsd.loudness import Leveller
 from ishowttsd.outbox import EventOut, Outbox
 from ishowttsd.scheduler import Job, Scheduler
 from ishowttsd.sinks import Sink, SinkError
@@ -105,6 +106,8 @@ class Worker(threading.Thread):
         self.batch_counters = {"batches": 0, "batched_jobs": 0, "largest": 0}
         """Synthesis calls that made more than one job's audio together, and those jobs."""
         self.last_result: JobResult | None = None
+        self.leveller: Leveller | None = None
+        """Brings each chunk to the target loudness before the sinks (None: audio as the engine made it)."""
         self._batching: BatchingEngine | None = None
         """The engine, when it batches (set after warm-up)."""
         self._private_sink = PcmSink(outbox, publish=False)
@@ -317,7 +320,8 @@ class Worker(threading.Thread):
         """Synthesise (or take the made audio of) one admitted job into the sinks, and report it.
         ``batch``: how many jobs were synthesised together (None: this one alone)."""
         sinks = self.sinks if job.play else [self._private_sink]
-        self.emit(job, "started", text=job.text, voice=job.voice or self.engine.default_voice())
+        voice = job.voice or self.engine.default_voice()
+        self.emit(job, "started", text=job.text, voice=voice)
         t_start = time.perf_counter()
         audio_s = synth_s = 0.0
         first = -1.0
@@ -348,6 +352,8 @@ class Worker(threading.Thread):
                 chunks += 1
                 audio_s += chunk.seconds
                 self.heartbeat = self._clock()
+                if self.leveller is not None:  # one loudness for every voice (ishowttsd/loudness.py)
+                    chunk = self.leveller.apply(job.id, voice, chunk)
                 for sink in sinks:
                     sink.write(job, chunk)
                 self._debug_oom(job)
@@ -365,6 +371,8 @@ class Worker(threading.Thread):
             code = "out_of_memory" if "out of memory" in str(e).lower() else "engine_error"
             failure = (code, f"{type(e).__name__}: {e}")
             _log.exception("synthesis failed", job=job.id)
+        if self.leveller is not None:
+            self.leveller.end(job.id)
         ended = self._deliver(job, sinks)
         if failure is None:
             failure = ended

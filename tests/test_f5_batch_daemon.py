@@ -36,6 +36,7 @@ def overrides() -> dict[str, Any]:
         "f5": doc["f5"],
         "voices": [*doc["voices"], second],
         "chat": {"announce": "{user} says: {text}"},  # a turn hook that rewrites the text
+        "audio": {"normalize_loudness": False},  # compared with the engine's own samples
     }
 
 
