@@ -18,6 +18,9 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PYTHON="${PYTHON:-python3}"
 TORCH_VERSION="2.13.0"
 APT_PACKAGES=(libportaudio2 libasound2 alsa-utils strace)
+# --dev only: what the test suite drives from outside (a real browser for the web pages, a real
+# load balancer for the fleet test).
+DEV_APT_PACKAGES=(chromium chromium-driver fonts-liberation haproxy)
 
 # pip on the workplace machines warns about every configured local index it does not find.
 pip_in() { local venv="$1"; shift; "$venv/bin/pip" "$@" 2> >(grep -v "^WARNING: Location" >&2); }
@@ -32,7 +35,7 @@ usage() {
 # --- system libraries ----------------------------------------------------------------------------
 ensure_system_packages() {
     local missing=()
-    for p in "${APT_PACKAGES[@]}"; do
+    for p in "${APT_PACKAGES[@]}" "$@"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
     [ ${#missing[@]} -eq 0 ] && return 0
@@ -41,7 +44,7 @@ ensure_system_packages() {
         DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     else
-        say "warning: missing system packages: ${missing[*]} (ALSA playback needs them)."
+        say "warning: missing system packages: ${missing[*]} (ALSA playback and the tests need them)."
         say "         run: sudo apt-get install ${missing[*]}"
     fi
 }
@@ -246,6 +249,7 @@ sys_config() {
     install -m 0644 "$new" "$old"
     install -m 0644 "$HERE/docs/APPLIANCE.md" "$share/APPLIANCE.md"
     install -m 0644 "$HERE/docs/TWITCH.md" "$share/TWITCH.md"
+    install -m 0644 "$HERE/docs/WYOMING.md" "$share/WYOMING.md"
 }
 
 sys_units() {
@@ -255,6 +259,8 @@ sys_units() {
     for u in "${SYS_UNITS[@]}"; do install -m 0644 "$HERE/systemd/$u" "$dir/$u"; done
     # A template, never enabled here: one instance per channel (systemctl enable --now ishowtts-twitch@NAME).
     install -m 0644 "$HERE/systemd/ishowtts-twitch@.service" "$dir/ishowtts-twitch@.service"
+    # Optional, not enabled here: Home Assistant's Wyoming door (systemctl enable --now ishowtts-wyoming).
+    install -m 0644 "$HERE/systemd/ishowtts-wyoming.service" "$dir/ishowtts-wyoming.service"
     if systemd_running; then
         systemctl daemon-reload
         systemctl enable "$SYS_ENABLE"
@@ -312,9 +318,14 @@ system_uninstall() {
         systemctl --root="$ROOT" disable "${SYS_UNITS[@]}" 2>/dev/null || true
     fi
     for u in "${SYS_UNITS[@]}"; do rm -f "$(sys_path "/etc/systemd/system/$u")"; done
-    if systemd_running; then systemctl stop 'ishowtts-twitch@*.service' 2>/dev/null || true; fi
+    if systemd_running; then
+        systemctl stop 'ishowtts-twitch@*.service' 2>/dev/null || true
+        systemctl disable --now ishowtts-wyoming.service 2>/dev/null || true
+    fi
     rm -f "$(sys_path /etc/systemd/system)/ishowtts-twitch@.service" \
-        "$(sys_path /etc/systemd/system/multi-user.target.wants)"/ishowtts-twitch@*.service
+        "$(sys_path /etc/systemd/system)/ishowtts-wyoming.service" \
+        "$(sys_path /etc/systemd/system/multi-user.target.wants)"/ishowtts-twitch@*.service \
+        "$(sys_path /etc/systemd/system/multi-user.target.wants)/ishowtts-wyoming.service"
     if systemd_running; then systemctl daemon-reload; fi
     for exe in "$(sys_path /usr/local/bin)"/ishowtts*; do
         if [ -L "$exe" ]; then case "$(readlink "$exe")" in "$SYS_PREFIX"/*) rm -f "$exe" ;; esac; fi
@@ -358,7 +369,7 @@ main() {
         system) system_install ;;
         uninstall) system_uninstall ;;
         dev)
-            ensure_system_packages
+            ensure_system_packages "${DEV_APT_PACKAGES[@]}"
             make_venv "$HERE/.venv" dev
             if [ "$start" -eq 1 ]; then start_dev_daemon; fi
             ;;
