@@ -13,6 +13,7 @@ from typing import Any
 
 import regex
 
+from ishowttsd.chat.rules import Rules, parse_rules
 from ishowttsd.confread import Table
 from ishowttsd.protocol import PRIORITIES
 
@@ -108,6 +109,9 @@ class ChatSettings:
     # -- authority ----------------------------------------------------------------------------------------
     moderator_tokens: tuple[str, ...] = ()
     """Shared secrets a bot puts in ``token`` to send ``skip``/``clear``/``pause``/``resume``."""
+    # -- streamer controls (ishowttsd/chat/rules.py) ----------------------------------------------------
+    rules: Rules = field(default_factory=Rules)
+    """Read mode, who is read, channel-point rewards, chat commands, voice tags, approval."""
     # -- journal ------------------------------------------------------------------------------------------
     journal: bool = True
     """Write accepted jobs to ``<state_dir>/journal.sqlite3`` and replay unfinished ones on start."""
@@ -239,6 +243,7 @@ def parse_chat(t: Table) -> ChatSettings:
         journal=t.flag("journal", d.journal),
         journal_sync=t.choice("journal_sync", d.journal_sync, ("normal", "full")),
         journal_max_mb=t.number("journal_max_mb", d.journal_max_mb, min=1),
+        rules=parse_rules(t),
     )
     for i, tok in enumerate(s.moderator_tokens):
         # A short shared secret is guessable; refuse it rather than pretend it protects anything.
