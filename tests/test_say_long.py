@@ -118,6 +118,7 @@ def test_long_text_on_stdin_is_spoken_in_order_under_a_low_limit() -> None:
 
 @pytest.mark.long
 @pytest.mark.skipif(not LONG, reason="long mode: ISHOWTTS_LONG=1")
+@pytest.mark.timeout(3600)
 def test_70kb_text_on_stdin_is_spoken_in_order() -> None:
     text = _book(70_000)
     assert len(text.encode()) >= 70_000

@@ -503,7 +503,7 @@ def test_replays_twitch_lines_into_ingest_messages_and_survives_disconnects(
 def test_drops_are_counted_while_the_daemon_is_away_and_flow_resumes(
     server: IrcServer, cert: tuple[Path, Path], work: Path
 ) -> None:
-    bridge = start_bridge(work, server, cert[0])
+    bridge = start_bridge(work, server, cert[0], hold_s=0.3)  # lines wait 0.3 s for the daemon, then drop
     sub: Collector | None = None
     try:
         c = server.wait_conn(1)

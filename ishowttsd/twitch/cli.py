@@ -162,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     notifier = Notifier()
     if curve is None and not security.is_local(endpoint):
         _log.warning("a network ingest without CURVE keys: the daemon refuses it", ingest=endpoint)
-    publisher = Publisher(endpoint, hwm=tw.hwm, curve=curve)
+    publisher = Publisher(endpoint, hwm=tw.hwm, curve=curve, hold_s=tw.hold_s)
     bridge = Bridge(
         tw, channel, creds, publisher, stop=stop, notifier=notifier, show_rewards=args.show_rewards
     )
@@ -185,6 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             signal=signals[0] if signals else None,
             published=dict(publisher.published),
             dropped=dict(publisher.dropped),
+            held=publisher.held_total,
             **{k.replace(".", "_"): v for k, v in bridge.counters.items()},
         )
         publisher.close()

@@ -7,9 +7,12 @@ reconnect) and sees a stop request within a tick.
 
 Reconnects back off exponentially from ``reconnect_min_s`` to ``reconnect_max_s`` with "equal
 jitter" (half the delay fixed, half random), so a Twitch-wide outage does not bring every bridge
-back in the same second. Twitch's own ``RECONNECT`` (server maintenance) reconnects at once. A
-connection that stayed joined for ``stable_s`` resets the backoff; one that fails right after
-registering does not, so a flapping server cannot make us reconnect in a tight loop.
+back in the same second. A connection that stayed joined for ``stable_s`` resets the backoff; one
+that fails right after registering does not, so a flapping server cannot make us reconnect in a
+tight loop. Twitch's own ``RECONNECT`` (server maintenance) reconnects at once when the backoff is
+reset (the first one after a stable connection); a server that sends ``RECONNECT`` again and again
+(measured: one answering every JOIN with it made a bridge without this rule reconnect 132 times in
+6 s) backs off like any other failure.
 """
 
 from __future__ import annotations
@@ -131,14 +134,7 @@ class Bridge:
             except Interrupted:
                 break
             except LoginRefused as e:
-                _log.error(
-                    "the server refused the bot's login; fix the token in the credentials file",
-                    server=self.settings.server,
-                    login=self.creds.login,
-                    notice=str(e),
-                    file=str(self.settings.credentials),
-                )
-                self.notifier.status(f"login refused by {self.settings.server}")
+                self._login_refused(str(e))
                 return EXIT_LOGIN_REFUSED
             except SessionEnded as e:
                 reason = e.reason
@@ -152,22 +148,42 @@ class Bridge:
             if self.stop.is_set():
                 break
             self.counters["disconnects"] += 1
-            if reason == "RECONNECT":
-                delay, attempt = 0.0, 0
+            joined_at = conn.joined_at if conn is not None else None
+            if joined_at is not None and self.clock() - joined_at >= self.settings.stable_s:
+                attempt = 0
+            if reason == "RECONNECT" and attempt == 0:
+                delay = 0.0  # maintenance after a stable connection: at once
             else:
-                joined_at = conn.joined_at if conn is not None else None
-                if joined_at is not None and self.clock() - joined_at >= self.settings.stable_s:
-                    attempt = 0
                 delay = backoff_delay(
                     attempt, self.settings.reconnect_min_s, self.settings.reconnect_max_s, self.rng
                 )
-                attempt += 1
+            attempt += 1
             _log.warning(
                 "disconnected; reconnecting", reason=reason, delay_s=round(delay, 2), attempt=attempt
             )
             self.notifier.status(f"#{self.channel}: disconnected ({reason[:80]}); retry in {delay:.0f}s")
             self._sleep(delay)
         return EXIT_OK
+
+    def _login_refused(self, notice: str) -> None:
+        if self.creds.login:
+            _log.error(
+                "the server refused the bot's login; fix the token in the credentials file",
+                server=self.settings.server,
+                login=self.creds.login,
+                notice=notice,
+                file=str(self.settings.credentials),
+            )
+        else:
+            # An anonymous (justinfan) login has no token to fix: this server does not allow
+            # anonymous reading, or it is not Twitch's IRC.
+            _log.error(
+                "the server refused the anonymous (read-only) login; this server needs a bot login: "
+                "give one with --credentials (or [twitch] credentials), see docs/TWITCH.md",
+                server=self.settings.server,
+                notice=notice,
+            )
+        self.notifier.status(f"login refused by {self.settings.server}")
 
     def _sleep(self, seconds: float) -> None:
         end = self.clock() + seconds

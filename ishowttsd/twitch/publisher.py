@@ -13,12 +13,19 @@ libzmq 4.3.5 on a connecting socket:
 
 So every drop is seen and counted with its reason: ``daemon_away`` (no subscriber for the topic)
 or ``hwm`` (the daemon is connected but ``hwm`` messages behind).
+
+A line read while the daemon's subscription is missing is *held*, not dropped, for up to
+``hold_s`` seconds (and at most ``hwm`` lines), and sent in order as soon as the subscription
+arrives. That closes the slow-joiner gap at start (the bridge joins the channel and reads its
+first line before the daemon's SUB subscription has reached our XPUB: 1 start in 5 lost its first
+line) and rides out a short daemon restart; a line held longer is dropped as ``daemon_away``
+(counted and logged), since chat read aloud late is worse than chat not read.
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -41,8 +48,13 @@ class Publisher:
         ctx: zmq.Context[Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
         curve: security.CurveKeys | None = None,
+        hold_s: float = 0.0,
     ) -> None:
         self.endpoint = endpoint
+        self.hold_s = hold_s
+        """Seconds a line may wait for the daemon's subscription (0: drop at once)."""
+        self._hwm = hwm
+        self._held: deque[tuple[float, bytes, dict[str, Any]]] = deque()
         self._ctx = ctx or zmq.Context.instance()
         self._clock = clock
         s = self._ctx.socket(zmq.XPUB)
@@ -64,6 +76,8 @@ class Publisher:
         self._pending_drops: Counter[str] = Counter()
         self._last_drop_log = -1e18
         self._was_up = False
+        self.held_total = 0
+        """Lines that had to wait for the daemon's subscription (sent or dropped later)."""
 
     # -- subscriptions -----------------------------------------------------------------------------
     def poll_subscriptions(self) -> None:
@@ -80,6 +94,7 @@ class Publisher:
             elif frame[0] == 0:
                 self._subs.discard(frame[1:])
         up = bool(self._subs)
+        self._release_held()
         if up != self._was_up:
             self._was_up = up
             if up:
@@ -88,7 +103,11 @@ class Publisher:
                 )
                 self._flush_drop_log(force=True)
             else:
-                _log.warning("daemon went away; chat is dropped until it is back", endpoint=self.endpoint)
+                _log.warning(
+                    "daemon went away; chat waits for it, then is dropped until it is back",
+                    endpoint=self.endpoint,
+                    hold_s=self.hold_s,
+                )
 
     def connected(self, topic: bytes = b"chat") -> bool:
         """True when the daemon has a subscription that matches ``topic``."""
@@ -96,11 +115,47 @@ class Publisher:
 
     # -- sending -------------------------------------------------------------------------------------
     def publish(self, topic: bytes, body: dict[str, Any]) -> bool:
-        """Send ``[topic, JSON]`` now or drop it (counted, logged); never blocks. True if sent."""
+        """Send ``[topic, JSON]`` now, hold it for the daemon's subscription (``hold_s``), or drop it
+        (counted, logged); never blocks. True if sent or held."""
         self.poll_subscriptions()
-        if not self.connected(topic):
+        if self._subs and not self.connected(topic):
+            self._drop("daemon_away", topic)  # the daemon is there but does not take this topic
+            return False
+        if self._subs and not self._held:
+            return self._send(topic, body)
+        if self.hold_s <= 0:
             self._drop("daemon_away", topic)
             return False
+        if len(self._held) >= self._hwm:
+            self._drop("daemon_away", self._held.popleft()[1])
+        self._held.append((self._clock(), topic, body))
+        self.held_total += 1
+        self._release_held()
+        return True
+
+    @property
+    def held(self) -> int:
+        """Lines waiting for the daemon's subscription now."""
+        return len(self._held)
+
+    def _release_held(self) -> None:
+        """Send held lines, oldest first, while their topic is subscribed; drop the expired ones."""
+        now = self._clock()
+        while self._held:
+            t, topic, body = self._held[0]
+            if self._subs:
+                self._held.popleft()
+                if not self.connected(topic):
+                    self._drop("daemon_away", topic)
+                elif not self._send(topic, body):
+                    break  # hwm (counted): the rest wait in order for the next poll
+            elif now - t > self.hold_s:
+                self._held.popleft()
+                self._drop("daemon_away", topic)
+            else:
+                break
+
+    def _send(self, topic: bytes, body: dict[str, Any]) -> bool:
         try:
             self._sock.send_multipart([topic, encode(body)], zmq.NOBLOCK)
         except zmq.Again:
@@ -134,5 +189,7 @@ class Publisher:
         self._flush_drop_log()
 
     def close(self) -> None:
+        while self._held:  # still waiting for a daemon that never came: counted, not lost silently
+            self._drop("daemon_away", self._held.popleft()[1])
         self._flush_drop_log(force=True)
         self._sock.close(0)

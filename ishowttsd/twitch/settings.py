@@ -30,6 +30,9 @@ class TwitchSettings:
     """Endpoint the PUB connects to; None: ``$ISHOWTTS_INGEST``, else the runtime-dir default."""
     hwm: int = 1000
     """Messages the PUB holds for a slow daemon before it drops (counted) instead of blocking."""
+    hold_s: float = 5.0
+    """Seconds a line waits for the daemon's subscription (at start, or while it restarts) before
+    it is dropped (counted); 0 drops at once."""
     reconnect_min_s: float = 1.0
     """First reconnect delay; doubles per failed attempt, with jitter."""
     reconnect_max_s: float = 60.0
@@ -88,6 +91,7 @@ def parse_twitch(t: Table) -> TwitchSettings:
         credentials=t.path("credentials", None),
         ingest=ingest,
         hwm=t.integer("hwm", d.hwm, min=1, max=1_000_000),
+        hold_s=t.number("hold_s", d.hold_s, min=0, max=600),
         reconnect_min_s=t.number("reconnect_min_s", d.reconnect_min_s, min=0.01, max=3600),
         reconnect_max_s=t.number("reconnect_max_s", d.reconnect_max_s, min=0.01, max=86400),
         connect_timeout_s=t.number("connect_timeout_s", d.connect_timeout_s, min=0.1, max=600),
