@@ -92,7 +92,7 @@ def decode(data: bytes, rate: int = RATE, max_s: float = MAX_DECODED_S) -> npt.N
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
             if not container.streams.audio:
-                raise VoiceError("not_audio", "The file has no audio track.")
+                raise VoiceError("not_audio", "This is not audio: the file has no sound track.")
             stream = container.streams.audio[0]
             resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
             for frame in container.decode(stream):

@@ -14,9 +14,11 @@ pages from reading any answer (the overlay and the dashboard are served from thi
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -46,6 +48,10 @@ class Gateway:
     """The daemon's control socket (connected in the app's lifespan)."""
     feed: Feed
     """The daemon's PCM/event PUB, fanned out (started in the app's lifespan)."""
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    """Tasks a provider needs for the app's lifetime (started after the feed, cancelled at exit)."""
+    large_bodies: dict[str, int] = field(default_factory=dict)
+    """Paths whose request bodies may exceed ``[web] max_body_bytes`` (uploads), and their bound."""
 
 
 RouteProvider = Callable[[Gateway], Sequence[BaseRoute]]
@@ -57,9 +63,28 @@ def _overlay(gw: Gateway) -> Sequence[BaseRoute]:
     return overlay.routes(gw.feed, gw.keys.overlay_ok)
 
 
+def _dashboard(gw: Gateway) -> Sequence[BaseRoute]:
+    from ishowttsd.web import dashboard
+
+    live = dashboard.Live()
+    gw.background.append(lambda: dashboard.follow_rtf(gw.feed, live))
+    return dashboard.routes(gw.daemon, gw.feed, gw.keys.bearer_ok, live)
+
+
+def _studio(gw: Gateway) -> Sequence[BaseRoute]:
+    from ishowttsd.voices.store import VoiceStore
+    from ishowttsd.web import studio
+
+    store = VoiceStore.in_state_dir(gw.settings.daemon.state_dir)
+    store.clean()
+    for path in studio.UPLOAD_PATHS:
+        gw.large_bodies[path] = studio.UPLOAD_BODY_BOUND
+    return studio.routes(studio.Studio(gw.daemon, store, gw.settings.voices), gw.keys.bearer_ok)
+
+
 def route_providers() -> list[RouteProvider]:
     """Every part of the gateway, mounted at its root (each route names its own path)."""
-    return [_overlay]
+    return [_overlay, _dashboard, _studio]
 
 
 async def healthz(request: Request) -> Response:
@@ -86,9 +111,15 @@ def build_app(gw: Gateway, providers: Sequence[RouteProvider] | None = None) -> 
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gw.daemon.connect()
         await gw.feed.start()
+        tasks = [asyncio.create_task(start()) for start in gw.background]
         try:
             yield
         finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
             await gw.feed.close()
             await gw.daemon.close()
 
@@ -98,7 +129,7 @@ def build_app(gw: Gateway, providers: Sequence[RouteProvider] | None = None) -> 
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
     app.state.gateway = gw
     web = gw.settings.web
-    return RateLimit(BodyLimit(app, web.max_body_bytes), web.rate_per_min, web.rate_burst)
+    return RateLimit(BodyLimit(app, web.max_body_bytes, gw.large_bodies), web.rate_per_min, web.rate_burst)
 
 
 __all__ = ["Gateway", "RouteProvider", "build_app", "healthz", "route_providers"]

@@ -49,6 +49,8 @@ def urls(settings: Settings, token: str, overlay_key: str) -> list[str]:
     return [
         f"overlay (OBS browser source): {base}/overlay?key={overlay_key}",
         f"OpenAI-compatible API:        {base}/v1  (Authorization: Bearer {token})",
+        f"dashboard and voice studio:   {base}/  (log in with the API token)",
+        f"control API:                  {base}/api  (docs/WEB.md; Authorization: Bearer {token})",
         f"health:                       {base}/healthz",
     ]
 
