@@ -19,11 +19,11 @@ import tomlkit.exceptions
 from ishowttsd import endpoints, paths
 from ishowttsd.chat.settings import ChatSettings, parse_chat
 from ishowttsd.confread import ConfigError, Table
+from ishowttsd.daemon.watchdog import WatchdogSettings, parse_watchdog
 from ishowttsd.engine.f5.settings import F5Settings, VoiceSettings, parse_f5, parse_voices
 from ishowttsd.loudness import LoudnessSettings, parse_loudness
 from ishowttsd.security import SecuritySettings, check_endpoints, parse_security
 from ishowttsd.twitch.settings import TwitchSettings, parse_twitch
-from ishowttsd.watchdog import WatchdogSettings, parse_watchdog
 from ishowttsd.web.settings import WebSettings, parse_web
 
 SYSTEM_CONFIG = Path("/etc/ishowtts/ishowtts.toml")

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ishowttsd import clocks
-from ishowttsd.cli import clocks as cli
+from ishowttsd.jetson import cli, clocks
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -252,7 +251,7 @@ def test_console_entry_point_on_this_host(tmp_path: Path, fake_bin: Path) -> Non
     """The module as the unit runs it (a real process, the real root): nothing to do, exit 0."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     p = subprocess.run(
-        [sys.executable, "-m", "ishowttsd.cli.clocks", "lock"],
+        [sys.executable, "-m", "ishowttsd.jetson.cli", "lock"],
         env=env,
         capture_output=True,
         text=True,

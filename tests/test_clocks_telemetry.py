@@ -7,8 +7,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from ishowttsd import telemetry
-from ishowttsd.telemetry import Telemetry, read_sysfs
+from ishowttsd.jetson import telemetry
+from ishowttsd.jetson.telemetry import Telemetry, read_sysfs
 
 
 def fake_orin(root: Path) -> Path:

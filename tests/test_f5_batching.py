@@ -15,12 +15,12 @@ from f5tiny import f5_doc
 
 from ishowttsd import config
 from ishowttsd.config import DebugSettings
+from ishowttsd.daemon.outbox import EventOut, Outbox
+from ishowttsd.daemon.scheduler import Job, Limits, Scheduler
+from ishowttsd.daemon.worker import Worker
 from ishowttsd.engine.base import BatchingEngine, CancelToken, SynthRequest, UnknownVoice
 from ishowttsd.engine.f5.engine import F5Engine
-from ishowttsd.outbox import EventOut, Outbox
-from ishowttsd.scheduler import Job, Limits, Scheduler
 from ishowttsd.sinks.pcm import PcmSink
-from ishowttsd.worker import Worker
 
 LINES = [
     "gg",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ishowttsd.journal import Entry, Journal, JournalError, JournalFull
+from ishowttsd.daemon.journal import Entry, Journal, JournalError, JournalFull
 
 
 class Clock:
@@ -155,7 +155,7 @@ def test_corrupt_file_is_moved_aside(tmp_path: Path) -> None:
 
 _WRITER = """
 import os, sys
-from ishowttsd.journal import Entry, Journal
+from ishowttsd.daemon.journal import Entry, Journal
 j = Journal.in_dir(__import__("pathlib").Path(sys.argv[1]))
 for i in range(50):
     j.add(Entry(id=f"j{i}", priority="text", text="t", source="chat", accepted_at=0.0))

@@ -22,11 +22,11 @@ import zmq
 from ishowttsd import config
 from ishowttsd.client.aio import DaemonClient, DaemonError, PcmFrame
 from ishowttsd.config import DebugSettings
+from ishowttsd.daemon.outbox import EventOut, Outbox, PcmOut
+from ishowttsd.daemon.scheduler import Job, Limits, QueueFull, Scheduler
+from ishowttsd.daemon.worker import Worker
 from ishowttsd.engine.base import AudioChunk
 from ishowttsd.engine.piper_engine import PiperEngine
-from ishowttsd.outbox import EventOut, Outbox, PcmOut
-from ishowttsd.scheduler import Job, Limits, QueueFull, Scheduler
-from ishowttsd.worker import Worker
 from tests import asr
 from tests.support import Daemon, running_daemon
 

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from ishowttsd.scheduler import Job, Limits, QueueFull, Scheduler
+from ishowttsd.daemon.scheduler import Job, Limits, QueueFull, Scheduler
 
 
 class Clock:

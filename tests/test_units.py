@@ -47,7 +47,7 @@ def test_daemon_unit_settings() -> None:
 
 
 def test_daemon_exit_code_matches_unit() -> None:
-    from ishowttsd import daemon
+    from ishowttsd.daemon import lifecycle as daemon
 
     assert int(one(unit_items("ishowtts.service"), "RestartPreventExitStatus")) == daemon.EXIT_CONFIG
 

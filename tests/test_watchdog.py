@@ -16,8 +16,8 @@ import tomlkit
 
 from ishowttsd import config
 from ishowttsd.confread import ConfigError
+from ishowttsd.daemon.watchdog import Baseline, Sample, Watchdog, WatchdogSettings, time_calibration
 from ishowttsd.notify import Notifier
-from ishowttsd.watchdog import Baseline, Sample, Watchdog, WatchdogSettings, time_calibration
 
 
 class NotifySocket:

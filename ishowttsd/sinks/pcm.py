@@ -1,6 +1,6 @@
 """PCM out over ZeroMQ: ``[b"pcm/<job>", header JSON, s16le payload]`` frames.
 
-The frames go through the :class:`~ishowttsd.outbox.Outbox` to the I/O thread, which publishes
+The frames go through the :class:`~ishowttsd.daemon.outbox.Outbox` to the I/O thread, which publishes
 them on the PUB socket (when the ``pcm`` sink is configured) and sends them to the requesting
 client (when its ``say`` asked for ``pcm``). Never blocks: a PUB drops at its high-water mark.
 
@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ishowttsd.daemon.outbox import Outbox, PcmOut
+from ishowttsd.daemon.scheduler import Job
 from ishowttsd.engine.base import AudioChunk
-from ishowttsd.outbox import Outbox, PcmOut
 from ishowttsd.protocol import pcm_header
-from ishowttsd.scheduler import Job
 
 BLOCK_S = 0.25
 """Longest audio in one frame: small enough for low-latency consumers, large enough to be cheap."""

@@ -18,10 +18,10 @@ import zmq
 
 from ishowttsd import log, protocol, security
 from ishowttsd.config import Settings
+from ishowttsd.daemon.outbox import EventOut, Outbox, PcmOut
+from ishowttsd.daemon.scheduler import Job, QueueFull, Scheduler
 from ishowttsd.endpoints import ipc_path
-from ishowttsd.outbox import EventOut, Outbox, PcmOut
 from ishowttsd.protocol import ChatMessage, ProtocolError, Request
-from ishowttsd.scheduler import Job, QueueFull, Scheduler
 
 _log = log.get(__name__)
 

@@ -1,6 +1,6 @@
 """``ishowtts-clocks lock | restore | status [--root DIR]``: the Jetson clock lock.
 
-The work is done in :mod:`ishowttsd.clocks`.
+The work is done in :mod:`ishowttsd.jetson.clocks`.
 
 Run as root by ``ishowtts-clocks.service`` before the daemon starts. Exit status: 0 done (or
 not a Jetson: nothing to do), 1 a step or the verification failed, 2 bad usage.
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from ishowttsd import log
-from ishowttsd.clocks import Clocks, Tools, default_state_dir, run_action
+from ishowttsd.jetson.clocks import Clocks, Tools, default_state_dir, run_action
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ishowttsd import log
-from ishowttsd.clocks import is_jetson, read_gpu_freq, read_modes
+from ishowttsd.jetson.clocks import is_jetson, read_gpu_freq, read_modes
 
 _log = log.get(__name__)
 

@@ -25,11 +25,11 @@ from ishowttsd import log
 from ishowttsd.chat import Accept, Drop, Pipeline
 from ishowttsd.chat.pipeline import Clock, SystemClock
 from ishowttsd.config import Settings
-from ishowttsd.journal import Entry, Journal, JournalError, Outcome
+from ishowttsd.daemon.journal import Entry, Journal, JournalError, Outcome
+from ishowttsd.daemon.scheduler import Job, Scheduler
+from ishowttsd.daemon.sockets import Server
+from ishowttsd.daemon.worker import Worker
 from ishowttsd.protocol import ChatMessage
-from ishowttsd.scheduler import Job, Scheduler
-from ishowttsd.server import Server
-from ishowttsd.worker import Worker
 
 _log = log.get(__name__)
 

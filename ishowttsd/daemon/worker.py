@@ -31,6 +31,8 @@ from typing import Any
 
 from ishowttsd import log
 from ishowttsd.config import DebugSettings
+from ishowttsd.daemon.outbox import EventOut, Outbox
+from ishowttsd.daemon.scheduler import Job, Scheduler
 from ishowttsd.engine.base import (
     AudioChunk,
     BatchingEngine,
@@ -42,8 +44,6 @@ from ishowttsd.engine.base import (
 )
 from ishowttsd.engine.f5.settings import VoiceSettings
 from ishowttsd.loudness import Leveller
-from ishowttsd.outbox import EventOut, Outbox
-from ishowttsd.scheduler import Job, Scheduler
 from ishowttsd.sinks import Sink, SinkError
 from ishowttsd.sinks.pcm import PcmSink
 

@@ -23,20 +23,20 @@ import zmq
 
 from ishowttsd import __version__, config, log
 from ishowttsd.config import ConfigError, Settings, replace
+from ishowttsd.daemon.intake import ChatIntake
+from ishowttsd.daemon.outbox import EventOut, Outbox
+from ishowttsd.daemon.scheduler import Job, Limits, Scheduler
+from ishowttsd.daemon.sockets import Server
+from ishowttsd.daemon.watchdog import Sample, Watchdog, time_calibration
+from ishowttsd.daemon.worker import JobResult, Worker
 from ishowttsd.engine import create_engine
 from ishowttsd.engine.base import CancelToken, Engine, StartupError
-from ishowttsd.intake import ChatIntake
+from ishowttsd.jetson.telemetry import Telemetry
 from ishowttsd.loudness import Leveller
 from ishowttsd.notify import Notifier
-from ishowttsd.outbox import EventOut, Outbox
-from ishowttsd.scheduler import Job, Limits, Scheduler
-from ishowttsd.server import Server
 from ishowttsd.sinks import Sink
 from ishowttsd.sinks.pcm import Pacing, PcmSink
-from ishowttsd.telemetry import Telemetry
 from ishowttsd.voices.store import VoiceStore, merged
-from ishowttsd.watchdog import Sample, Watchdog, time_calibration
-from ishowttsd.worker import JobResult, Worker
 
 EXIT_OK = 0
 EXIT_CONFIG = 2

@@ -1,0 +1,1 @@
+"""Jetson-only parts: the clock lock (``ishowtts-clocks``) and the board's telemetry."""
