@@ -1,0 +1,188 @@
+"""The OBS overlay in a real headless Chromium, fed by the real daemon (Piper) through the gateway.
+
+One daemon (paced: the overlay is the speaker), one gateway and one browser for the module. Chat
+lines go in over the daemon's ZeroMQ ingest like a bot's; the page's AudioWorklet posts what it
+rendered (``?capture=1``), which is compared with the daemon's own PCM and transcribed back.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.asr import transcribe, wer
+from tests.overlay_support import Gateway, chromium, page_log, take_capture, wait_js
+from tests.support import Daemon, Events, running_daemon
+
+MOD_TOKEN = "moderator-token-0123456789"
+RATE = 22050
+
+
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[Daemon]:
+    settings = {
+        "audio": {"sinks": ["pcm"], "pace": "auto"},
+        "chat": {"moderator_tokens": [MOD_TOKEN], "journal": False},
+    }
+    with running_daemon(settings) as d:
+        yield d
+
+
+@pytest.fixture(scope="module")
+def gateway(daemon: Daemon) -> Iterator[Gateway]:
+    gw = Gateway(daemon.pcm_endpoint, daemon.dir / "gateway.log")
+    gw.start()
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture(scope="module")
+def page(gateway: Gateway) -> Iterator[Any]:
+    driver = chromium()
+    try:
+        driver.get(gateway.overlay_url(capture="1"))
+        wait_js(driver, "window.__overlay && window.__overlay.connected")
+        driver.execute_script("window.__loadedOnce = 'yes'")  # gone if the page ever reloads
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture(scope="module")
+def bot(daemon: Daemon) -> Any:
+    sock = daemon.bot()
+    time.sleep(0.5)  # slow joiner: the daemon's SUB subscribes to this PUB
+    return sock
+
+
+@pytest.fixture()
+def pub(daemon: Daemon) -> Iterator[Events]:
+    ev = daemon.subscribe()
+    time.sleep(0.3)
+    yield ev
+    ev.close()
+
+
+def chat(bot: Any, text: str, user: str, msg_id: str) -> None:
+    bot.send_multipart([b"chat", json.dumps({"text": text, "user": user, "id": msg_id}).encode()])
+
+
+def job_of(pub: Events, msg_id: str, event: str = "started", timeout_s: float = 30.0) -> str:
+    return str(pub.wait_for(lambda e: e["event"] == event and e.get("msg_id") == msg_id, timeout_s)["job"])
+
+
+def entries(driver: Any, kind: str, job: str) -> list[dict[str, Any]]:
+    return [e for e in page_log(driver) if e.get("type") == kind and e.get("job") == job]
+
+
+def captions(driver: Any) -> list[str]:
+    return list(
+        driver.execute_script("return [...document.querySelectorAll('.caption')].map(e => e.textContent)")
+    )
+
+
+def test_captions_follow_the_audio_which_is_gapless_and_transcribes(
+    page: Any, bot: Any, pub: Events, daemon: Daemon
+) -> None:
+    take_capture(page)  # start from here
+    lines = [
+        ("alice", "Hello chat, thanks for the follow.", "c-1"),
+        ("bob", "The weather is lovely today in the mountains.", "c-2"),
+    ]
+    for user, text, mid in lines:
+        chat(bot, text, user, mid)
+    jobs = [job_of(pub, mid) for _, _, mid in lines]
+
+    # (1) while each line plays its caption shows who said what; it is gone after
+    seen: dict[str, set[str]] = {j: set() for j in jobs}
+    deadline = time.monotonic() + 60
+    while not entries(page, "end", jobs[1]):
+        assert time.monotonic() < deadline, page_log(page)[-10:]
+        playing = page.execute_script(
+            "const l = window.__overlay.log.filter(e => e.type === 'start' || e.type === 'end');"
+            "const last = l[l.length - 1]; return last && last.type === 'start' ? last.job : null"
+        )
+        shown = captions(page)
+        if playing in seen:
+            seen[playing].update(shown)
+        time.sleep(0.1)
+    for (user, text, _), job in zip(lines, jobs, strict=True):
+        assert f"{user}{text}" in seen[job] or f"{user}: {text}" in seen[job], seen[job]
+        assert entries(page, "caption", job) and entries(page, "uncaption", job)
+    time.sleep(0.2)
+    assert captions(page) == []
+
+    # (2) what the worklet rendered: each line's samples exactly as the daemon made them, back to
+    # back with no underrun, and Whisper hears the words
+    pub.pump(0.5)
+    time.sleep(0.5)  # the worklet posts its capture in blocks
+    start, rendered = take_capture(page)
+    stats = page.execute_script("return window.__overlay.underruns")
+    for (_, text, _), job in zip(lines, jobs, strict=True):
+        sent = pub.audio(job)
+        assert len(sent) > RATE
+        at = entries(page, "start", job)[0]["frame"] - start
+        got = rendered[at : at + len(sent)]
+        assert np.array_equal(got, sent), f"{job}: rendered audio differs from the daemon's"
+        heard = transcribe(got, RATE)
+        assert wer(text, heard) <= 0.10, (text, heard)
+        end = entries(page, "end", job)[0]
+        assert end["reason"] == "final" and end["frame"] - start == at + len(sent)
+    assert stats == 0, f"{stats} frames of underrun"
+    # the second line started as soon as its audio reached the page: the page adds no gap
+    for job in jobs:
+        arrived = entries(page, "first", job)[0]["wall"]
+        assert entries(page, "start", job)[0]["wall"] - arrived <= 100
+
+
+def test_skip_silences_at_once_and_a_deleted_line_never_sounds(page: Any, bot: Any, pub: Events) -> None:
+    take_capture(page)
+    long = "This is a long line that keeps on going, so that a moderator can skip it half way through."
+    chat(bot, long, "carol", "s-1")
+    chat(bot, "Nobody should ever hear this deleted line.", "dave", "s-2")
+    first = job_of(pub, "s-1")
+    second = job_of(pub, "s-2", "queued")
+    wait_js(page, f"window.__overlay.log.some(e => e.type === 'start' && e.job === '{first}')", 30)
+    time.sleep(0.8)
+    bot.send_multipart([b"delete", json.dumps({"id": "s-2"}).encode()])
+    pub.wait_for(lambda e: e.get("job") == second and e["event"] in ("cancelled", "dropped"), 10)
+    time.sleep(0.5)
+    assert captions(page) and "carol" in captions(page)[0]
+    t_skip = time.time()
+    bot.send_multipart([b"skip", json.dumps({"token": MOD_TOKEN}).encode()])
+    drop = wait_js(
+        page,
+        f"window.__overlay.log.find(e => e.type === 'dropped' && e.job === '{first}' && e.audible)",
+        5,
+        0.01,
+    )
+    latency = page.execute_script("return window.__overlay.outputLatency()")
+    silenced_ms = drop["wall"] - t_skip * 1000 + latency * 1000
+    assert silenced_ms <= 150, f"silenced {silenced_ms:.0f} ms after the skip"
+    pub.wait_for(lambda e: e.get("job") == first and e["event"] == "cancelled", 10)
+    time.sleep(1.5)  # long enough for the deleted line to have started, had it survived
+    assert captions(page) == []
+    start, rendered = take_capture(page)
+    after = rendered[drop["frame"] - start :]
+    assert len(after) > RATE and not after.any(), "sound after the skip"
+    assert not entries(page, "start", second)
+    assert second not in pub.pcm
+
+
+def test_page_plays_on_after_the_gateway_restarts(page: Any, gateway: Gateway, bot: Any, pub: Events) -> None:
+    before = page.execute_script("return window.__overlay.sockets")
+    gateway.stop()
+    wait_js(page, "!window.__overlay.connected", 10)
+    gateway.start()
+    wait_js(page, f"window.__overlay.connected && window.__overlay.sockets > {before}", 15)
+    time.sleep(0.3)
+    chat(bot, "We are back on the air.", "erin", "r-1")
+    job = job_of(pub, "r-1")
+    wait_js(page, f"window.__overlay.log.some(e => e.type === 'end' && e.job === '{job}')", 30)
+    assert entries(page, "caption", job)
+    assert page.execute_script("return window.__loadedOnce") == "yes"  # not reloaded
