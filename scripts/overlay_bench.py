@@ -1,0 +1,244 @@
+"""Overlay benchmark (numbers for the notes, not a timed test). Run from the checkout:
+
+    PYTHONPATH=$PWD .venv/bin/python scripts/overlay_bench.py [--lines 50] [--part latency,ping,rss]
+
+- latency: daemon PCM publish (a SUB beside the gateway stamps each job's first frame) → the
+  first sample of that job rendered by the overlay's AudioWorklet in headless Chromium (the
+  worklet stamps it with Date.now()); p50/p99 over ``--lines`` lines on loopback.
+- ping: the daemon's control ``ping`` round trip (p50/p99) while lines play, with no overlay and
+  with 20 overlay WebSockets connected and reading.
+- rss: the gateway's RSS while a WebSocket client that never reads is connected and the daemon
+  (unpaced, so audio comes as fast as it is made) speaks minutes of audio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import socket
+import statistics
+import threading
+import time
+from typing import Any
+
+import zmq
+
+from tests.overlay_support import Gateway, chromium, wait_js
+from tests.support import Daemon, running_daemon
+
+
+def pct(xs: list[float], p: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))]
+
+
+class FirstFrames(threading.Thread):
+    """Stamps (time.time(), ms) the first PCM frame of each job on the daemon's PUB."""
+
+    def __init__(self, d: Daemon) -> None:
+        super().__init__(daemon=True)
+        self.sock = d.ctx.socket(zmq.SUB)
+        self.sock.setsockopt(zmq.SUBSCRIBE, b"pcm/")
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(d.pcm_endpoint)
+        self.first: dict[str, float] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            if self.sock.poll(100):
+                frames = self.sock.recv_multipart()
+                t = time.time() * 1000
+                job = json.loads(frames[1])["job"]
+                self.first.setdefault(job, t)
+
+
+def say_and_wait(d: Daemon, dealer: Any, text: str) -> str:
+    dealer.send(json.dumps({"op": "say", "text": text}).encode())
+    job = None
+    while True:
+        ev = json.loads(dealer.recv_multipart()[0])
+        job = job or ev.get("job")
+        if ev["event"] in ("done", "cancelled", "error", "dropped"):
+            return str(job)
+
+
+def latency(d: Daemon, gw: Gateway, lines: int) -> dict[str, Any]:
+    ff = FirstFrames(d)
+    ff.start()
+    driver = chromium()
+    try:
+        driver.get(gw.overlay_url())
+        wait_js(driver, "window.__overlay && window.__overlay.connected")
+        time.sleep(0.5)
+        dealer = d.dealer()
+        say_and_wait(d, dealer, "Warming up the page.")  # creates the AudioContext
+        jobs = [say_and_wait(d, dealer, f"Line number {i}, short and sweet.") for i in range(lines)]
+        time.sleep(1.0)
+        starts = {
+            e["job"]: e["wall"]
+            for e in driver.execute_script("return window.__overlay.log")
+            if e.get("type") == "start"
+        }
+        lat = [starts[j] - ff.first[j] for j in jobs if j in starts and j in ff.first]
+    finally:
+        driver.quit()
+        ff.stop.set()
+    return {
+        "lines": len(lat),
+        "p50_ms": round(pct(lat, 50), 1),
+        "p99_ms": round(pct(lat, 99), 1),
+        "min_ms": round(min(lat), 1),
+        "max_ms": round(max(lat), 1),
+    }
+
+
+def pings(d: Daemon, seconds: float) -> list[float]:
+    """Ping the daemon every 20 ms for ``seconds`` while it speaks; round trips in ms."""
+    dealer = d.dealer()
+    talker = d.dealer()
+    rtt: list[float] = []
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end:
+        if n % 50 == 0:
+            talker.send(json.dumps({"op": "say", "text": f"Background line {n}, to keep audio flowing."}).encode())
+        t0 = time.perf_counter()
+        dealer.send(b'{"op": "ping"}')
+        dealer.recv_multipart()
+        rtt.append((time.perf_counter() - t0) * 1000)
+        n += 1
+        time.sleep(0.02)
+        while talker.poll(0):
+            talker.recv_multipart()
+    d.request({"op": "cancel"})
+    return rtt
+
+
+async def _readers(url: str, n: int, stop: threading.Event, counts: list[int]) -> None:
+    import websockets
+
+    async def one(i: int) -> None:
+        async with websockets.connect(url, max_size=None) as ws:
+            while not stop.is_set():
+                try:
+                    await asyncio.wait_for(ws.recv(), 0.5)
+                    counts[i] += 1
+                except TimeoutError:
+                    pass
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+
+
+def ping_with_overlays(d: Daemon, gw: Gateway, seconds: float, n: int = 20) -> dict[str, Any]:
+    quiet = pings(d, seconds)
+    time.sleep(1.0)
+    stop = threading.Event()
+    counts = [0] * n
+    url = f"ws://127.0.0.1:{gw.port}/overlay/ws?key={gw.key}"
+    t = threading.Thread(target=lambda: asyncio.run(_readers(url, n, stop, counts)), daemon=True)
+    t.start()
+    time.sleep(2.0)
+    busy = pings(d, seconds)
+    stop.set()
+    t.join(5)
+    return {
+        "pings": len(quiet),
+        "no_overlay_p50_ms": round(pct(quiet, 50), 3),
+        "no_overlay_p99_ms": round(pct(quiet, 99), 3),
+        f"{n}_overlays_p50_ms": round(pct(busy, 50), 3),
+        f"{n}_overlays_p99_ms": round(pct(busy, 99), 3),
+        "messages_per_overlay": sorted(counts)[n // 2],
+    }
+
+
+def rss_kb(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def stuck_client(port: int, key: str) -> socket.socket:
+    """A WebSocket client that completes the handshake and then never reads."""
+    s = socket.create_connection(("127.0.0.1", port))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    k = base64.b64encode(os.urandom(16)).decode()
+    s.sendall(
+        (
+            f"GET /overlay/ws?key={key} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {k}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    assert b" 101 " in head, head
+    return s
+
+
+def rss(lines: int) -> dict[str, Any]:
+    with running_daemon({"audio": {"sinks": ["pcm"], "pace": "off"}}) as d:
+        gw = Gateway(d.pcm_endpoint, d.dir / "gateway.log")
+        gw.start()
+        try:
+            assert gw.proc is not None
+            pid = gw.proc.pid
+            base = rss_kb(pid)
+            s = stuck_client(gw.port, gw.key)
+            dealer = d.dealer()
+            text = "This is a rather long line of chat, spoken again and again to fill the pipe. " * 3
+            audio_s = 0.0
+            samples = []
+            for _ in range(lines):
+                dealer.send(json.dumps({"op": "say", "text": text}).encode())
+                while True:
+                    ev = json.loads(dealer.recv_multipart()[0])
+                    if ev["event"] in ("done", "error", "cancelled", "dropped"):
+                        audio_s += float(ev.get("audio_s", 0))
+                        break
+                samples.append(rss_kb(pid))
+            s.close()
+            return {
+                "audio_s_pushed": round(audio_s, 1),
+                "rss_before_kb": base,
+                "rss_peak_kb": max(samples),
+                "rss_end_kb": samples[-1],
+                "rss_series_kb": samples[:: max(1, len(samples) // 10)],
+            }
+        finally:
+            gw.stop()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--lines", type=int, default=50)
+    p.add_argument("--part", default="latency,ping,rss")
+    p.add_argument("--ping-seconds", type=float, default=20.0)
+    a = p.parse_args()
+    out: dict[str, Any] = {}
+    parts = a.part.split(",")
+    if "latency" in parts or "ping" in parts:
+        with running_daemon({"audio": {"sinks": ["pcm"], "pace": "on"}}) as d:
+            gw = Gateway(d.pcm_endpoint, d.dir / "gateway.log")
+            gw.start()
+            try:
+                if "latency" in parts:
+                    out["latency"] = latency(d, gw, a.lines)
+                    print(json.dumps(out["latency"]), flush=True)
+                if "ping" in parts:
+                    out["ping"] = ping_with_overlays(d, gw, a.ping_seconds)
+                    print(json.dumps(out["ping"]), flush=True)
+            finally:
+                gw.stop()
+    if "rss" in parts:
+        out["rss"] = rss(40)
+        print(json.dumps(out["rss"]), flush=True)
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
