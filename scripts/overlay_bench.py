@@ -19,12 +19,11 @@ import base64
 import json
 import os
 import socket
-import statistics
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
-
-import zmq
 
 from tests.overlay_support import Gateway, chromium, wait_js
 from tests.support import Daemon, running_daemon
@@ -35,25 +34,38 @@ def pct(xs: list[float], p: float) -> float:
     return s[min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))]
 
 
-class FirstFrames(threading.Thread):
-    """Stamps (time.time(), ms) the first PCM frame of each job on the daemon's PUB."""
+_STAMPER = """
+import json, sys, time, zmq
+s = zmq.Context().socket(zmq.SUB)
+s.setsockopt(zmq.SUBSCRIBE, b"pcm/")
+s.connect(sys.argv[1])
+seen = set()
+while True:
+    frames = s.recv_multipart()
+    t = time.time() * 1000
+    job = json.loads(frames[1])["job"]
+    if job not in seen:
+        seen.add(job)
+        print(job, t, flush=True)
+"""
+
+
+class FirstFrames:
+    """Stamps (time.time(), ms) the first PCM frame of each job on the daemon's PUB, in a process of
+    its own (a thread here would wait for the GIL behind the browser driver and stamp late)."""
 
     def __init__(self, d: Daemon) -> None:
-        super().__init__(daemon=True)
-        self.sock = d.ctx.socket(zmq.SUB)
-        self.sock.setsockopt(zmq.SUBSCRIBE, b"pcm/")
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.connect(d.pcm_endpoint)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _STAMPER, d.pcm_endpoint], stdout=subprocess.PIPE, text=True
+        )
         self.first: dict[str, float] = {}
-        self.stop = threading.Event()
 
-    def run(self) -> None:
-        while not self.stop.is_set():
-            if self.sock.poll(100):
-                frames = self.sock.recv_multipart()
-                t = time.time() * 1000
-                job = json.loads(frames[1])["job"]
-                self.first.setdefault(job, t)
+    def stop(self) -> None:
+        self.proc.terminate()
+        out, _ = self.proc.communicate(timeout=10)
+        for line in out.splitlines():
+            job, t = line.split()
+            self.first[job] = float(t)
 
 
 def say_and_wait(d: Daemon, dealer: Any, text: str) -> str:
@@ -68,7 +80,6 @@ def say_and_wait(d: Daemon, dealer: Any, text: str) -> str:
 
 def latency(d: Daemon, gw: Gateway, lines: int) -> dict[str, Any]:
     ff = FirstFrames(d)
-    ff.start()
     driver = chromium()
     try:
         driver.get(gw.overlay_url())
@@ -83,10 +94,10 @@ def latency(d: Daemon, gw: Gateway, lines: int) -> dict[str, Any]:
             for e in driver.execute_script("return window.__overlay.log")
             if e.get("type") == "start"
         }
-        lat = [starts[j] - ff.first[j] for j in jobs if j in starts and j in ff.first]
     finally:
         driver.quit()
-        ff.stop.set()
+        ff.stop()
+    lat = [starts[j] - ff.first[j] for j in jobs if j in starts and j in ff.first]
     return {
         "lines": len(lat),
         "p50_ms": round(pct(lat, 50), 1),
@@ -105,7 +116,9 @@ def pings(d: Daemon, seconds: float) -> list[float]:
     n = 0
     while time.monotonic() < end:
         if n % 50 == 0:
-            talker.send(json.dumps({"op": "say", "text": f"Background line {n}, to keep audio flowing."}).encode())
+            talker.send(
+                json.dumps({"op": "say", "text": f"Background line {n}, to keep audio flowing."}).encode()
+            )
         t0 = time.perf_counter()
         dealer.send(b'{"op": "ping"}')
         dealer.recv_multipart()
@@ -156,9 +169,10 @@ def ping_with_overlays(d: Daemon, gw: Gateway, seconds: float, n: int = 20) -> d
 
 
 def rss_kb(pid: int) -> int:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
     return 0
 
 
