@@ -194,34 +194,74 @@ def stuck_client(port: int, key: str) -> socket.socket:
     return s
 
 
-def rss(lines: int) -> dict[str, Any]:
+def rss(seconds: float, clients: int = 5) -> dict[str, Any]:
+    """Gateway RSS, sampled every 0.2 s, while ``clients`` WebSockets that never read are connected
+    and the (unpaced) daemon speaks for ``seconds``."""
     with running_daemon({"audio": {"sinks": ["pcm"], "pace": "off"}}) as d:
-        gw = Gateway(d.pcm_endpoint, d.dir / "gateway.log")
+        gw = Gateway(d)
         gw.start()
         try:
             assert gw.proc is not None
             pid = gw.proc.pid
+            time.sleep(1.0)
             base = rss_kb(pid)
-            s = stuck_client(gw.port, gw.key)
-            dealer = d.dealer()
-            text = "This is a rather long line of chat, spoken again and again to fill the pipe. " * 3
+            samples: list[tuple[float, int]] = []
+            stop = threading.Event()
+
+            def sample() -> None:
+                while not stop.is_set():
+                    samples.append((time.monotonic(), rss_kb(pid)))
+                    time.sleep(0.2)
+
+            threading.Thread(target=sample, daemon=True).start()
+            stuck = [stuck_client(gw.port, gw.key) for _ in range(clients)]
+            t0 = time.monotonic()
+            talker = d.dealer()
+            text = "This is a rather long line of chat, spoken again and again to fill the pipe. " * 2
             audio_s = 0.0
-            samples = []
-            for _ in range(lines):
-                dealer.send(json.dumps({"op": "say", "text": text}).encode())
-                while True:
-                    ev = json.loads(dealer.recv_multipart()[0])
+            sent = 0
+            while time.monotonic() - t0 < seconds:
+                if sent < 4:  # keep a few lines queued
+                    talker.send(json.dumps({"op": "say", "text": text}).encode())
+                    sent += 1
+                if talker.poll(100):
+                    ev = json.loads(talker.recv_multipart()[0])
                     if ev["event"] in ("done", "error", "cancelled", "dropped"):
                         audio_s += float(ev.get("audio_s", 0))
-                        break
-                samples.append(rss_kb(pid))
-            s.close()
+                        sent -= 1
+            stop.set()
+            d.request({"op": "cancel"})
+            # what each stuck client's kernel buffer holds, and whether the gateway closed it
+            held, closed = [], 0
+            for c in stuck:
+                c.setblocking(False)
+                n = 0
+                try:
+                    while True:
+                        b = c.recv(1 << 16)
+                        if not b:
+                            closed += 1
+                            break
+                        n += len(b)
+                except BlockingIOError:
+                    pass
+                held.append(n)
+                c.close()
+            time.sleep(0.5)
+            log = [ln for ln in gw.log.read_text().splitlines() if "fell behind" in ln]
+            peak = max(r for _, r in samples)
             return {
+                "stuck_clients": clients,
+                "seconds": seconds,
                 "audio_s_pushed": round(audio_s, 1),
+                "pcm_mb_pushed": round(audio_s * 22050 * 2 / 1e6, 1),
                 "rss_before_kb": base,
-                "rss_peak_kb": max(samples),
-                "rss_end_kb": samples[-1],
-                "rss_series_kb": samples[:: max(1, len(samples) // 10)],
+                "rss_peak_kb": peak,
+                "rss_end_kb": samples[-1][1],
+                "rss_every_5s_kb": [r for i, (_, r) in enumerate(samples) if i % 25 == 0],
+                "closed_by_gateway": closed,
+                "bytes_in_client_buffers": held,
+                "gateway_log": log[-clients:],
             }
         finally:
             gw.stop()
@@ -232,12 +272,13 @@ def main() -> None:
     p.add_argument("--lines", type=int, default=50)
     p.add_argument("--part", default="latency,ping,rss")
     p.add_argument("--ping-seconds", type=float, default=20.0)
+    p.add_argument("--rss-seconds", type=float, default=60.0)
     a = p.parse_args()
     out: dict[str, Any] = {}
     parts = a.part.split(",")
     if "latency" in parts or "ping" in parts:
         with running_daemon({"audio": {"sinks": ["pcm"], "pace": "on"}}) as d:
-            gw = Gateway(d.pcm_endpoint, d.dir / "gateway.log")
+            gw = Gateway(d)
             gw.start()
             try:
                 if "latency" in parts:
@@ -249,7 +290,7 @@ def main() -> None:
             finally:
                 gw.stop()
     if "rss" in parts:
-        out["rss"] = rss(40)
+        out["rss"] = rss(a.rss_seconds)
         print(json.dumps(out["rss"]), flush=True)
     print(json.dumps(out, indent=1))
 

@@ -21,7 +21,7 @@ background: repeating-conic-gradient(#b9b9b9 0 25%, #7d7d7d 0 50%) 0 0 / 40px 40
 def main() -> None:
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "docs" / "overlay.png"
     with running_daemon({"audio": {"sinks": ["pcm"], "pace": "on"}}) as d:
-        gw = Gateway(d.pcm_endpoint, d.dir / "gateway.log")
+        gw = Gateway(d)
         gw.start()
         driver = chromium()
         try:

@@ -1,6 +1,6 @@
 """Support for the overlay tests and benchmark: the gateway as a subprocess, and headless Chromium.
 
-Both are the real things: the gateway serves the overlay routes from the package, Chromium
+Both are the real things: ``ishowtts-web`` serves the overlay from the package, Chromium
 (Debian's, driven by Selenium 4 through Debian's chromedriver) runs the page and its AudioWorklet
 in real time with no sound card.
 """
@@ -14,12 +14,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tomlkit
 
-from tests.support import REPO
+from tests.support import REPO, Daemon
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -33,13 +33,30 @@ def free_port() -> int:
 
 
 class Gateway:
-    """The overlay gateway process, restartable on the same port."""
+    """The real ``ishowtts-web`` process next to a daemon, restartable on the same port, with the
+    overlay key (and an API token) written beforehand."""
 
-    def __init__(self, pcm: str, log: Path, port: int | None = None, key: str = KEY) -> None:
-        self.pcm = pcm
+    def __init__(self, daemon: Daemon, port: int | None = None, key: str = KEY) -> None:
         self.port = port or free_port()
         self.key = key
-        self.log = log
+        d = daemon.dir
+        (d / "web").mkdir(exist_ok=True)
+        for name, secret in (("overlay.key", key), ("token", "api-token-for-the-overlay-tests")):
+            f = d / "web" / name
+            f.write_text(secret + "\n")
+            f.chmod(0o600)
+        settings = {
+            "daemon": {"state_dir": str(d / "state"), "log_level": "info"},
+            "zmq": dict(daemon.settings["zmq"]),
+            "web": {
+                "listen": f"127.0.0.1:{self.port}",
+                "token_file": str(d / "web" / "token"),
+                "overlay_key_file": str(d / "web" / "overlay.key"),
+            },
+        }
+        self.config = d / f"web-{self.port}.toml"
+        self.config.write_text(tomlkit.dumps(settings))
+        self.log = self.config.with_suffix(".log")
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -51,11 +68,9 @@ class Gateway:
         return f"{self.base}/overlay?{q}"
 
     def start(self, timeout_s: float = 30.0) -> None:
-        cmd = [sys.executable, "-m", "tests.overlay_gateway", "--pcm", self.pcm]
-        cmd += ["--port", str(self.port), "--key", self.key]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                cmd,
+                [sys.executable, "-m", "ishowttsd.web.cli", "--config", str(self.config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=REPO,
@@ -77,7 +92,7 @@ class Gateway:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(10)
+                self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()

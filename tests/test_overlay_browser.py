@@ -35,7 +35,7 @@ def daemon() -> Iterator[Daemon]:
 
 @pytest.fixture(scope="module")
 def gateway(daemon: Daemon) -> Iterator[Gateway]:
-    gw = Gateway(daemon.pcm_endpoint, daemon.dir / "gateway.log")
+    gw = Gateway(daemon)
     gw.start()
     yield gw
     gw.stop()

@@ -60,7 +60,7 @@ RouteProvider = Callable[[Gateway], Sequence[BaseRoute]]
 def _overlay(gw: Gateway) -> Sequence[BaseRoute]:
     from ishowttsd.web import overlay
 
-    return overlay.routes(gw.feed, gw.keys.overlay_ok)
+    return overlay.routes(gw.feed, gw.keys.overlay_ok, lambda: overlay.default_voice_rate(gw.daemon))
 
 
 def _dashboard(gw: Gateway) -> Sequence[BaseRoute]:

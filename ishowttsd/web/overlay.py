@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import json
 import struct
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ishowttsd import log
+from ishowttsd.client.aio import DaemonClient
 from ishowttsd.client.feed import Feed, FeedEvent, FeedItem, Link, PcmFrame
 
 _log = log.get(__name__)
@@ -48,6 +49,8 @@ QUEUE_ITEMS = 256
 
 SEND_TIMEOUT_S = 10.0
 """A WebSocket whose send has been blocked this long is closed (its page is not reading)."""
+
+CLOSE_TIMEOUT_S = 2.0
 
 EVENTS = frozenset({"started", "done", "cancelled", "error", "paused", "resumed"})
 FIELDS = ("event", "job", "text", "user", "source", "kind", "platform", "channel", "reason")
@@ -74,8 +77,23 @@ def _unauthorized() -> Response:
     return JSONResponse({"error": "unauthorized"}, status_code=401)
 
 
-def routes(feed: Feed, check_key: KeyCheck, queue_items: int = QUEUE_ITEMS) -> list[BaseRoute]:
-    """The overlay's routes, to be mounted at the gateway's root."""
+RateHint = Callable[[], Awaitable[int | None]]
+"""The daemon's sample rate before any audio has been seen (its default voice's), or None."""
+
+
+async def default_voice_rate(client: DaemonClient) -> int | None:
+    """The daemon's default voice's sample rate (Hertz), asked over its control socket."""
+    voices = await client.voices()
+    rates = [v.sample_rate for v in voices if v.default] + [v.sample_rate for v in voices]
+    return next((r for r in rates if r > 0), None)
+
+
+def routes(
+    feed: Feed, check_key: KeyCheck, rate_hint: RateHint | None = None, queue_items: int = QUEUE_ITEMS
+) -> list[BaseRoute]:
+    """The overlay's routes, to be mounted at the gateway's root. ``rate_hint``: asked when a page
+    connects before any audio has passed, so the page makes its AudioContext at the daemon's rate
+    then, not when the first line arrives (which would delay that line's start)."""
     page_html = (STATIC / "overlay.html").read_text(encoding="utf-8")
 
     async def page(request: Request) -> Response:
@@ -92,7 +110,11 @@ def routes(feed: Feed, check_key: KeyCheck, queue_items: int = QUEUE_ITEMS) -> l
             return
         await ws.accept()
         with feed.subscribe(queue_items) as sub:
-            hello = {"type": "hello", "rate": feed.rate, "daemon": feed.connected}
+            rate = feed.rate
+            if rate is None and rate_hint is not None:
+                with contextlib.suppress(Exception):  # a daemon away or warming up: the first frame tells
+                    rate = await asyncio.wait_for(rate_hint(), 1.0)
+            hello = {"type": "hello", "rate": rate, "daemon": feed.connected}
             await ws.send_text(json.dumps(hello))
             sender = asyncio.create_task(_forward(ws, sub.get))
             reader = asyncio.create_task(_until_closed(ws))
@@ -104,10 +126,12 @@ def routes(feed: Feed, check_key: KeyCheck, queue_items: int = QUEUE_ITEMS) -> l
                 for t in (sender, reader):
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await t
-                if sub.drops:
-                    _log.info("overlay fell behind", dropped=sub.drops)
-            with contextlib.suppress(Exception):
-                await ws.close()
+            stuck = sender.done() and not sender.cancelled() and isinstance(sender.exception(), TimeoutError)
+            if sub.drops or stuck:
+                _log.info("overlay fell behind", dropped=sub.drops, closed=stuck)
+        # The subscription is gone; a page that does not read may not even take the close frame.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(ws.close(), CLOSE_TIMEOUT_S)
 
     return [
         Route("/overlay", page, methods=["GET"]),
