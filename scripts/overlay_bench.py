@@ -245,6 +245,8 @@ def rss(seconds: float, clients: int = 5) -> dict[str, Any]:
                         n += len(b)
                 except BlockingIOError:
                     pass
+                except ConnectionResetError:  # the gateway aborted it
+                    closed += 1
                 held.append(n)
                 c.close()
             time.sleep(0.5)

@@ -96,7 +96,7 @@ def test_captions_follow_the_audio_which_is_gapless_and_transcribes(
     ]
     for user, text, mid in lines:
         chat(bot, text, user, mid)
-    jobs = [job_of(pub, mid) for _, _, mid in lines]
+    jobs = [job_of(pub, mid, "queued") for _, _, mid in lines]
 
     # (1) while each line plays its caption shows who said what; it is gone after
     seen: dict[str, set[str]] = {j: set() for j in jobs}
@@ -112,7 +112,7 @@ def test_captions_follow_the_audio_which_is_gapless_and_transcribes(
             seen[playing].update(shown)
         time.sleep(0.1)
     for (user, text, _), job in zip(lines, jobs, strict=True):
-        assert f"{user}{text}" in seen[job] or f"{user}: {text}" in seen[job], seen[job]
+        assert f"{user}{text}" in seen[job] or f"{user}: {text}" in seen[job], seen
         assert entries(page, "caption", job) and entries(page, "uncaption", job)
     time.sleep(0.2)
     assert captions(page) == []
