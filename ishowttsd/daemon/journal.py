@@ -27,8 +27,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from ishowttsd import log
+from ishowttsd import journal_repair, log
 from ishowttsd.protocol import PRIORITIES
 
 _log = log.get(__name__)
@@ -70,6 +71,33 @@ class JournalError(RuntimeError):
     def __init__(self, message: str, code: str = "journal_error") -> None:
         super().__init__(message)
         self.code = code
+
+
+class _Damaged(sqlite3.DatabaseError):
+    """The integrity check found damage (SQLite itself raises plain DatabaseError for it)."""
+
+
+@dataclass(frozen=True)
+class Damage:
+    """A journal found damaged at start: where it went and what was read back from it."""
+
+    problem: str
+    moved_to: Path
+    rows: list[dict[str, Any]]
+    """Every job row recovered (waiting ones are replayed; the rest is history)."""
+    recovered: int
+    """Waiting (accepted or started) jobs among them."""
+    unreadable_pages: int
+    """Pages of the file with no readable version: rows that were on them are lost."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "problem": self.problem,
+            "moved_to": str(self.moved_to),
+            "recovered_jobs": self.recovered,
+            "recovered_rows": len(self.rows),
+            "unreadable_pages": self.unreadable_pages,
+        }
 
 
 class JournalFull(JournalError):
@@ -155,25 +183,69 @@ class Journal:
         self._clock = clock
         self._lock = threading.Lock()
         self.counters = {"written": 0, "write_errors": 0, "replayed": 0, "pruned": 0}
+        self.damage: Damage | None = None
+        """Set when the journal was found damaged at open (and what was recovered)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._db = self._open(sync, max_bytes)
-        except sqlite3.DatabaseError as e:
-            if isinstance(e, sqlite3.OperationalError):
-                raise  # locked, unwritable, disk full: the file may be fine, so never move it aside
-            # A corrupt journal must not keep the daemon from speaking: set it aside, loudly.
-            aside = path.with_name(f"{path.name}.corrupt-{int(self._clock())}")
-            _log.error(
-                "journal unreadable; moved aside, starting empty",
-                path=str(path),
-                moved_to=str(aside),
-                error=str(e),
-            )
+        # Checked before SQLite opens the files: SQLite would silently cut a damaged log.
+        problem = journal_repair.wal_problem(Path(f"{path}-wal"))
+        if problem is None:
+            try:
+                self._db = self._open(sync, max_bytes)
+                return
+            except sqlite3.DatabaseError as e:
+                if isinstance(e, sqlite3.OperationalError):
+                    raise  # locked, unwritable, disk full: the file may be fine, so never move it aside
+                problem = str(e)
+        # A damaged journal must not keep the daemon from speaking: set it aside, recover what
+        # can be read, and say so (log here; status and an event through ``damage``).
+        self.damage = self._recover(problem)
+        self._db = self._open(sync, max_bytes)
+        self._restore(self.damage.rows)
+
+    def _recover(self, problem: str) -> Damage:
+        path = self.path
+        aside = path.with_name(f"{path.name}.corrupt-{int(self._clock())}")
+        n = 1
+        while aside.exists():
+            aside = path.with_name(f"{path.name}.corrupt-{int(self._clock())}-{n}")
+            n += 1
+        with contextlib.suppress(FileNotFoundError):
             path.rename(aside)
-            for suffix in ("-wal", "-shm"):
-                with contextlib.suppress(FileNotFoundError):
-                    Path(str(path) + suffix).unlink()
-            self._db = self._open(sync, max_bytes)
+        with contextlib.suppress(FileNotFoundError):
+            Path(f"{path}-wal").rename(Path(f"{aside}-wal"))
+        with contextlib.suppress(FileNotFoundError):
+            Path(f"{path}-shm").unlink()
+        found = journal_repair.salvage(aside)
+        waiting = sum(1 for r in found.rows if r["state"] in ("accepted", "started"))
+        damage = Damage(
+            problem=problem,
+            moved_to=aside,
+            rows=found.rows,
+            recovered=waiting,
+            unreadable_pages=found.unreadable_pages,
+        )
+        _log.error(
+            "journal damaged; moved aside, recovered what could be read",
+            path=str(path),
+            moved_to=str(aside),
+            problem=problem,
+            recovered_waiting_jobs=waiting,
+            recovered_rows=len(found.rows),
+            unreadable_pages=found.unreadable_pages,
+        )
+        return damage
+
+    def _restore(self, rows: list[dict[str, Any]]) -> None:
+        """Write the salvaged rows into the fresh file (the newest copy of a job id wins)."""
+        cols = ", ".join(journal_repair.COLUMNS)
+        marks = ", ".join("?" for _ in journal_repair.COLUMNS)
+        try:
+            with self._tx() as db:
+                for r in sorted(rows, key=lambda r: r["updated_at"]):
+                    db.execute(f"INSERT OR REPLACE INTO jobs ({cols}) VALUES ({marks})",
+                               [r[c] for c in journal_repair.COLUMNS])  # fmt: skip
+        except sqlite3.Error as e:
+            _log.error("recovered jobs could not be written back", error=str(e))
 
     def _open(self, sync: str, max_bytes: int | None) -> sqlite3.Connection:
         db = sqlite3.connect(
@@ -181,6 +253,12 @@ class Journal:
         )
         try:
             db.execute("PRAGMA journal_mode=WAL")
+            # Integrity first, before anything is written; quick_check reads every page.
+            verdict = [r[0] for r in db.execute("PRAGMA quick_check(5)").fetchall()]
+            if verdict != ["ok"]:
+                raise _Damaged(f"integrity check failed: {'; '.join(verdict)}")
+            # Deleted rows and freed pages are zeroed, so a salvage never finds stale copies of jobs.
+            db.execute("PRAGMA secure_delete=ON")
             db.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
             db.executescript(_SCHEMA)
             version = db.execute("PRAGMA user_version").fetchone()[0]
