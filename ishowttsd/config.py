@@ -50,7 +50,8 @@ class ZmqSettings:
     ingest_connect: tuple[str, ...] = ()
     pcm: str = field(default_factory=lambda: paths.default_endpoint("pcm"))
     max_message_bytes: int = 65536
-    """Largest inbound frame accepted (ZMQ_MAXMSGSIZE): a larger one drops the peer's connection."""
+    """Largest request accepted, in bytes: a larger control request is answered ``too_large`` (up to
+    the control socket's transport bound, 8 MiB); a larger ingest frame drops the bot's connection."""
     pcm_hwm: int = 2000
     """PUB high-water mark in messages: a subscriber that stops reading loses frames, never stalls us."""
 

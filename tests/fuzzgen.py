@@ -1,7 +1,9 @@
 """Hypothesis strategies and a corpus of hostile messages for the control and ingest sockets.
 
-Every generated message stays under the default ``[zmq] max_message_bytes`` (64 KiB): frames
-over it are tested on their own (libzmq drops them with the connection, unanswered).
+About one generated control body in eight is big: from just over the default
+``[zmq] max_message_bytes`` (64 KiB) to 4 MiB, each answered ``too_large`` unread. Frames over the
+control socket's transport bound (8 MiB) are tested on their own (libzmq drops them with the
+connection, unanswered).
 """
 
 from __future__ import annotations
@@ -135,8 +137,31 @@ def encoded(objs: st.SearchStrategy[Any]) -> st.SearchStrategy[bytes]:
     return st.builds(_encode, objs, st.sampled_from(["ascii", "utf8", "utf8", "utf16"]))
 
 
+BIG_MIN = (64 << 10) + 1
+BIG_MAX = 4 << 20
+"""Big control bodies: over the default max_message_bytes, up to 4 MiB (under the 8 MiB bound)."""
+
+
+def big_body(n: int, how: str) -> bytes:
+    """An ``n``-byte body: a say with a huge text, a padded ping, raw bytes, or deep nesting."""
+    if how == "raw":
+        return bytes(range(256)) * (n // 256) + b"\xff" * (n % 256)
+    if how == "nested":
+        return b"[" * (n // 2) + b"]" * (n - n // 2)
+    head, tail = (b'{"op": "say", "text": "', b'"}') if how == "say" else (b'{"op": "ping", "pad": "', b'"}')
+    return head + b"a" * (n - len(head) - len(tail)) + tail
+
+
+big_bodies = st.builds(
+    big_body,
+    st.integers(BIG_MIN, BIG_MAX) | st.sampled_from([BIG_MIN, 1 << 20, BIG_MAX]),
+    st.sampled_from(["say", "ping", "raw", "nested"]),
+)
+
+
 def bodies(op: st.SearchStrategy[Any]) -> st.SearchStrategy[bytes]:
     return st.one_of(
+        big_bodies,
         encoded(plausible_says),
         encoded(plausible_says),
         mutated(encoded(requests(op))),
@@ -309,6 +334,11 @@ REQUEST_BODIES: list[bytes] = [
 
 REQUEST_CORPUS: list[list[bytes]] = [
     *[[b] for b in REQUEST_BODIES],
+    [big_body(65536, "say")],  # exactly at the default limit: read and parsed
+    [big_body(65537, "say")],
+    [big_body(BIG_MAX, "ping")],
+    [b"", big_body(1 << 20, "say")],
+    [_j({"op": "ping"}), b"x" * 65536],  # over the limit only with its extra frame
     [b""],
     [b"", b""],
     [b"", b"", _j({"op": "ping"})],

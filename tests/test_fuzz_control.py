@@ -3,8 +3,9 @@
 Property-based (hypothesis) and corpus-driven: wrong frame counts, non-UTF-8, invalid JSON,
 wrong types, lone surrogates, deep nesting, unknown ops, NUL bytes, control characters, and
 frames over ``[zmq] max_message_bytes``. Invariants: the daemon never dies; every request under
-the size limit gets an answer; a frame over it is dropped by libzmq with the connection (no
-answer, no memory); after the fuzz a normal ``say`` is spoken.
+the transport bound (8 MiB) gets an answer, ``too_large`` over ``max_message_bytes`` (the
+generator sends frames from 64 KiB to 4 MiB); a frame over the bound is dropped by libzmq with
+the connection (no answer, no memory); after the fuzz a normal ``say`` is spoken.
 
 CI runs a few hundred cases per socket; ``ISHOWTTS_LONG=1 pytest -m long`` runs 10,000.
 tests/test_control.py holds the table of known-bad requests and their codes; this file is the
@@ -25,13 +26,18 @@ from hypothesis import HealthCheck, given, settings
 from robust import LONG, announce_huge_frame, ipc_path, record, rss_kb, wait_disconnected
 from support import Daemon, collect_until_terminal, running_daemon
 
+from ishowttsd.server import TRANSPORT_MAX_BYTES
+
+LIMIT = 65536
+"""The daemon's [zmq] max_message_bytes (the default)."""
 CI_CASES = 300
 LONG_CASES = 10_000
 ANSWER_TIMEOUT_S = 20.0
 
 # A reply that can only be the answer to the request just sent (the worker's own events,
 # started/done/cancelled/error-with-job/dropped-stale, can arrive at any time in between).
-DIRECT = {"queued", "pong", "status", "voices", "ok"}
+DIRECT = {"queued", "pong", "status", "voices", "ok", "queue", "history", "voices_reloaded"}
+LATE = {"voices_reloaded", "done", "cancelled", "dropped", "error"}
 
 FUZZ_SETTINGS = {
     "queue": {"max_jobs": 8, "max_text_chars": 300},
@@ -63,10 +69,16 @@ class DealerProbe:
         self.sock = daemon.dealer()
         self.sent = 0
         self.answers = 0
+        self.big = 0
+        self.biggest = 0
         self.outcomes: dict[str, int] = {}
 
     def check(self, frames: list[bytes]) -> None:
         assert self.daemon.proc is not None
+        size = sum(len(f) for f in frames)
+        if size > LIMIT:
+            self.big += 1
+            self.biggest = max(self.biggest, size)
         token = f"sentinel-{uuid.uuid4().hex[:8]}"
         self.sock.send_multipart(frames)
         self.sock.send(json.dumps({"op": "ping", "req": token}).encode())
@@ -89,7 +101,11 @@ class DealerProbe:
                 self.outcomes[key] = self.outcomes.get(key, 0) + 1
             assert ev.get("code") != "internal_error", f"{frames!r} hit a daemon bug: {ev}"
             answered = answered or _is_direct_answer(ev)
-        assert answered, f"the request {frames!r} got no answer before the next one's"
+        while not answered and self.sock.poll(int(max(0.0, deadline - time.monotonic()) * 1000)):
+            # Answered later than the sentinel: reload_voices once the worker has the voices,
+            # a REQ-style "wait" say when it has been heard (paced output: in real time).
+            answered = _json_frame(self.sock.recv_multipart()).get("event") in LATE
+        assert answered, f"the request {frames!r} got no answer"
         self.answers += 1
         assert self.daemon.proc.poll() is None
 
@@ -179,9 +195,12 @@ def _fuzz_dealer(d: Daemon, n: int) -> None:
         bad_messages=st["counters"]["bad_messages"],
         jobs=st["jobs"],
         outcomes=probe.outcomes,
+        big_frames=probe.big,
+        biggest_frame_bytes=probe.biggest,
         rss_growth_mb=round((rss1 - rss0) / 1024, 1),
     )
     assert probe.answers == probe.sent >= n
+    assert probe.big > 0 and probe.outcomes.get("error:too_large", 0) == probe.big, probe.outcomes
     assert st["jobs"]["done"] > 0, st  # the generator did reach the engine
     assert "error:engine_error" not in probe.outcomes, "well-formed text failed in the engine"
     assert "handler failed" not in d.log_text()
@@ -239,7 +258,8 @@ def test_fuzz_control_req_long(daemon: Daemon) -> None:
 
 
 def test_100mb_frame_is_dropped_without_memory_growth(daemon: Daemon) -> None:
-    """A real 100 MB frame on DEALER and REQ: libzmq drops the connection; RSS barely moves."""
+    """A real 100 MB frame (over the 8 MiB transport bound) on DEALER and REQ: libzmq drops the
+    connection; RSS barely moves."""
     pid = daemon.proc.pid  # type: ignore[union-attr]
     rss0 = rss_kb(pid)
     big = b"\x00" * (100 << 20)
@@ -278,6 +298,38 @@ def test_announced_gigabyte_frame_drops_the_connection(daemon: Daemon, size: int
     assert daemon.request({"op": "ping"})["event"] == "pong"
     record("announced_huge_frame_control", frame_bytes=size, rss_growth_mb=round((rss1 - rss0) / 1024, 1))
     assert (rss1 - rss0) / 1024 < 8
+
+
+@pytest.mark.parametrize("size", [LIMIT + 1, 1 << 20, 4 << 20, TRANSPORT_MAX_BYTES])
+def test_frames_over_the_limit_get_too_large_up_to_the_transport_bound(daemon: Daemon, size: int) -> None:
+    """Over max_message_bytes and up to the 8 MiB transport bound: an answer naming the limit
+    (ishowtts-say used to report "the daemon did not answer" for a 64 KiB line)."""
+    for kind in (zmq.DEALER, zmq.REQ):
+        s = daemon.ctx.socket(kind)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(daemon.control)
+        body = json.dumps({"op": "say", "text": "a" * (size - 40), "req": "big"}).encode()
+        s.send(body + b" " * (size - len(body)))
+        assert s.poll(20000), f"no answer to a {size}-byte request"
+        ev = json.loads(s.recv_multipart()[-1])
+        assert ev["event"] == "error" and ev["code"] == "too_large", ev
+        assert ev["limit"] == LIMIT and ev["size"] == size and str(LIMIT) in ev["reason"], ev
+        s.close(0)
+    assert daemon.request({"op": "ping"})["event"] == "pong"
+
+
+def test_a_frame_over_the_transport_bound_drops_the_connection(daemon: Daemon) -> None:
+    s = daemon.ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    monitor = s.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+    s.connect(daemon.control)
+    s.send(b"x" * (TRANSPORT_MAX_BYTES + 1))
+    assert wait_disconnected(monitor)
+    assert not s.poll(200)
+    s.disable_monitor()
+    monitor.close(0)
+    s.close(0)
+    assert daemon.request({"op": "ping"})["event"] == "pong"
 
 
 def test_frame_just_under_the_limit_is_answered(daemon: Daemon) -> None:

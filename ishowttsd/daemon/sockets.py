@@ -25,6 +25,17 @@ from ishowttsd.protocol import ChatMessage, ProtocolError, Request
 
 _log = log.get(__name__)
 
+TRANSPORT_MAX_BYTES = 8 << 20
+"""Largest control frame libzmq accepts (ZMQ_MAXMSGSIZE) when ``[zmq] max_message_bytes`` is
+smaller: frames up to this are read and, over max_message_bytes, answered ``too_large``; a larger
+one drops the sender's connection at its header, before anything is allocated."""
+
+
+def transport_bound(max_message_bytes: int) -> int:
+    """ZMQ_MAXMSGSIZE of the control socket."""
+    return max(TRANSPORT_MAX_BYTES, max_message_bytes)
+
+
 INGEST_SLICE_S = 0.01
 """Longest stretch spent on queued chat before control requests get their turn (a ping stays fast)."""
 
@@ -61,6 +72,7 @@ class Server:
             "rejected": 0,
             "dropped": 0,
             "bad_messages": 0,
+            "too_large": 0,
         }
         self.chat_hooks: list[Callable[[ChatMessage, Job], bool]] = []
         """Filters (chat moderation) that rewrite a chat job in place, or drop it (return False,
@@ -104,8 +116,12 @@ class Server:
         s: zmq.Socket[Any] = self.ctx.socket(kind)
         s.setsockopt(zmq.LINGER, 0)
         if kind != zmq.PUB:
-            # A peer sending a larger frame is disconnected before it can exhaust memory.
-            s.setsockopt(zmq.MAXMSGSIZE, self.settings.zmq.max_message_bytes)
+            # A peer sending a larger frame is disconnected before it can exhaust memory. The
+            # control socket takes frames up to the transport bound and answers the ones over
+            # [zmq] max_message_bytes with ``too_large``; a bot on ingest cannot be answered.
+            z = self.settings.zmq
+            bound = transport_bound(z.max_message_bytes) if kind == zmq.ROUTER else z.max_message_bytes
+            s.setsockopt(zmq.MAXMSGSIZE, bound)
             s.setsockopt(zmq.RCVHWM, 10000)
         return s
 
@@ -266,6 +282,23 @@ class Server:
         peer = frames[0]
         env = self._envelope(frames)
         body = frames[1 + len(env) :]
+        limit = self.settings.zmq.max_message_bytes
+        size = sum(len(f) for f in body)
+        if size > limit:  # answered unread: never parsed, never queued
+            self.counters["bad_messages"] += 1
+            self.counters["too_large"] += 1
+            self._reply(
+                peer,
+                env,
+                {
+                    "event": "error",
+                    "code": "too_large",
+                    "reason": f"request of {size} bytes; [zmq] max_message_bytes is {limit}",
+                    "limit": limit,
+                    "size": size,
+                },
+            )
+            return
         if len(body) != 1:
             self.counters["bad_messages"] += 1
             self._reply(
