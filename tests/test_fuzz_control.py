@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from robust import LONG, announce_huge_frame, ipc_path, record, rss_kb, wait_disconnected
 from support import Daemon, collect_until_terminal, running_daemon
 
-from ishowttsd.server import TRANSPORT_MAX_BYTES
+from ishowttsd.daemon.sockets import TRANSPORT_MAX_BYTES
 
 LIMIT = 65536
 """The daemon's [zmq] max_message_bytes (the default)."""

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from ishowttsd.journal import Entry, Journal
-from ishowttsd.journal_repair import salvage, wal_problem
+from ishowttsd.daemon.journal import Entry, Journal
+from ishowttsd.daemon.journal_repair import salvage, wal_problem
 
 _WRITER = """
 import os, sys
 from pathlib import Path
-from ishowttsd.journal import Entry, Journal
+from ishowttsd.daemon.journal import Entry, Journal
 d = Path(sys.argv[1])
 j = Journal.in_dir(d)
 for i in range(40):  # history, checkpointed into the main file by a clean close

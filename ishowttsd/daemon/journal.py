@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ishowttsd import journal_repair, log
+from ishowttsd import log
+from ishowttsd.daemon import journal_repair
 from ishowttsd.protocol import PRIORITIES
 
 _log = log.get(__name__)

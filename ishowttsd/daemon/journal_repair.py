@@ -179,7 +179,7 @@ def _record(payload: bytes) -> list[Any]:
 
 def _job_row(rowid: int, values: list[Any]) -> dict[str, Any] | None:
     """A ``jobs`` row from a record, or None when the record is something else (or garbage)."""
-    from ishowttsd.journal import STATES
+    from ishowttsd.daemon.journal import STATES
     from ishowttsd.protocol import PRIORITIES
 
     if len(values) not in (len(COLUMNS) - 1, len(COLUMNS)):
