@@ -29,6 +29,7 @@ from ishowttsd.engine.base import AudioChunk
 from ishowttsd.engine.piper_engine import PiperEngine
 from tests import asr
 from tests.support import Daemon, running_daemon
+from tests.websupport import chat_lines
 
 LINE = "Thanks for the follow, and welcome to the stream."
 
@@ -195,9 +196,8 @@ def test_private_say_completes_while_100_chat_lines_are_spoken(daemon: Daemon) -
         async with DaemonClient(daemon.control, timeout=20) as client:
             assert await client.ready()
             assert [v.id for v in await client.voices()]
-            for i in range(100):
-                line = {"text": f"chat line number {i} is here", "user": f"u{i}"}
-                bot.send_multipart([b"chat", json.dumps(line).encode()])
+            for i, line in enumerate(chat_lines(100)):
+                bot.send_multipart([b"chat", json.dumps({"text": line, "user": f"u{i}"}).encode()])
             for _ in range(100):
                 before = await client.status()
                 if before["queue"]["jobs"] >= 90 and before["current"] is not None:

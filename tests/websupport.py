@@ -103,3 +103,18 @@ def running_gateway(
         yield gw
     finally:
         gw.stop()
+
+
+_A = ["red", "green", "blue", "yellow", "purple", "orange", "silver", "golden"]
+_B = ["cats", "dogs", "owls", "foxes", "bears", "frogs", "ducks", "wolves"]
+_C = ["dance", "sing", "jump", "swim", "read", "cook", "paint", "climb"]
+_D = ["today", "tonight", "slowly", "quickly", "quietly", "loudly", "happily", "often"]
+
+
+def chat_lines(n: int) -> list[str]:
+    """``n`` different chat lines, different enough not to be taken for spam copies."""
+    out = []
+    for i in range(n):
+        a, b, c, d = _A[i % 8], _B[(i // 8) % 8], _C[(i // 64) % 8], _D[(i * 3) % 8]
+        out.append(f"the {a} {b} {c} {d}")
+    return out

@@ -13,9 +13,10 @@ request it answers (by the ``req`` token, or for audio frames by the job id).
                 ...
             print(speech.result)                  # the job's ``done`` event
 
-Errors: :class:`DaemonError` carries the daemon's ``code`` and ``reason`` (``dropped`` and
-``cancelled`` outcomes too, with ``code`` ``dropped``/``cancelled`` and the daemon's reason in
-``reason``); :class:`DaemonUnreachable` (a subclass) when no answer came in time.
+Errors: :class:`DaemonError` carries the daemon's ``code`` and ``reason``: for an ``error``
+event its ``code`` and ``reason``; for ``dropped`` the drop's reason as ``code`` (``queue_full``,
+``stale``, ...) and its detail; for ``cancelled`` the code ``cancelled`` and the reason.
+:class:`DaemonUnreachable` (a subclass, code ``unreachable``) when no answer came in time.
 
 Memory: each :class:`Speech` buffers at most ``max_buffered_s`` seconds of audio its reader has
 not taken yet; past that the job is cancelled and the stream ends with
@@ -146,9 +147,12 @@ class Speech:
                     self._accepted.set_result(ev)
                 self.finished = True
                 self._q.put_nowait(None)
+            elif name == "dropped":  # code: why (queue_full, stale, ...); reason: the detail
+                why = str(ev.get("reason") or "dropped")
+                self._fail(DaemonError(why, str(ev.get("detail") or why), ev))
             else:
                 code = str(ev.get("code") or name)
-                self._fail(DaemonError(code, str(ev.get("reason") or ev.get("detail") or name), ev))
+                self._fail(DaemonError(code, str(ev.get("reason") or name), ev))
             self._client._forget(self)
 
     def _fail(self, err: DaemonError) -> None:

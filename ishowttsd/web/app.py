@@ -82,9 +82,15 @@ def _studio(gw: Gateway) -> Sequence[BaseRoute]:
     return studio.routes(studio.Studio(gw.daemon, store, gw.settings.voices), gw.keys.bearer_ok)
 
 
+def _openai(gw: Gateway) -> Sequence[BaseRoute]:
+    from ishowttsd.web import openai_api
+
+    return openai_api.routes(gw)
+
+
 def route_providers() -> list[RouteProvider]:
     """Every part of the gateway, mounted at its root (each route names its own path)."""
-    return [_overlay, _dashboard, _studio]
+    return [_openai, _overlay, _dashboard, _studio]
 
 
 async def healthz(request: Request) -> Response:

@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     gw = Gateway(
         settings=settings,
         keys=keys,
-        daemon=DaemonClient(control, curve=curve, timeout=w.daemon_timeout_s),
+        daemon=DaemonClient(control, curve=curve, timeout=w.daemon_timeout_s, max_buffered_s=w.max_unread_s),
         feed=Feed(pcm, keys=curve),
     )
     host, port = w.host_port()

@@ -27,6 +27,12 @@ class WebSettings:
     """Requests per minute one client address may make (token bucket; 0: no limit)."""
     rate_burst: int = 60
     """Requests a client may make at once before the per-minute rate applies."""
+    max_speech_requests: int = 8
+    """Speech requests served at once; more get 429. With ``max_unread_s`` it bounds the memory
+    that clients which do not read can hold."""
+    max_unread_s: float = 120.0
+    """Seconds of audio one speech response may hold for a client that is not reading; past it
+    the job is cancelled and the response cut."""
     daemon_timeout_s: float = 30.0
     """Seconds to wait for any one answer from the daemon (and between a job's audio frames)."""
     server_key: str | None = None
@@ -58,6 +64,8 @@ def parse_web(t: Table, state_dir: Path) -> WebSettings:
         max_body_bytes=t.integer("max_body_bytes", d.max_body_bytes, min=1024, max=1 << 30),
         rate_per_min=t.integer("rate_per_min", d.rate_per_min, min=0, max=1_000_000),
         rate_burst=t.integer("rate_burst", d.rate_burst, min=1, max=1_000_000),
+        max_speech_requests=t.integer("max_speech_requests", d.max_speech_requests, min=1, max=10000),
+        max_unread_s=t.number("max_unread_s", d.max_unread_s, min=1, max=86400),
         daemon_timeout_s=t.number("daemon_timeout_s", d.daemon_timeout_s, min=0.1, max=3600),
         server_key=server_key,
         client_key=client_key,
