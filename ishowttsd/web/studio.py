@@ -83,9 +83,10 @@ class Studio:
         out: list[dict[str, Any]] = []
         for v in engine_voices:
             sv, cv = stored.get(v.id), self.configured.get(v.id)
+            source = "studio" if sv else "config" if cv or v.engine == "f5" else "builtin"
             out.append({
                 "id": v.id, "engine": v.engine, "language": v.language, "default": v.default,
-                "source": "studio" if sv else "config" if cv else "builtin", "usable": True,
+                "source": source, "usable": True,
                 "ref_text": sv.ref_text if sv else cv.ref_text if cv else None,
                 "clip_s": round(sv.seconds, 2) if sv else _clip_seconds(cv) if cv else None,
                 "description": v.description,
