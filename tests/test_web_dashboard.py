@@ -164,6 +164,7 @@ def test_queue_ban_skip_clear_and_history_in_the_page(
         return "waiting" in carol.find_element(By.CSS_SELECTOR, ".wait").text
 
     wait(carol_row_is_text, 10, "carol's row", driver)
+    wait(lambda: [b.text for b in by(driver, "#queue li .prio")] == ["chat"] * 4, 5, "chat badges", driver)
     assert not by(driver, "#queue img") and not by(driver, "#queue b")
     screenshot(driver, "web-dashboard.png")
 
@@ -217,6 +218,11 @@ def test_queue_ban_skip_clear_and_history_in_the_page(
     assert "piper" in health and "warm" in health and "watchdog" in health
     wait(lambda: by(driver, "#rtf rect"), 10, "an RTF bar", driver)
     screenshot(driver, "web-dashboard-history.png")
+    driver.set_window_size(412, 915)  # a phone: one column, buttons under each line
+    time.sleep(0.5)
+    assert driver.execute_script("return document.documentElement.scrollWidth") <= 412
+    screenshot(driver, "web-dashboard-phone.png")
+    driver.set_window_size(1200, 1400)
 
 
 def test_pause_and_resume_buttons(driver: Any, gw: Gateway) -> None:

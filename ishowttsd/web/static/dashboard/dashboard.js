@@ -5,6 +5,7 @@ const $ = (id) => document.getElementById(id);
 let state = null;
 let heard = { job: null, s: 0 };
 let ws = null;
+const PRIORITY = { important: "important", message: "message", text: "chat" };  // the daemon's names, for people
 
 function wsUrl() {
   const u = new URL("api/live", location.href);
@@ -37,7 +38,7 @@ function lineItem(j, actions) {
   const li = $("line-tpl").content.firstElementChild.cloneNode(true);
   li.dataset.job = j.job;
   const prio = li.querySelector(".prio");
-  prio.textContent = j.priority; prio.classList.add(`prio-${j.priority}`);
+  prio.textContent = PRIORITY[j.priority] || j.priority; prio.classList.add(`prio-${j.priority}`);
   li.querySelector(".user").textContent = j.user || (j.source === "chat" ? "?" : j.source);
   li.querySelector(".line-text").textContent = j.text;
   const box = li.querySelector(".actions");
