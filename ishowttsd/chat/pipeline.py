@@ -7,7 +7,9 @@ when its setting is (docs/CHAT.md lists the keys):
  2. ``stale``: the line's ``ts`` is already older than its staleness limit.
  3. emotes: the bot's emote ranges (on the raw text, whose offsets they are), then ``emote_names``,
     then emoji (``strip_emoji``).
- 4. sanitise: control characters and lone surrogates removed, whitespace runs made one space.
+ 4. speakable (:mod:`ishowttsd.chat.speakable`): HTML entities unescaped; ANSI escapes, SSML/HTML
+    tags, bidi controls and stacks of combining marks (zalgo) removed. Then sanitise: control
+    characters and lone surrogates removed, whitespace runs made one space.
  5. links: removed or replaced (``urls``, ``url_replacement``).
  6. repeats: runs of one word, then of one character, cut (``max_repeat_tokens``/``_chars``).
  7. blocklist: ``drop`` the line (``blocked``), or ``mask``/``replace`` the word.
@@ -43,6 +45,7 @@ from ishowttsd.chat.filters import (
 )
 from ishowttsd.chat.normalize import collapse_stretched, spam_key, user_key
 from ishowttsd.chat.settings import ChatSettings
+from ishowttsd.chat.speakable import speakable
 from ishowttsd.chat.state import ChatState
 from ishowttsd.chat.text import estimate_seconds, skeleton, truncate
 from ishowttsd.chat.words import WordMatcher, mask
@@ -243,6 +246,8 @@ class Pipeline:
             text, n = strip_emoji(text)
             if n:
                 notes.append(Note("emoji", n))
+        text, cleaned = speakable(text)
+        notes.extend(Note(step, n) for step, n in cleaned.items())
         text = _sanitise(text)
         if s.urls != "keep":
             text, n = replace_urls(text, s.url_replacement if s.urls == "replace" else "")

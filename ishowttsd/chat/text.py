@@ -22,11 +22,15 @@ _EMOJI = regex.compile(r"[\p{Extended_Pictographic}\p{Regional_Indicator}]")
 _SILENT = regex.compile(r"[\p{Mark}\p{Cf}\p{Cc}]")
 """Graphemes an engine does not pronounce (stray marks, format and control characters)."""
 _MARKS = frozenset(("Mn", "Me", "Cf"))
+_SYMBOLS = frozenset(("So", "Sm", "Sc", "Sk"))
 
 SYLLABIC_WEIGHT = 3.0
 """One CJK/Thai character costs this many alphabetic characters of speaking time (~4.7/s at 14)."""
 DIGIT_WEIGHT = 2.0
 """Digits are read as number words, longer than their glyphs."""
+SYMBOL_WEIGHT = 20.0
+"""A non-ASCII symbol that is no emoji (★ ™ → ⠿ °): Piper's espeak reads its Unicode name, measured
+0.4-1.9 s each (up to 27 characters of speech); the estimate takes the long side."""
 EMOJI_WEIGHT = 10.0
 """Piper's espeak reads an emoji's name ("😂": "face with tears of joy"); F5-TTS is silent on them.
 The estimate takes the longer, so limits and queue bounds err on the short side."""
@@ -82,6 +86,8 @@ def _cost(g: str) -> float:
         return EMOJI_WEIGHT
     if _SILENT.match(c):
         return 0.0
+    if not c.isascii() and unicodedata.category(c) in _SYMBOLS:
+        return SYMBOL_WEIGHT
     return 1.0
 
 
