@@ -25,7 +25,8 @@ from ishowttsd import log
 from ishowttsd.chat import Accept, Drop, Pipeline
 from ishowttsd.chat.pipeline import Clock, SystemClock
 from ishowttsd.config import Settings
-from ishowttsd.daemon.journal import Entry, Journal, JournalError, Outcome
+from ishowttsd.daemon.journal import FILENAME as JOURNAL_FILE
+from ishowttsd.daemon.journal import Entry, Journal, JournalError, Outcome, Reopener
 from ishowttsd.daemon.scheduler import Job, Scheduler
 from ishowttsd.daemon.sockets import Server
 from ishowttsd.daemon.worker import Worker
@@ -69,22 +70,21 @@ class ChatIntake:
         self._count_lock = threading.Lock()  # events arrive from the I/O thread and the worker
         self.journal: Journal | None = None
         self.journal_problem: str | None = None
-        c = settings.chat
-        if c.journal:
-            try:
-                self.journal = Journal.in_dir(
-                    settings.daemon.state_dir,
-                    sync=c.journal_sync,
-                    max_bytes=int(c.journal_max_mb * 1024 * 1024),
-                    clock=self.clock.time,
-                )
-            except (sqlite3.Error, OSError) as e:
-                # Speech without a journal beats no speech on stream: run, and say so loudly.
-                self.journal_problem = f"{settings.daemon.state_dir}: {e}"
-                _log.error("journal unavailable; accepted jobs will not survive a restart",
-                           state_dir=str(settings.daemon.state_dir), error=str(e))  # fmt: skip
+        self._reopen: Reopener | None = None
+        self._paused_kept: bool | None = None
+        """The pause state last written to the journal (None: not yet)."""
+        self._ready = False
         self._finished_since_prune = 0
         self._to_announce: list[dict[str, Any]] = []
+        if settings.chat.journal:
+            try:
+                self.journal = self._open_journal()
+            except (sqlite3.Error, OSError) as e:
+                # Speech without a journal beats no speech on stream: serve, say so, and retry.
+                self.journal_problem = f"{settings.daemon.state_dir}: {e}"
+                _log.error("journal unavailable; accepted lines are not crash-safe until it opens (retrying)",
+                           state_dir=str(settings.daemon.state_dir), error=str(e))  # fmt: skip
+                self._reopen = Reopener(lambda: self._open_journal(busy_timeout_s=0.5), self.journal_problem)
         self._unjournaled: deque[Outcome] = deque(maxlen=UNJOURNALED_DROPS)
         server.chat_hooks.append(self.on_chat)
         server.accept_hooks.append(self.on_accept)
@@ -132,10 +132,24 @@ class ChatIntake:
         return True
 
     # -- journal ---------------------------------------------------------------------------------------------
+    def _open_journal(self, busy_timeout_s: float = 5.0) -> Journal:
+        c = self.settings.chat
+        return Journal(
+            self.settings.daemon.state_dir / JOURNAL_FILE,
+            sync=c.journal_sync,
+            max_bytes=int(c.journal_max_mb * 1024 * 1024),
+            clock=self.clock.time,
+            busy_timeout_s=busy_timeout_s,
+        )
+
     def on_accept(self, job: Job) -> tuple[str, str] | None:
         """Journal ``job`` before it is queued and acknowledged; a (code, reason) refuses it."""
-        if self.journal is None or job.meta.get("journaled") or not job.play:
+        if job.meta.get("journaled") or not job.play:
             # A private job is not replayed after a restart: its requester is gone by then.
+            return None
+        if self.journal is None:
+            if self.settings.chat.journal:
+                job.meta["crash_safe"] = False  # said in its ``queued`` reply
             return None
         entry = Entry(
             id=job.id,
@@ -212,10 +226,16 @@ class ChatIntake:
         rows.sort(key=lambda o: o.finished_at, reverse=True)
         return rows[:limit]
 
-    def replay(self) -> int:
-        """Queue the journal's unfinished, unexpired jobs again (call once, before serving)."""
+    def replay(self, restore_pause: bool = True) -> int:
+        """Queue the journal's unfinished, unexpired jobs again (call once, before serving), and
+        pause again if the daemon was paused when it stopped."""
         if self.journal is None:
+            if self._reopen is not None:
+                self._to_announce.append({"event": "journal_unavailable", **self._reopen.status(),
+                                          "pause_restored": False})  # fmt: skip
+                _log.warning("pause state not restored: the journal is unavailable")
             return 0
+        damage = self.journal.damage
         r = self.journal.replay()
         wall, mono = self.clock.time(), time.monotonic()
         for e in r.expired:
@@ -245,10 +265,56 @@ class ChatIntake:
         self.journal.prune(keep_last=HISTORY_ROWS)
         if r.pending or r.expired:
             _log.info("journal replayed", queued=len(r.pending), expired=len(r.expired))
+        paused = restore_pause and self.journal.get_meta("paused") == "1"
+        if paused:
+            # Paused stays paused across a restart (a crash must not start reading chat aloud);
+            # the replayed jobs wait as they did before it.
+            self.scheduler.pause()
+            self._to_announce.append({"event": "paused", "source": "restart", "waiting": len(r.pending)})
+            _log.warning("paused before the restart: still paused (resume to speak)", waiting=len(r.pending))
+        self._paused_kept = self.scheduler.paused
+        if damage is not None:
+            self._to_announce.insert(0, {"event": "journal_damaged", **damage.to_json(),
+                                         "replayed": len(r.pending), "pause_restored": paused})  # fmt: skip
         return len(r.pending)
+
+    def tick(self) -> None:
+        """Main loop, every turn: take a journal that opened late; keep the pause state."""
+        if self._reopen is not None:
+            j = self._reopen.take()
+            if j is not None:
+                self._reopen = None
+                self._adopt(j)
+        self._keep_pause()
+
+    def _keep_pause(self) -> None:
+        paused = self.scheduler.paused
+        if self.journal is None or paused == self._paused_kept:
+            return
+        if self.journal.set_meta("paused", "1" if paused else "0"):
+            self._paused_kept = paused
+
+    def _adopt(self, journal: Journal) -> None:
+        """The journal opened after the start: replay what an earlier run left in it, then journal
+        the lines accepted meanwhile (crash-safe from now on)."""
+        self.journal, self.journal_problem = journal, None
+        self._paused_kept = None  # the running state wins; written on the next tick
+        replayed = self.replay(restore_pause=False)
+        journaled = 0
+        for job in self.scheduler.queued():
+            if job.play and not job.meta.get("journaled") and self.on_accept(job) is None:
+                job.meta.pop("crash_safe", None)
+                journaled += 1
+        _log.info(
+            "journal opened; accepted lines are crash-safe again", replayed=replayed, journaled=journaled
+        )
+        self._to_announce.append({"event": "journal_available", "replayed": replayed, "journaled": journaled})
+        if self._ready:
+            self.on_ready()
 
     def on_ready(self) -> None:
         """Publish the ``replayed`` events (subscribers have had warm-up time to reconnect)."""
+        self._ready = True
         for ev in self._to_announce:
             self.server.publish_event(ev)
         self._to_announce.clear()
@@ -379,11 +445,18 @@ class ChatIntake:
             else:
                 counts[head] = n
         if self.journal is not None:
-            counts["journal"] = dict(self.journal.counters)
+            counts["journal"] = {**self.journal.counters, "crash_safe": True}
+            if self.journal.damage is not None:
+                counts["journal"]["damaged"] = self.journal.damage.to_json()
+        elif self._reopen is not None:
+            counts["journal"] = self._reopen.status()
         elif self.journal_problem is not None:
-            counts["journal"] = {"unavailable": self.journal_problem}
+            counts["journal"] = {"unavailable": self.journal_problem, "crash_safe": False}
         return counts
 
     def close(self) -> None:
+        if self._reopen is not None:
+            self._reopen.close()
         if self.journal is not None:
+            self._keep_pause()  # a pause just before SIGTERM
             self.journal.close()

@@ -63,6 +63,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     outcome     TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS meta (
+    key         TEXT PRIMARY KEY,
+    value       TEXT NOT NULL
+) WITHOUT ROWID;
 """
 
 
@@ -90,6 +94,8 @@ class Damage:
     """Waiting (accepted or started) jobs among them."""
     unreadable_pages: int
     """Pages of the file with no readable version: rows that were on them are lost."""
+    meta: dict[str, str]
+    """The daemon state recovered (``paused``)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -201,7 +207,7 @@ class Journal:
         # can be read, and say so (log here; status and an event through ``damage``).
         self.damage = self._recover(problem)
         self._db = self._open(sync, max_bytes)
-        self._restore(self.damage.rows)
+        self._restore(self.damage.rows, self.damage.meta)
 
     def _recover(self, problem: str) -> Damage:
         path = self.path
@@ -224,6 +230,7 @@ class Journal:
             rows=found.rows,
             recovered=waiting,
             unreadable_pages=found.unreadable_pages,
+            meta=found.meta,
         )
         _log.error(
             "journal damaged; moved aside, recovered what could be read",
@@ -236,7 +243,7 @@ class Journal:
         )
         return damage
 
-    def _restore(self, rows: list[dict[str, Any]]) -> None:
+    def _restore(self, rows: list[dict[str, Any]], meta: dict[str, str]) -> None:
         """Write the salvaged rows into the fresh file (the newest copy of a job id wins)."""
         cols = ", ".join(journal_repair.COLUMNS)
         marks = ", ".join("?" for _ in journal_repair.COLUMNS)
@@ -245,6 +252,8 @@ class Journal:
                 for r in sorted(rows, key=lambda r: r["updated_at"]):
                     db.execute(f"INSERT OR REPLACE INTO jobs ({cols}) VALUES ({marks})",
                                [r[c] for c in journal_repair.COLUMNS])  # fmt: skip
+                for k, v in meta.items():
+                    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (k, v))
         except sqlite3.Error as e:
             _log.error("recovered jobs could not be written back", error=str(e))
 
@@ -418,6 +427,27 @@ class Journal:
             )  # fmt: skip
         return out
 
+    # -- daemon state --------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        """A piece of daemon state kept across restarts (``paused``)."""
+        try:
+            with self._lock:
+                row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        except sqlite3.Error as e:
+            _log.error("journal read failed", key=key, error=str(e))
+            return None
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> bool:
+        try:
+            with self._tx() as db:
+                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+        except sqlite3.Error as e:
+            self.counters["write_errors"] += 1
+            _log.error("journal write failed", key=key, error=str(e))
+            return False
+        return True
+
     def states(self) -> dict[str, str]:
         """Job id -> state (for tests and diagnostics)."""
         with self._lock:
@@ -428,3 +458,66 @@ class Journal:
             if state is None:
                 return int(self._db.execute("SELECT count(*) FROM jobs").fetchone()[0])
             return int(self._db.execute("SELECT count(*) FROM jobs WHERE state=?", (state,)).fetchone()[0])
+
+
+class Reopener:
+    """Opens the journal again and again, in a thread of its own, until it opens.
+
+    A journal locked at start (another process holds SQLite's write lock: a backup, an
+    ``sqlite3`` shell, a second daemon) used to leave the daemon journal-less for its whole life.
+    Now the daemon serves without it (accepted lines are not crash-safe meanwhile, and say so)
+    while this retries with a doubling, bounded delay; :meth:`take` hands the journal over once.
+    """
+
+    def __init__(
+        self,
+        open_journal: Callable[[], Journal],
+        problem: str,
+        first_s: float = 0.5,
+        max_s: float = 30.0,
+    ) -> None:
+        self.problem = problem
+        self.attempts = 1
+        self.delay_s = first_s
+        self._max_s = max_s
+        self._open = open_journal
+        self._result: Journal | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="journal-reopen", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.delay_s):
+            self.attempts += 1
+            try:
+                journal = self._open()
+            except (sqlite3.Error, OSError) as e:
+                self.problem = str(e)
+                self.delay_s = min(self._max_s, self.delay_s * 2)
+                continue
+            if self._stop.is_set():
+                journal.close()
+                return
+            self._result = journal
+            return
+
+    def take(self) -> Journal | None:
+        """The journal once it opened (handed over once), else None."""
+        j, self._result = self._result, None
+        return j
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "unavailable": self.problem,
+            "retrying": True,
+            "attempts": self.attempts,
+            "retry_in_s": round(self.delay_s, 1),
+            "crash_safe": False,
+        }
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        j = self.take()
+        if j is not None:
+            j.close()

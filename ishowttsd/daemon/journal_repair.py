@@ -24,6 +24,8 @@ COLUMNS = (
     "source", "accepted_at", "expires_at", "state", "reason", "updated_at", "outcome",
 )  # fmt: skip
 """The ``jobs`` table's columns in schema order (schema 1 rows lack the last one)."""
+META_KEYS = ("paused",)
+"""Keys of the ``meta`` table a salvage looks for (a two-text-column record with such a key)."""
 REQUIRED_TEXT = ("id", "priority", "text", "source", "state")
 OPTIONAL_TEXT = ("voice", "user", "channel", "platform", "kind", "msg_id", "reason", "outcome")
 
@@ -32,6 +34,7 @@ WAL_MAGIC = (0x377F0682, 0x377F0683)
 WAL_HEADER = 32
 FRAME_HEADER = 24
 LEAF_TABLE = 0x0D
+LEAF_INDEX = 0x0A
 INTERIOR_TABLE = 0x05
 PAGE_TYPES = (0x02, 0x05, 0x0A, 0x0D)
 
@@ -46,6 +49,8 @@ class Salvage:
     """Distinct pages seen (main file and log)."""
     unreadable_pages: int = 0
     """Pages of which no version decodes: the rows they held are lost."""
+    meta: dict[str, str] = field(default_factory=dict)
+    """Rows of the ``meta`` table (daemon state such as ``paused``) that could be read."""
 
 
 # -- write-ahead log ------------------------------------------------------------------------------------
@@ -221,9 +226,11 @@ class _Pages:
                 if f.salts == salts and 1 <= f.page <= 1 << 31:
                     versions.setdefault(f.page, []).append(f.data)
         self.versions = versions  # oldest first
+        self.unreadable = 0
 
-    def leaf_cells(self) -> Iterator[tuple[int, bytes]]:
-        """(rowid, payload) of every cell of every table leaf page, newest decodable version."""
+    def cells(self) -> Iterator[tuple[int, bytes, bool]]:
+        """(rowid, payload, is an index cell) of every cell of every leaf page, newest decodable
+        version of each page."""
         self.unreadable = 0
         for n, vs in sorted(self.versions.items()):
             for data in reversed(vs):
@@ -234,25 +241,35 @@ class _Pages:
             else:
                 self.unreadable += 1
 
-    def _leaf(self, n: int, data: bytes) -> list[tuple[int, bytes]] | None:
-        """A page's cells when it is a table leaf; [] for another kind of page; None: garbage."""
+    def _leaf(self, n: int, data: bytes) -> list[tuple[int, bytes, bool]] | None:
+        """A page's cells when it is a leaf; [] for another kind of page; None: garbage."""
         h = 100 if n == 1 else 0
         try:
             kind = data[h]
             if kind not in PAGE_TYPES:
                 return [] if not any(data[h : h + 8]) else None  # zeroed (free) or garbage
-            if kind != LEAF_TABLE:
+            if kind not in (LEAF_TABLE, LEAF_INDEX):
                 return []
             count = int.from_bytes(data[h + 3 : h + 5], "big")
-            out: list[tuple[int, bytes]] = []
+            out: list[tuple[int, bytes, bool]] = []
             for c in range(count):
                 ptr = int.from_bytes(data[h + 8 + 2 * c : h + 10 + 2 * c], "big")
                 if not h + 8 + 2 * count <= ptr < self.usable:
                     return None
-                out.append(self._cell(data, ptr))
+                if kind == LEAF_TABLE:
+                    out.append((*self._cell(data, ptr), False))
+                else:
+                    out.append((0, self._index_cell(data, ptr), True))
             return out
         except (IndexError, ValueError, struct.error):
             return None
+
+    def _index_cell(self, data: bytes, ptr: int) -> bytes:
+        """The payload of a small index-leaf cell (the meta table's rows are a few bytes)."""
+        size, i = _varint(data, ptr)
+        if i + size > self.usable or size > self.usable - 35:
+            raise ValueError("index cell overruns its page or overflows")
+        return data[i : i + size]
 
     def _cell(self, data: bytes, ptr: int) -> tuple[int, bytes]:
         size, i = _varint(data, ptr)
@@ -304,15 +321,21 @@ def salvage(db_path: Path, wal_path: Path | None = None) -> Salvage:
         wal = b""
     pages = _Pages(main, wal)
     rows: dict[int, dict[str, Any]] = {}
-    for rowid, payload in pages.leaf_cells():
+    meta: dict[str, str] = {}
+    for rowid, payload, index in pages.cells():
         try:
-            row = _job_row(rowid, _record(payload))
+            values = _record(payload)
         except (IndexError, ValueError, UnicodeDecodeError, struct.error):
             continue
+        if index:  # WITHOUT ROWID tables live in index b-trees: the meta table
+            if len(values) == 2 and values[0] in META_KEYS and isinstance(values[1], str):
+                meta[values[0]] = values[1]
+            continue
+        row = _job_row(rowid, values)
         old = rows.get(rowid)
         # Two copies of a row (a page that was freed after a split, stale): the newer one wins.
         if row is not None and (old is None or row["updated_at"] >= old["updated_at"]):
             rows[rowid] = row
-    out = Salvage(rows=[rows[k] for k in sorted(rows)], pages=len(pages.versions))
+    out = Salvage(rows=[rows[k] for k in sorted(rows)], pages=len(pages.versions), meta=meta)
     out.unreadable_pages = pages.unreadable
     return out

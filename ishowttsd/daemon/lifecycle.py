@@ -260,6 +260,7 @@ class Daemon:
             while not self.signals.stop.is_set():
                 self.server.poll_once(250)
                 self._tick_watchdog()
+                self.intake.tick()
                 if not self.ready and self.worker.ready.is_set():
                     if self.worker.startup_error is not None:
                         return self._startup_failed(self.worker.startup_error)

@@ -484,7 +484,9 @@ class Server:
             self.emit(
                 victim, "dropped", reason="queue_full", detail="made room for newer speech", text=victim.text
             )
-        self.emit(job, "queued", position=self.scheduler.position(job), text=job.text)
+        # A job accepted while the journal cannot be written says so: it would not survive a crash.
+        safe = {"crash_safe": False} if job.meta.get("crash_safe") is False else {}
+        self.emit(job, "queued", position=self.scheduler.position(job), text=job.text, **safe)
         return True
 
     def announce_removed(self, jobs: list[Job], event: str, reason: str) -> None:
