@@ -26,6 +26,7 @@ MODERATION_TOPICS = (b"delete", b"ban", b"timeout", b"clear", b"skip", b"pause",
 OPS = (
     "say", "cancel", "stop", "pause", "resume", "status", "voices", "ping",
     "queue", "history", "clear", "moderate", "reload_voices", "default_voice",
+    "held", "approve", "reject",
 )  # fmt: skip
 MODERATE_ACTIONS = ("delete", "ban", "timeout")
 """``moderate`` op actions: the ingest moderation topics a control client may use without a token."""

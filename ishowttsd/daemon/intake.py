@@ -18,17 +18,19 @@ import sqlite3
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from ishowttsd import log
 from ishowttsd.chat import Accept, Drop, Pipeline
 from ishowttsd.chat.pipeline import Clock, SystemClock
+from ishowttsd.chat.voicestore import VoiceStore
 from ishowttsd.config import Settings
 from ishowttsd.daemon.journal import FILENAME as JOURNAL_FILE
 from ishowttsd.daemon.journal import Entry, Journal, JournalError, Outcome, Reopener
 from ishowttsd.daemon.scheduler import Job, Scheduler
 from ishowttsd.daemon.sockets import Server
+from ishowttsd.daemon.streamer import StreamerControls
 from ishowttsd.daemon.worker import Worker
 from ishowttsd.protocol import ChatMessage
 
@@ -60,6 +62,7 @@ class ChatIntake:
         scheduler: Scheduler,
         worker: Worker,
         clock: Clock | None = None,
+        voice_ids: Callable[[], Collection[str] | None] = lambda: None,
     ) -> None:
         self.settings = settings
         self.server = server
@@ -100,12 +103,21 @@ class ChatIntake:
             "pause": self._pause,
             "resume": self._resume,
         }
+        self._handlers = handlers
         for topic, fn in handlers.items():
             server.topic_handlers[topic] = self._topic(topic, fn)
+        self.controls = StreamerControls(self, VoiceStore.in_dir(settings.daemon.state_dir), voice_ids)
+        """Read mode, who is read, rewards, chat commands, sticky voices, voice tags, approval."""
+        server.approval_ops = self.controls.approval_op
 
     # -- chat in ---------------------------------------------------------------------------------------------
     def on_chat(self, msg: ChatMessage, job: Job) -> bool:
-        """Filter one chat line into ``job`` (rewritten in place); False: dropped, its event sent."""
+        """Filter one chat line into ``job`` (rewritten in place); False: dropped (or a command, or held
+        for approval), its event sent."""
+        read = self.controls.before(msg, job)  # who is read, commands (ishowttsd/daemon/streamer.py)
+        if read is None:
+            return False
+        msg = read
         d = self.pipeline.process(msg, commit=False)  # committed when queued (see on_event)
         if isinstance(d, Drop):
             job.priority = d.priority
@@ -129,7 +141,7 @@ class ChatIntake:
                     "replacements": [n.to_json() for n in d.notes],
                 }
             )
-        return True
+        return self.controls.after(msg, job)
 
     # -- journal ---------------------------------------------------------------------------------------------
     def _open_journal(self, busy_timeout_s: float = 5.0) -> Journal:
@@ -324,8 +336,9 @@ class ChatIntake:
         """Worker thread, just before speaking: the announce prefix; a drop reason if stale."""
         if _origin(job) not in CHAT_SOURCES:
             return None
+        segments = job.meta.get("segments")
         r = self.pipeline.at_turn(
-            job.text,
+            segments[0][1] if segments else job.text,
             user=job.user,
             deadline=job.expires_at,
             channel=job.channel,
@@ -335,6 +348,9 @@ class ChatIntake:
         )
         if isinstance(r, Drop):
             return r.reason
+        if segments:  # the announce prefix goes with the first voice-tag segment
+            segments[0] = (segments[0][0], r)
+            r = " ".join(t for _, t in segments)
         job.text = r
         return None
 
@@ -353,6 +369,11 @@ class ChatIntake:
             fn(body)
 
         return handle
+
+    def moderate(self, topic: str, body: dict[str, Any]) -> None:
+        """A moderation topic, already authorised (a moderator's chat command)."""
+        self.counters[f"moderation.{topic}"] += 1
+        self._handlers[topic](body)
 
     def _ingest_error(self, code: str, reason: str) -> None:
         self.server.counters["bad_messages"] += 1
@@ -457,6 +478,7 @@ class ChatIntake:
     def close(self) -> None:
         if self._reopen is not None:
             self._reopen.close()
+        self.controls.store.close()
         if self.journal is not None:
             self._keep_pause()  # a pause just before SIGTERM
             self.journal.close()

@@ -130,7 +130,9 @@ class Daemon:
         self.worker.job_listeners.append(self._job_done)
         self.reload_listeners: list[Callable[[Settings], None]] = []
         """Called with freshly loaded settings on SIGHUP (chat filters subscribe here)."""
-        self.intake = ChatIntake(settings, self.server, self.scheduler, self.worker)
+        self.intake = ChatIntake(
+            settings, self.server, self.scheduler, self.worker, voice_ids=self._voice_ids
+        )
         self.reload_listeners.append(self.intake.reload)
         self.reload_listeners.append(lambda new: self.leveller.reload(new.audio.loudness))
         curve = self.server.curve
@@ -261,6 +263,7 @@ class Daemon:
                 self.server.poll_once(250)
                 self._tick_watchdog()
                 self.intake.tick()
+                self.intake.controls.tick()  # held lines expire
                 if not self.ready and self.worker.ready.is_set():
                     if self.worker.startup_error is not None:
                         return self._startup_failed(self.worker.startup_error)

@@ -86,6 +86,12 @@ class Server:
         self._pending_single: dict[str, bytes] = {}
         self.history: Callable[[int], list[dict[str, Any]]] = lambda _n: []
         """The ``history`` op's lines, newest first (the chat intake's journal)."""
+        self.approval_ops: Callable[[str, dict[str, Any]], dict[str, Any]] = lambda op, _a: {
+            "event": "error",
+            "code": "unknown_op",
+            "reason": f"{op}: no chat intake",
+        }
+        """``held``, ``approve``, ``reject``: lines waiting for a moderator (ishowttsd/daemon/streamer.py)."""
         self.voice_ops: VoiceOps | None = None
         """``reload_voices`` and ``default_voice`` (the daemon, which owns the engine)."""
         self.default_voice: str | None = None
@@ -369,6 +375,8 @@ class Server:
             return self._moderate(req)
         if op in ("reload_voices", "default_voice"):
             return self._voice_op(req, peer, env)
+        if op in ("held", "approve", "reject"):
+            return self.approval_ops(op, dict(req.args))
         return {"event": "error", "code": "unknown_op", "reason": f"unknown op {op!r}"}
 
     def queue_listing(self) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from ishowttsd.daemon.scheduler import Job, Scheduler
 from ishowttsd.engine.base import (
     AudioChunk,
     BatchingEngine,
+    CancelToken,
     Engine,
     EngineError,
     StartupError,
@@ -213,7 +214,14 @@ class Worker(threading.Thread):
     def _run_job(self, job: Job) -> None:
         if not self._admit(job):
             return
-        self._speak(job, lambda: self.engine.synthesize(job.text, job.voice, job.cancel))
+        self._speak(job, lambda: self._stream(job))
+
+    def _stream(self, job: Job) -> Iterator[AudioChunk]:
+        """The job's audio: one synthesis, or one per voice-tag segment, played back to back."""
+        segments = job.meta.get("segments")
+        if not segments:
+            return self.engine.synthesize(job.text, job.voice, job.cancel)
+        return _segmented(self.engine, segments, job.cancel)
 
     def _admit(self, job: Job) -> bool:
         """The checks at a job's turn (cancelled, stale, turn hooks); False once it is reported."""
@@ -252,17 +260,20 @@ class Worker(threading.Thread):
         marker = self.debug.fail_marker
         wanted = [j for j in live if not (marker and marker in j.text)]  # those fail in _speak
         streams: dict[int, Iterator[AudioChunk]] = {}
+        for j in [j for j in wanted if j.meta.get("segments")]:  # voice tags: one stream per segment
+            wanted.remove(j)
+            streams[id(j)] = self._stream(j)
         try:
             if len(wanted) > 1:
                 self._count_batch(wanted)
                 requests = [SynthRequest(j.text, j.voice, j.cancel) for j in wanted]
                 made = self._batching.synthesize_many(requests)
-                streams = {id(j): st for j, st in zip(wanted, made, strict=True)}
+                streams.update({id(j): st for j, st in zip(wanted, made, strict=True)})
             elif wanted:
                 j = wanted[0]
-                streams = {id(j): self.engine.synthesize(j.text, j.voice, j.cancel)}
+                streams[id(j)] = self.engine.synthesize(j.text, j.voice, j.cancel)
         except Exception as e:  # the batch as a whole failed: each of its jobs reports it
-            streams = {id(j): _failing(e) for j in wanted}
+            streams.update({id(j): _failing(e) for j in wanted})
         batch = len(wanted) if len(wanted) > 1 else None
         pending = deque(live)
         try:
@@ -321,7 +332,11 @@ class Worker(threading.Thread):
         ``batch``: how many jobs were synthesised together (None: this one alone)."""
         sinks = self.sinks if job.play else [self._private_sink]
         voice = job.voice or self.engine.default_voice()
-        self.emit(job, "started", text=job.text, voice=voice)
+        segments = job.meta.get("segments")
+        extra: dict[str, Any] = {}
+        if segments:  # voice tags: each segment's voice and text, in speaking order
+            extra["segments"] = [{"voice": v or self.engine.default_voice(), "text": t} for v, t in segments]
+        self.emit(job, "started", text=job.text, voice=voice, **extra)
         t_start = time.perf_counter()
         audio_s = synth_s = 0.0
         first = -1.0
@@ -451,6 +466,16 @@ class Worker(threading.Thread):
                 time.sleep(0.1)
         if self.debug.chunk_delay_s > 0:
             job.cancel.wait(self.debug.chunk_delay_s)
+
+
+def _segmented(
+    engine: Engine, segments: Sequence[tuple[str | None, str]], cancel: CancelToken
+) -> Iterator[AudioChunk]:
+    """Each segment in its voice, back to back (the sinks see one job's chunks: no gap, in order)."""
+    for voice, text in segments:
+        if cancel.cancelled:
+            return
+        yield from engine.synthesize(text, voice, cancel)
 
 
 def _failing(error: Exception) -> Iterator[AudioChunk]:
