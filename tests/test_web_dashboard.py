@@ -33,7 +33,8 @@ LONG = "Sentence one keeps the speaker busy. Sentence two keeps going. Sentence 
 
 @pytest.fixture(scope="module")
 def daemon() -> Iterator[Daemon]:
-    with running_daemon({"debug": {"chunk_delay_s": 1.2}, "queue": {"max_per_user": 10}}) as d:
+    ov = {"debug": {"chunk_delay_s": 1.2}, "queue": {"max_per_user": 10}, "chat": {"approval": "first_time"}}
+    with running_daemon(ov) as d:
         yield d
 
 
@@ -66,8 +67,9 @@ def bot(daemon: Daemon) -> Any:
     return b
 
 
-def chat(bot: Any, text: str, user: str, mid: str, kind: str = "chat") -> None:
-    bot.send_multipart([b"chat", json.dumps({"text": text, "user": user, "id": mid, "kind": kind}).encode()])
+def chat(bot: Any, text: str, user: str, mid: str, kind: str = "chat", **extra: Any) -> None:
+    msg = {"text": text, "user": user, "id": mid, "kind": kind, **extra}
+    bot.send_multipart([b"chat", json.dumps(msg).encode()])
 
 
 def by(driver: Any, css: str) -> list[Any]:
@@ -236,6 +238,38 @@ def test_queue_ban_skip_clear_and_history_in_the_page(
     assert driver.execute_script("return document.documentElement.scrollWidth") <= 412
     screenshot(driver, "web-dashboard-phone.png")
     driver.set_window_size(1200, 1400)
+
+
+def test_held_lines_are_approved_or_rejected_in_the_page(
+    driver: Any, gw: Gateway, bot: Any, events: Events
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    idle(gw)
+    login(driver, gw.url + "/", gw.token)
+    chat(bot, "Hi everyone, first time here!", "newbie1", "n1", first_msg=True)
+    chat(bot, "Buy followers at my site now.", "newbie2", "n2", first_msg=True)
+    events.wait_for(lambda e: e.get("event") == "held" and e.get("msg_id") == "n2")
+    card = driver.find_element(By.ID, "held-card")
+    wait(lambda: card.is_displayed() and len(by(driver, "#held li")) == 2, 10, "two held lines", driver)
+    assert api(gw, "GET", "/api/held").json()["lines"][0]["user"] == "newbie1"
+
+    def click_held(user: str, act: str) -> bool:
+        row = next(
+            li for li in by(driver, "#held li") if li.find_element(By.CSS_SELECTOR, ".user").text == user
+        )
+        row.find_element(By.CSS_SELECTOR, f"[data-act={act}]").click()
+        return True
+
+    wait(lambda: click_held("newbie1", "approve"), 10, "approve", driver)
+    events.wait_for(lambda e: e.get("event") == "queued" and e.get("msg_id") == "n1")
+    wait(lambda: click_held("newbie2", "reject"), 10, "reject", driver)
+    rejected = events.wait_for(lambda e: e.get("event") == "dropped" and e.get("msg_id") == "n2")
+    assert rejected["reason"] == "rejected"
+    wait(lambda: not card.is_displayed(), 10, "no held lines", driver)
+    events.wait_for(lambda e: e.get("event") == "done" and e.get("msg_id") == "n1", 60)
+    r = api(gw, "POST", "/api/held/nothing-here/approve")
+    assert r.status_code == 400 and r.json()["error"]["code"] == "not_found"
 
 
 def test_pause_and_resume_buttons(driver: Any, gw: Gateway) -> None:

@@ -49,7 +49,7 @@ LOGIN_TIMEOUT_S = 10.0
 SEND_TIMEOUT_S = 10.0
 REFRESH_EVENTS = frozenset(
     {"queued", "started", "done", "cancelled", "dropped", "error", "paused", "resumed", "moderation",
-     "ready", "voices_reloaded", "replayed"}
+     "ready", "voices_reloaded", "replayed", "held"}
 )  # fmt: skip
 CONTROL: dict[str, tuple[str, dict[str, Any]]] = {
     "skip": ("stop", {}),
@@ -108,8 +108,11 @@ def authorized(check: TokenCheck) -> Callable[[Callable[[Request], Awaitable[Res
 
 
 async def snapshot(client: DaemonClient, live: Live, history: bool = True) -> dict[str, Any]:
-    status, queue = await asyncio.gather(client.status(), client.request("queue"))
-    out: dict[str, Any] = {"type": "state", "status": status, "queue": queue, "rtf": list(live.rtf)}
+    status, queue, held = await asyncio.gather(
+        client.status(), client.request("queue"), client.request("held")
+    )
+    out: dict[str, Any] = {"type": "state", "status": status, "queue": queue, "held": held.get("lines", []),
+                           "rtf": list(live.rtf)}  # fmt: skip
     if history:
         args: dict[str, Any] = {"limit": HISTORY_LINES}
         out["history"] = (await client.request("history", **args))["lines"]
@@ -178,6 +181,19 @@ def routes(client: DaemonClient, feed: Feed | None, check: TokenCheck, live: Liv
         await client.request("moderate", **fields)
         return JSONResponse({"ok": True, "action": action, "user": user.strip()})
 
+    @auth
+    async def held(request: Request) -> Response:
+        return JSONResponse(await client.request("held"))
+
+    @auth
+    async def decide(request: Request) -> Response:
+        """Approve or reject a line held for a moderator (``[chat] approval``)."""
+        op, job = request.path_params["decision"], request.path_params["job"]
+        if op not in ("approve", "reject"):
+            return api_error(404, f"Unknown decision {op!r}; use approve or reject.", "unknown_action")
+        reply = await client.request(op, id=job)
+        return JSONResponse({"ok": True, "decision": op, "job": reply.get("job", job)})
+
     async def socket(ws: WebSocket) -> None:
         await ws.accept()
         try:
@@ -209,6 +225,8 @@ def routes(client: DaemonClient, feed: Feed | None, check: TokenCheck, live: Liv
         Route("/api/queue/{job}", remove, methods=["DELETE"]),
         Route("/api/history", history, methods=["GET"]),
         Route("/api/moderate/{action}", moderate, methods=["POST"]),
+        Route("/api/held", held, methods=["GET"]),
+        Route("/api/held/{job}/{decision}", decide, methods=["POST"]),
         WebSocketRoute("/api/live", socket),
     ]
 

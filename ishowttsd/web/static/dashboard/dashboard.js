@@ -66,6 +66,23 @@ function renderQueue(q) {
   $("queue-empty").hidden = q.jobs.length > 0;
 }
 
+function renderHeld(lines) {
+  $("held-card").hidden = lines.length === 0;
+  $("held-count").textContent = String(lines.length);
+  $("held").replaceChildren(...lines.map((j) => {
+    const id = encodeURIComponent(j.job);
+    const li = lineItem(j, [
+      el("button", { class: "small", text: "Approve", dataset: { act: "approve" },
+        onclick: () => act(() => api(`api/held/${id}/approve`, { method: "POST" })) }),
+      el("button", { class: "small danger", text: "Reject", dataset: { act: "reject" },
+        onclick: () => act(() => api(`api/held/${id}/reject`, { method: "POST" })) }),
+    ]);
+    const left = j.expires_in_s != null ? `, ${ago(j.expires_in_s)} left` : "";
+    li.querySelector(".wait").textContent = `${j.hold || "held"}${left}`;
+    return li;
+  }));
+}
+
 function renderNow(q) {
   const cur = q.current;
   $("now-empty").hidden = !!cur;
@@ -157,6 +174,7 @@ function renderRtf(points) {
 function render() {
   renderNow(state.queue);
   renderQueue(state.queue);
+  renderHeld(state.held || []);
   renderHistory(state.history || []);
   renderHealth(state.status);
   renderRtf(state.rtf || []);
