@@ -133,21 +133,29 @@ function renderVoices(status) {
   }).catch((e) => showError($("error"), e.message));
 }
 
+const TELEMETRY = {
+  gpu_freq_mhz: ["GPU clock", (v, t) => `${v} MHz` + (t.gpu_max_freq_mhz ? ` of ${t.gpu_max_freq_mhz}` : "")],
+  gpu_temp_c: ["GPU temperature", (v) => `${v} °C`],
+  power_mw: ["board power", (v) => `${(v / 1000).toFixed(1)} W`],
+  nvpmodel: ["power mode", (v) => String(v)],
+};
+
 function renderHealth(s) {
   const wd = s.watchdog || {};
+  const drift = wd.rtf_drift != null ? `, RTF ${wd.rtf_drift}× its warm-up pace` : "";
   const rows = [
     ["engine", `${s.engine}${s.ready ? " — warm" : " — warming up"}`],
     ["warm-up", s.warmup_s != null ? `${s.warmup_s} s` : "—"],
-    ["watchdog", wd.phase || wd.state || "—"],
+    ["watchdog", `${wd.phase || "—"}${wd.stalled ? " (stalled!)" : ""}${drift}${wd.trigger_reason ? ` — ${wd.trigger_reason}` : ""}`],
     ["last line RTF", s.last_job ? String(s.last_job.rtf) : "—"],
     ["lines spoken", String((s.jobs || {}).done ?? 0)],
     ["uptime", ago(s.uptime_s || 0)],
   ];
   const t = s.telemetry || {};
-  for (const [k, v] of Object.entries(t)) {
-    if (v == null || typeof v === "object") continue;
-    rows.push([k.replaceAll("_", " "), String(v)]);
+  for (const [k, [label, fmt]] of Object.entries(TELEMETRY)) {
+    if (t[k] != null) rows.push([label, fmt(t[k], t)]);
   }
+  if (!Object.keys(t).length) rows.push(["GPU telemetry", "none on this host (Jetson only)"]);
   $("health").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
 }
 
