@@ -33,6 +33,8 @@ LIMIT = 65536
 CI_CASES = 300
 LONG_CASES = 10_000
 ANSWER_TIMEOUT_S = 20.0
+LATE_TIMEOUT_S = 90.0
+"""For the answers that wait for the job being spoken to end (a loaded 2-core machine is slow)."""
 
 # A reply that can only be the answer to the request just sent (the worker's own events,
 # started/done/cancelled/error-with-job/dropped-stale, can arrive at any time in between).
@@ -101,7 +103,8 @@ class DealerProbe:
                 self.outcomes[key] = self.outcomes.get(key, 0) + 1
             assert ev.get("code") != "internal_error", f"{frames!r} hit a daemon bug: {ev}"
             answered = answered or _is_direct_answer(ev)
-        while not answered and self.sock.poll(int(max(0.0, deadline - time.monotonic()) * 1000)):
+        late = time.monotonic() + LATE_TIMEOUT_S
+        while not answered and self.sock.poll(int(max(0.0, late - time.monotonic()) * 1000)):
             # Answered later than the sentinel: reload_voices once the worker has the voices,
             # a REQ-style "wait" say when it has been heard (paced output: in real time).
             answered = _json_frame(self.sock.recv_multipart()).get("event") in LATE
