@@ -203,6 +203,8 @@ sys_dirs() {
     cat >"$conf" <<TMPF
 # Written by ishowttsd's install.sh. systemd's StateDirectory=/CacheDirectory= also create these.
 d /var/lib/ishowtts 0750 $SYS_USER $SYS_USER -
+d /var/lib/ishowtts/web 0750 $SYS_USER $SYS_USER -
+d /var/lib/ishowtts/voices 2770 $SYS_USER $SYS_USER -
 d /var/cache/ishowtts 0750 $SYS_USER $SYS_USER -
 d /var/lib/ishowtts-clocks 0700 root root -
 TMPF
@@ -213,9 +215,12 @@ TMPF
             systemd-tmpfiles --create ishowtts.conf
         fi
     else
-        install -d -m 0750 "$(sys_path /var/lib/ishowtts)" "$(sys_path /var/cache/ishowtts)"
+        install -d -m 0750 "$(sys_path /var/lib/ishowtts)" "$(sys_path /var/lib/ishowtts/web)" \
+            "$(sys_path /var/cache/ishowtts)"
+        install -d -m 2770 "$(sys_path /var/lib/ishowtts/voices)"
         install -d -m 0700 "$(sys_path /var/lib/ishowtts-clocks)"
-        [ -n "$ROOT" ] || chown "$SYS_USER:$SYS_USER" /var/lib/ishowtts /var/cache/ishowtts
+        [ -n "$ROOT" ] || chown "$SYS_USER:$SYS_USER" /var/lib/ishowtts /var/lib/ishowtts/web \
+            /var/lib/ishowtts/voices /var/cache/ishowtts
     fi
 }
 
@@ -250,6 +255,7 @@ sys_config() {
     install -m 0644 "$HERE/docs/APPLIANCE.md" "$share/APPLIANCE.md"
     install -m 0644 "$HERE/docs/TWITCH.md" "$share/TWITCH.md"
     install -m 0644 "$HERE/docs/WYOMING.md" "$share/WYOMING.md"
+    install -m 0644 "$HERE/docs/WEB.md" "$share/WEB.md"
 }
 
 sys_units() {
@@ -261,6 +267,9 @@ sys_units() {
     install -m 0644 "$HERE/systemd/ishowtts-twitch@.service" "$dir/ishowtts-twitch@.service"
     # Optional, not enabled here: Home Assistant's Wyoming door (systemctl enable --now ishowtts-wyoming).
     install -m 0644 "$HERE/systemd/ishowtts-wyoming.service" "$dir/ishowtts-wyoming.service"
+    # Optional, not enabled here: the web gateway (systemctl enable --now ishowtts-web; loopback only
+    # until its LAN drop-in, docs/WEB.md).
+    install -m 0644 "$HERE/systemd/ishowtts-web.service" "$dir/ishowtts-web.service"
     if systemd_running; then
         systemctl daemon-reload
         systemctl enable "$SYS_ENABLE"
@@ -321,9 +330,12 @@ system_uninstall() {
     if systemd_running; then
         systemctl stop 'ishowtts-twitch@*.service' 2>/dev/null || true
         systemctl disable --now ishowtts-wyoming.service 2>/dev/null || true
+        systemctl disable --now ishowtts-web.service 2>/dev/null || true
     fi
     rm -f "$(sys_path /etc/systemd/system)/ishowtts-twitch@.service" \
         "$(sys_path /etc/systemd/system)/ishowtts-wyoming.service" \
+        "$(sys_path /etc/systemd/system)/ishowtts-web.service" \
+        "$(sys_path /etc/systemd/system/multi-user.target.wants)/ishowtts-web.service" \
         "$(sys_path /etc/systemd/system/multi-user.target.wants)"/ishowtts-twitch@*.service \
         "$(sys_path /etc/systemd/system/multi-user.target.wants)/ishowtts-wyoming.service"
     if systemd_running; then systemctl daemon-reload; fi

@@ -148,6 +148,8 @@ class Harness:
         )
         self.events: list[dict[str, Any]] = []
         self.pcm: dict[str, list[tuple[dict[str, Any], bytes]]] = {}
+        self.published: set[str] = set()
+        """Jobs with audio or events bound for the PUB (every job but a private one)."""
         self.worker.start()
         assert self.worker.ready.wait(60) and self.worker.startup_error is None
 
@@ -159,8 +161,12 @@ class Harness:
         for item in self.outbox.drain():
             if isinstance(item, EventOut):
                 self.events.append(item.payload)
+                if item.publish:
+                    self.published.add(item.payload["job"])
             else:
                 self.pcm.setdefault(item.job, []).append((item.header, item.payload))
+                if item.publish:
+                    self.published.add(item.job)
 
     def wait_for(self, pred: Callable[[dict[str, Any]], bool], timeout_s: float = 60) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
@@ -232,6 +238,25 @@ def test_worker_speaks_a_batch_in_order_and_lets_urgent_stop_and_remove_through(
             assert steps(h.audio(j), alone(fast, text)) <= TOL, j
         assert 0 < len(h.audio("A")) < len(alone(fast, LONG))
         assert not h.scheduler.busy
+    finally:
+        h.close()
+
+
+def test_a_private_job_shares_the_batch_rounds_with_chat_and_goes_first(fast: F5Engine) -> None:
+    """``say`` with ``"play": false``: taken ahead of the chat waiting, synthesised in the same
+    batched rounds, its audio and events for its requester only."""
+    h = Harness()
+    try:
+        with h.scheduler._cv:  # all three are queued before the worker looks (the lock is re-entrant)
+            h.submit(Job("c1", LINES[1], priority="text", source="chat"))
+            h.submit(Job("c2", LINES[3], priority="text", source="chat"))
+            h.submit(Job("api", LINES[2], play=False, peer=b"client", want_pcm=True))
+        outcomes = {j: h.outcome(j) for j in ("api", "c1", "c2")}
+        assert all(o["event"] == "done" and o["batch"] == 3 for o in outcomes.values()), outcomes
+        assert [e["job"] for e in h.events if e["event"] == "started"] == ["api", "c1", "c2"]
+        assert h.published == {"c1", "c2"}  # nothing of the private job goes to the PUB
+        assert steps(h.audio("api"), alone(fast, LINES[2])) <= TOL  # its audio, to its requester
+        assert h.worker.batch_counters["largest"] == 3
     finally:
         h.close()
 

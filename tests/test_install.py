@@ -95,6 +95,14 @@ def test_staged_install_tree(tmp_path: Path) -> None:
         st = (root / d).stat()
         assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (uid, gid, 0o750)
     assert (root / "var/lib/ishowtts-clocks").stat().st_mode & 0o777 == 0o700
+    # The web gateway's two writable paths (its unit's ReadWritePaths=): its secrets and the voices.
+    st = (root / "var/lib/ishowtts/web").stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (uid, gid, 0o750)
+    st = (root / "var/lib/ishowtts/voices").stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (uid, gid, 0o2770)
+    web = root / "etc/systemd/system/ishowtts-web.service"
+    assert web.read_bytes() == (REPO / "systemd/ishowtts-web.service").read_bytes()
+    assert (root / "opt/ishowtts/share/WEB.md").is_file()
     assert "ISHOWTTS_CONTROL" in (root / "etc/profile.d/ishowtts.sh").read_text()
     assert (root / "opt/ishowtts/share/APPLIANCE.md").is_file()
     # Nothing outside the staging root: the host's own files are untouched.

@@ -66,6 +66,8 @@ def test_secret_files_are_made_private_and_checked(tmp_path: Path) -> None:
         load_keys(token_file, key_file, settings)
     os.chmod(token_file, 0o600)
     assert load_keys(token_file, key_file, settings).token == "a-user-written-secret-of-enough-length"
+    with pytest.raises(ConfigError, match="does not exist yet"):  # --print-urls never makes them
+        load_keys(tmp_path / "none", key_file, settings, create=False)
     key_file.write_text("a-user-written-secret-of-enough-length\n")
     with pytest.raises(ConfigError, match="must differ"):
         load_keys(token_file, key_file, settings)

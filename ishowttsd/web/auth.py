@@ -23,9 +23,11 @@ MIN_CHARS = 16
 """Shortest secret accepted from a user-written file."""
 
 
-def load_or_create(path: Path, mode: int, file: Path | None, key: str) -> str:
-    """The secret in ``path``, created (with ``mode``) when missing. Errors name the settings
-    ``file`` and ``key`` and say what is wrong with ``path``."""
+def load_or_create(path: Path, mode: int, file: Path | None, key: str, create: bool = True) -> str:
+    """The secret in ``path``, created (with ``mode``) when missing and ``create``. Errors name
+    the settings ``file`` and ``key`` and say what is wrong with ``path``."""
+    if not path.exists() and not create:
+        raise ConfigError(file, key, f"{path}: does not exist yet (ishowtts-web makes it when it starts)")
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
         secret = secrets.token_urlsafe(32)
@@ -87,9 +89,13 @@ class Keys:
         return _same(key, self.overlay_key)
 
 
-def load_keys(token_file: Path, overlay_key_file: Path, settings_file: Path | None) -> Keys:
-    token = load_or_create(token_file, 0o600, settings_file, "web.token_file")
-    key = load_or_create(overlay_key_file, 0o640, settings_file, "web.overlay_key_file")
+def load_keys(
+    token_file: Path, overlay_key_file: Path, settings_file: Path | None, create: bool = True
+) -> Keys:
+    """Both secrets (made when missing, unless ``create`` is false: ``--print-urls`` run by root
+    must not leave root-owned secrets the service cannot read)."""
+    token = load_or_create(token_file, 0o600, settings_file, "web.token_file", create)
+    key = load_or_create(overlay_key_file, 0o640, settings_file, "web.overlay_key_file", create)
     try:
         return Keys(token, key)
     except ValueError as e:

@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         w = settings.web
         assert w.token_file is not None and w.overlay_key_file is not None
-        keys = load_keys(w.token_file, w.overlay_key_file, settings.file)
+        keys = load_keys(w.token_file, w.overlay_key_file, settings.file, create=not args.print_urls)
         curve = None
         if w.server_key is not None and w.client_key is not None:
             try:
