@@ -38,15 +38,21 @@ _STAMPER = """
 import json, sys, time, zmq
 s = zmq.Context().socket(zmq.SUB)
 s.setsockopt(zmq.SUBSCRIBE, b"pcm/")
+s.setsockopt(zmq.SUBSCRIBE, b"event")
 s.connect(sys.argv[1])
 seen = set()
 while True:
     frames = s.recv_multipart()
     t = time.time() * 1000
+    if frames[0] == b"event":
+        ev = json.loads(frames[1])
+        if ev.get("event") == "done":
+            print("done", ev["job"], t, flush=True)
+        continue
     job = json.loads(frames[1])["job"]
     if job not in seen:
         seen.add(job)
-        print(job, t, flush=True)
+        print("first", job, t, flush=True)
 """
 
 
@@ -59,13 +65,14 @@ class FirstFrames:
             [sys.executable, "-c", _STAMPER, d.pcm_endpoint], stdout=subprocess.PIPE, text=True
         )
         self.first: dict[str, float] = {}
+        self.done: dict[str, float] = {}
 
     def stop(self) -> None:
         self.proc.terminate()
         out, _ = self.proc.communicate(timeout=10)
         for line in out.splitlines():
-            job, t = line.split()
-            self.first[job] = float(t)
+            kind, job, t = line.split()
+            (self.first if kind == "first" else self.done)[job] = float(t)
 
 
 def say_and_wait(d: Daemon, dealer: Any, text: str) -> str:
@@ -89,21 +96,23 @@ def latency(d: Daemon, gw: Gateway, lines: int) -> dict[str, Any]:
         say_and_wait(d, dealer, "Warming up the page.")  # creates the AudioContext
         jobs = [say_and_wait(d, dealer, f"Line number {i}, short and sweet.") for i in range(lines)]
         time.sleep(1.0)
-        starts = {
-            e["job"]: e["wall"]
-            for e in driver.execute_script("return window.__overlay.log")
-            if e.get("type") == "start"
-        }
+        log = driver.execute_script("return window.__overlay.log")
+        starts = {e["job"]: e["wall"] for e in log if e.get("type") == "start"}
+        ends = {e["job"]: e["wall"] for e in log if e.get("type") == "end"}
     finally:
         driver.quit()
         ff.stop()
     lat = [starts[j] - ff.first[j] for j in jobs if j in starts and j in ff.first]
+    # "done means heard": the page plays a line's last sample this long after the daemon's done
+    heard = [ends[j] - ff.done[j] for j in jobs if j in ends and j in ff.done]
     return {
         "lines": len(lat),
         "p50_ms": round(pct(lat, 50), 1),
         "p99_ms": round(pct(lat, 99), 1),
         "min_ms": round(min(lat), 1),
         "max_ms": round(max(lat), 1),
+        "page_end_after_done_p50_ms": round(pct(heard, 50), 1),
+        "page_end_after_done_p99_ms": round(pct(heard, 99), 1),
     }
 
 
@@ -250,7 +259,8 @@ def rss(seconds: float, clients: int = 5) -> dict[str, Any]:
                 held.append(n)
                 c.close()
             time.sleep(0.5)
-            log = [ln for ln in gw.log.read_text().splitlines() if "fell behind" in ln]
+            lines = gw.log.read_text().splitlines()
+            log = [ln for ln in lines if "overlay left" in ln or "not reading" in ln]
             peak = max(r for _, r in samples)
             return {
                 "stuck_clients": clients,

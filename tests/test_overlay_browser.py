@@ -7,7 +7,10 @@ rendered (``?capture=1``), which is compared with the daemon's own PCM and trans
 
 from __future__ import annotations
 
+import contextlib
 import json
+import struct
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -86,9 +89,36 @@ def captions(driver: Any) -> list[str]:
     )
 
 
+class SecondOverlay(threading.Thread):
+    """Another overlay on the same gateway, at the wire level: collects each job's samples."""
+
+    def __init__(self, gw: Gateway) -> None:
+        super().__init__(daemon=True)
+        self.url = f"ws://127.0.0.1:{gw.port}/overlay/ws?key={gw.key}"
+        self.samples: dict[str, bytearray] = {}
+        self.ready = threading.Event()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        from websockets.sync.client import connect
+
+        with connect(self.url, max_size=None) as ws:
+            self.ready.set()
+            while not self.stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    msg = ws.recv(timeout=0.2)
+                    if isinstance(msg, bytes):
+                        (n,) = struct.unpack("<I", msg[:4])
+                        job = json.loads(msg[4 : 4 + n])["job"]
+                        self.samples.setdefault(job, bytearray()).extend(msg[4 + n :])
+
+
 def test_captions_follow_the_audio_which_is_gapless_and_transcribes(
-    page: Any, bot: Any, pub: Events, daemon: Daemon
+    page: Any, bot: Any, pub: Events, gateway: Gateway
 ) -> None:
+    other = SecondOverlay(gateway)
+    other.start()
+    assert other.ready.wait(10)
     take_capture(page)  # start from here
     lines = [
         ("alice", "Hello chat, thanks for the follow.", "c-1"),
@@ -134,6 +164,11 @@ def test_captions_follow_the_audio_which_is_gapless_and_transcribes(
         end = entries(page, "end", job)[0]
         assert end["reason"] == "final" and end["frame"] - start == at + len(sent)
     assert stats == 0, f"{stats} frames of underrun"
+    # several overlays at once: the other one got the same audio
+    other.stop.set()
+    other.join(5)
+    for job in jobs:
+        assert bytes(other.samples[job]) == pub.audio(job).tobytes()
     # the second line started as soon as its audio reached the page: the page adds no gap
     for job in jobs:
         arrived = entries(page, "first", job)[0]["wall"]
@@ -186,3 +221,17 @@ def test_page_plays_on_after_the_gateway_restarts(page: Any, gateway: Gateway, b
     wait_js(page, f"window.__overlay.log.some(e => e.type === 'end' && e.job === '{job}')", 30)
     assert entries(page, "caption", job)
     assert page.execute_script("return window.__loadedOnce") == "yes"  # not reloaded
+
+
+def test_page_plays_on_after_the_daemon_restarts(page: Any, daemon: Daemon, bot: Any, pub: Events) -> None:
+    daemon.stop()
+    wait_js(page, "window.__overlay.daemon === false", 15)
+    daemon.start()
+    daemon.wait_ready()
+    wait_js(page, "window.__overlay.daemon === true", 15)
+    time.sleep(1.0)  # the bot's and our SUBs reconnect to the new daemon
+    chat(bot, "The daemon is back as well.", "frank", "d-1")
+    job = job_of(pub, "d-1")
+    wait_js(page, f"window.__overlay.log.some(e => e.type === 'end' && e.job === '{job}')", 30)
+    assert entries(page, "caption", job)
+    assert page.execute_script("return window.__loadedOnce") == "yes"

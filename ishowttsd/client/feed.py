@@ -121,6 +121,8 @@ class Subscription:
         try:
             self._q.put_nowait(item)
         except asyncio.QueueFull:
+            if not self.drops:
+                _log.warning("a feed consumer is not reading; dropping its items", maxsize=self.maxsize)
             self.drops += 1
 
     @property

@@ -127,8 +127,7 @@ def routes(
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await t
             stuck = sender.done() and not sender.cancelled() and isinstance(sender.exception(), TimeoutError)
-            if sub.drops or stuck:
-                _log.info("overlay fell behind", dropped=sub.drops, closed=stuck)
+            _log.info("overlay left", dropped=sub.drops, send_timed_out=stuck)
         # The subscription is gone; a page that does not read may not even take the close frame.
         with contextlib.suppress(Exception):
             await asyncio.wait_for(ws.close(), CLOSE_TIMEOUT_S)

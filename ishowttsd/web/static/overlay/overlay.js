@@ -24,7 +24,7 @@ const cfg = {
   fields: (params.get("fields") || "user,text").split(",").map((s) => s.trim()).filter(Boolean),
   maxLines: num("max_lines", 0, 0, 50),
   hideUser: flag("hide_user"),
-  bufferMs: num("buffer_ms", 40, 0, 2000),
+  bufferMs: num("buffer_ms", 100, 0, 2000),
   holdMs: num("hold_ms", 0, 0, 30000),
   captions: params.get("captions") !== "0",
   capture: flag("capture"),
