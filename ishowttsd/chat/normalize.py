@@ -62,6 +62,12 @@ def _lookalikes() -> dict[str, str]:
     return out
 
 
+def warm() -> None:
+    """Load the look-alike table now (~0.1-0.5 s, once per process): call before serving, so the
+    first non-ASCII chat line does not stall the socket loop while it loads."""
+    _lookalikes()
+
+
 @functools.lru_cache(maxsize=8192)
 def _fold(c: str) -> str:
     if c.isascii():

@@ -44,6 +44,7 @@ from ishowttsd.chat.filters import (
     strip_emote_ranges,
 )
 from ishowttsd.chat.normalize import collapse_stretched, spam_key, user_key
+from ishowttsd.chat.normalize import warm as warm_spam_key
 from ishowttsd.chat.settings import ChatSettings
 from ishowttsd.chat.speakable import speakable
 from ishowttsd.chat.state import ChatState
@@ -186,6 +187,7 @@ class Pipeline:
             for r in s.replace
         ]
         self._tokens = tuple(t.encode("utf-8") for t in s.moderator_tokens)
+        warm_spam_key()  # once per process, before the first line (not in the socket loop)
 
     @property
     def counters(self) -> Counter[str]:
