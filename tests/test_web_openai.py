@@ -18,7 +18,8 @@ import openai
 import pytest
 import soundfile as sf
 
-from ishowttsd.web.openai_api import BadRequest, parse_speech
+from ishowttsd.client.aio import DaemonError, DaemonUnreachable
+from ishowttsd.web.openai_api import BadRequest, _daemon_error, parse_speech
 from tests import asr
 from tests.support import Daemon, running_daemon
 from tests.websupport import Gateway, chat_lines, running_gateway
@@ -180,6 +181,30 @@ def test_oversized_body_is_413(client: openai.OpenAI) -> None:
     with pytest.raises(openai.APIStatusError) as e:
         client.audio.speech.create(model="tts-1", voice="joe", input="word " * 20_000)  # 100 KB of JSON
     assert e.value.status_code == 413
+
+
+def test_warming_up_is_503_and_healthz_says_so() -> None:
+    with running_daemon({"debug": {"warmup_delay_s": 120}}, ready=False) as d, running_gateway(d) as gw:
+        c = openai.OpenAI(base_url=gw.url + "/v1", api_key=gw.token, max_retries=0)
+        deadline = time.monotonic() + 30  # until the daemon answers pings (it loads first)
+        while (r := httpx.get(gw.url + "/healthz")).json()["daemon"] == "unreachable":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert r.status_code == 503 and r.json() == {"status": "unavailable", "daemon": "warming_up"}
+        with pytest.raises(openai.InternalServerError) as e:
+            c.audio.speech.create(model="tts-1", voice="joe", input=LINE)
+        assert e.value.status_code == 503 and e.value.response.headers["retry-after"]
+        assert isinstance(e.value.body, dict) and e.value.body["code"] == "warming_up"
+
+
+def test_daemon_refusals_map_to_http_statuses() -> None:
+    for code, status in (("queue_full", 429), ("unknown_voice", 400), ("text_too_long", 400),
+                         ("engine_error", 500), ("not_ready", 503)):  # fmt: skip
+        r = _daemon_error(DaemonError(code, "why"))
+        assert r.status_code == status, code
+        assert json.loads(bytes(r.body))["error"]["code"] == code
+    r = _daemon_error(DaemonUnreachable("gone"))
+    assert r.status_code == 503 and r.headers["retry-after"] == "5"
 
 
 def test_parse_speech_rules() -> None:
