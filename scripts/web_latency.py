@@ -11,7 +11,9 @@ loopback port), warms them up, then for each of ``--n`` lines, alternately:
   whole response.
 
 and prints p50/p90/p99 of each, and ``http_first_byte - direct_first_frame`` (what the gateway
-adds: HTTP, JSON, auth, a ping, PyAV's first packet).
+adds, unpaired: engine noise included), and per request ``gateway_added``: the first byte's time
+minus that request's own wait for its first audio (the gateway's ``Server-Timing``): what HTTP,
+JSON, auth, the readiness ping, PyAV's first packet and uvicorn add.
 
     scripts/web_latency.py                                     # Piper (the embedded voice), CPU
     scripts/web_latency.py --daemon-config /tmp/tiny/f5.toml   # F5 (ishowtts-models tiny DIR writes it)
@@ -104,6 +106,8 @@ async def measure(control: str, url: str, token: str, n: int, fmt: str) -> dict[
     engine_ttfa: list[float] = []
     http_first: list[float] = []
     http_total: list[float] = []
+    gateway_added: list[float] = []
+    gateway_prep: list[float] = []
     auth = {"Authorization": f"Bearer {token}"}
     async with DaemonClient(control, timeout=120) as daemon, httpx.AsyncClient(timeout=120) as http:
         if not await wait_ready(daemon, 600):
@@ -123,6 +127,7 @@ async def measure(control: str, url: str, token: str, n: int, fmt: str) -> dict[
             async with http.stream("POST", url + "/v1/audio/speech", json=body, headers=auth) as r:
                 if r.status_code != 200:
                     raise SystemExit(f"HTTP {r.status_code}: {(await r.aread())[:300]!r}")
+                timing = _server_timing(r.headers.get("server-timing", ""))
                 async for chunk in r.aiter_raw():
                     if first is None and chunk:
                         first = time.perf_counter() - t1
@@ -134,6 +139,10 @@ async def measure(control: str, url: str, token: str, n: int, fmt: str) -> dict[
             engine_ttfa.append(float(speech.result.get("ttfa_s", 0.0)))
             http_first.append(first)
             http_total.append(total)
+            # The same request's wait for its first audio, as the gateway measured it: the rest of
+            # the first byte's time is the gateway's own (HTTP, JSON, auth, ping, PyAV, uvicorn).
+            gateway_added.append(first - timing["first_audio"])
+            gateway_prep.append(timing["prep"])
     overhead = [h - d for h, d in zip(http_first, direct_first, strict=True)]
     return {
         "engine_ttfa": summary(engine_ttfa),
@@ -141,7 +150,19 @@ async def measure(control: str, url: str, token: str, n: int, fmt: str) -> dict[
         "http_first_byte": summary(http_first),
         "http_total": summary(http_total),
         "http_minus_direct": summary(overhead),
+        "gateway_added": summary(gateway_added),
+        "gateway_prep": summary(gateway_prep),
     }
+
+
+def _server_timing(value: str) -> dict[str, float]:
+    """``prep;dur=1.2, first_audio;dur=30.5`` -> seconds by name."""
+    out = {}
+    for part in value.split(","):
+        name, _, dur = part.strip().partition(";dur=")
+        if dur:
+            out[name] = float(dur) / 1000
+    return out
 
 
 def main() -> int:

@@ -92,6 +92,8 @@ def test_audio_streams_while_it_is_made(client: openai.OpenAI) -> None:
         model="tts-1", voice="joe", input=text, response_format="pcm"
     ) as r:
         parts = list(r.iter_bytes(chunk_size=None))
+        timing = r.headers["server-timing"]
+    assert "prep;dur=" in timing and "first_audio;dur=" in timing
     assert len(parts) > 3  # sent as it was made, not as one body at the end
     assert len(b"".join(parts)) / 2 / 24000 > 10
 

@@ -181,6 +181,7 @@ def routes(gw: Gateway) -> Sequence[BaseRoute]:
         )
 
     async def speech(request: Request) -> Response:
+        t0 = time.perf_counter()
         if not gw.keys.bearer_ok(request.headers.get("authorization")):
             return unauthorized()
         try:
@@ -203,6 +204,7 @@ def routes(gw: Gateway) -> Sequence[BaseRoute]:
             why = f"{limit} speech requests are in progress; try again shortly"
             return error(429, why, "too_many_requests", headers={"Retry-After": "1"})
         busy[0] += 1
+        t_prep = time.perf_counter()
         job = gw.daemon.say(p.input, voice=voice, play=False)
         response = SpeechResponse(
             job, Encoder(p.response_format, p.speed), lambda: busy.__setitem__(0, busy[0] - 1)
@@ -221,6 +223,11 @@ def routes(gw: Gateway) -> Sequence[BaseRoute]:
         except BaseException:
             await response.cleanup()
             raise
+        # What the gateway spent before the audio, and the wait for it (a client can subtract).
+        t_first = time.perf_counter()
+        response.headers["Server-Timing"] = (
+            f"prep;dur={(t_prep - t0) * 1000:.2f}, first_audio;dur={(t_first - t_prep) * 1000:.2f}"
+        )
         return response
 
     async def models(request: Request) -> Response:
