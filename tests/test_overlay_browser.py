@@ -209,6 +209,20 @@ def test_skip_silences_at_once_and_a_deleted_line_never_sounds(page: Any, bot: A
     assert second not in pub.pcm
 
 
+def test_a_pause_holds_the_line_and_its_caption(page: Any, bot: Any, pub: Events) -> None:
+    chat(bot, "Pausing in the middle of this line should keep its caption up until it ends.", "gus", "p-1")
+    job = job_of(pub, "p-1")
+    wait_js(page, f"window.__overlay.log.some(e => e.type === 'start' && e.job === '{job}')", 30)
+    time.sleep(0.5)
+    bot.send_multipart([b"pause", json.dumps({"token": MOD_TOKEN}).encode()])
+    time.sleep(4.0)  # longer than the page's 3 s limit for a line whose audio stopped
+    assert not entries(page, "end", job)
+    assert any("gus" in c for c in captions(page))
+    bot.send_multipart([b"resume", json.dumps({"token": MOD_TOKEN}).encode()])
+    wait_js(page, f"window.__overlay.log.some(e => e.type === 'end' && e.job === '{job}')", 30)
+    assert entries(page, "end", job)[-1]["reason"] == "final"
+
+
 def test_page_plays_on_after_the_gateway_restarts(page: Any, gateway: Gateway, bot: Any, pub: Events) -> None:
     before = page.execute_script("return window.__overlay.sockets")
     gateway.stop()

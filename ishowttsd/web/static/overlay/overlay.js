@@ -236,6 +236,8 @@ function onEvent(m) {
       lines.set(ev.job, { user: ev.user, text: ev.text, platform: ev.platform, channel: ev.channel });
     } else if (ev.event === "cancelled" || ev.event === "error") {
       if (ev.job) drop(ev.job, ev.event);
+    } else if (ev.event === "paused" || ev.event === "resumed") {
+      if (node) node.port.postMessage({ type: "hold", on: ev.event === "paused" });
     }
     note({ type: "event", event: ev.event, job: ev.job, wall: Date.now() });
   }

@@ -21,6 +21,7 @@ class IshowttsPlayer extends AudioWorkletProcessor {
     this.playing = false;
     this.job = null; // the job whose audio is being heard
     this.dry = 0; // frames rendered dry while `job` is open
+    this.hold = false;
     this.frame = 0; // frames rendered since start
     this.underruns = 0; // frames rendered as silence while a job was open
     this.cap = this.capture ? new Float32Array(4096) : null;
@@ -38,6 +39,8 @@ class IshowttsPlayer extends AudioWorkletProcessor {
       this.drop(m.job, m.reason || "drop");
     } else if (m.type === "volume") {
       this.volume = m.value;
+    } else if (m.type === "hold") {
+      this.hold = !!m.on; // the daemon is paused: a line running dry is not stale
     }
   }
 
@@ -97,7 +100,7 @@ class IshowttsPlayer extends AudioWorkletProcessor {
       this.playing = false; // ran dry: wait for the jitter buffer again
       if (this.job !== null) {
         this.underruns += n - i;
-        this.dry += n - i;
+        if (!this.hold) this.dry += n - i;
         if (this.dry >= this.staleFrames) this.endJob(this.job, "stale");
       }
     } else if (this.job !== null) {
