@@ -256,6 +256,7 @@ sys_config() {
     install -m 0644 "$HERE/docs/TWITCH.md" "$share/TWITCH.md"
     install -m 0644 "$HERE/docs/WYOMING.md" "$share/WYOMING.md"
     install -m 0644 "$HERE/docs/WEB.md" "$share/WEB.md"
+    install -m 0644 "$HERE/docs/DASHBOARD.md" "$share/DASHBOARD.md"
 }
 
 sys_units() {

@@ -103,6 +103,7 @@ def test_staged_install_tree(tmp_path: Path) -> None:
     web = root / "etc/systemd/system/ishowtts-web.service"
     assert web.read_bytes() == (REPO / "systemd/ishowtts-web.service").read_bytes()
     assert (root / "opt/ishowtts/share/WEB.md").is_file()
+    assert (root / "opt/ishowtts/share/DASHBOARD.md").is_file()
     assert "ISHOWTTS_CONTROL" in (root / "etc/profile.d/ishowtts.sh").read_text()
     assert (root / "opt/ishowtts/share/APPLIANCE.md").is_file()
     # Nothing outside the staging root: the host's own files are untouched.
