@@ -60,6 +60,8 @@ VOICES_TTL_S = 5.0
 """How long the daemon's voice list is reused (voices can be added at run time)."""
 
 PING_TIMEOUT_S = 2.0
+READY_TTL_S = 1.0
+"""A ``ready`` pong is trusted this long: a busy stream of requests skips a round trip each."""
 
 STATUS = {
     "unknown_voice": (400, "voice"),
@@ -159,6 +161,15 @@ def routes(gw: Gateway) -> Sequence[BaseRoute]:
     voices_cache = _Voices()
     max_chars = gw.settings.queue.max_text_chars
     busy = [0]  # speech responses in progress (one event loop: no lock needed)
+    ready_at = [-math.inf]  # when the daemon last said it was ready
+
+    async def ready() -> bool:
+        if time.monotonic() - ready_at[0] < READY_TTL_S:
+            return True
+        if (await gw.daemon.ping(PING_TIMEOUT_S)).get("ready"):
+            ready_at[0] = time.monotonic()
+            return True
+        return False
 
     def release() -> None:
         busy[0] -= 1
@@ -190,8 +201,7 @@ def routes(gw: Gateway) -> Sequence[BaseRoute]:
             return error(400, "the body must be JSON", "invalid_json")
         try:
             p = parse_speech(body, max_chars)
-            pong = await gw.daemon.ping(PING_TIMEOUT_S)
-            if not pong.get("ready"):
+            if not await ready():
                 return error(503, "the speech engine is warming up; try again shortly", "warming_up",
                              headers={"Retry-After": "5"})  # fmt: skip
             voice = await resolve_voice(p.voice)
