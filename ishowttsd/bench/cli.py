@@ -55,6 +55,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--ingest", type=Path, default=None, help="record JSON to add to results (no measuring)")
     p.add_argument("--warmup-probe", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--daemon", default="", help="run the daemon's engine with these [f5.fast] quant values")
+    p.add_argument("--daemon-main", default=None, help="the daemon run the daemon_* keys report")
+    p.add_argument("--daemon-oneshot", default=None, help="the variant daemon_line_ms is compared with")
+    p.add_argument("--fp8-variant", default=None, help="the variant the fp8_* keys report")
+    p.add_argument("--int8-variant", default=None, help="the variant int8_rel_error reports")
     return p.parse_args(argv)
 
 
@@ -80,6 +85,8 @@ def plan_from(a: argparse.Namespace) -> Any:
         conv_impl=a.conv_impl,
         ablations=not a.no_ablations,
         budget_s=a.budget_s,
+        daemon=tuple(x for x in a.daemon.split(",") if x),
+        daemon_reps=2 if smoke else 7,
     )
 
 
@@ -139,6 +146,9 @@ def print_table(rec: dict[str, Any]) -> None:
         f"  TTFA {f(rec.get('ttfa_ms'), '.2f')} ms   16 lines {f(rec.get('x_realtime_16'), '.0f')}x RT  "
         f"rel mel error {f(rec.get('rel_error'), '.2e')}"
     )
+    paths = {k: rec.get(k) for k in record_path_keys() if rec.get(k) is not None}
+    if paths:
+        print("  " + "  ".join(f"{k} {v:.4g}" for k, v in paths.items()))
     fast = rec.get("fast") or {}
     if fast:
         print(
@@ -155,6 +165,12 @@ def print_table(rec: dict[str, Any]) -> None:
             )
     for k, v in (rec.get("errors") or {}).items():
         print(f"  ERROR in {k}: {v[:300]}")
+
+
+def record_path_keys() -> tuple[str, ...]:
+    from ishowttsd.bench import record
+
+    return record.PATH_KEYS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
         unix_time=t0,
         nfe=plan.nfe,
         main_variant=plan.main if b.cuda else "fp32",
+        fp8_variant=a.fp8_variant,
+        int8_variant=a.int8_variant,
+        daemon_main=a.daemon_main,
+        daemon_oneshot=a.daemon_oneshot,
         git_commit=__import__("ishowttsd.bench.record", fromlist=["git_commit"]).git_commit(REPO),
         model={
             "arch": b.m.arch_name,

@@ -58,6 +58,9 @@ class Plan:
     command has a hard time limit, and a partial record beats none."""
     checkpoint: Any = None
     """Callable(out) run after each section (the CLI writes the partial record there)."""
+    daemon: Sequence[str] = ()
+    """``[f5.fast] quant`` settings to run the daemon's own engine with (full size, CUDA only)."""
+    daemon_reps: int = 7
 
 
 @dataclass
@@ -218,16 +221,22 @@ def measure_stock(b: Bench) -> None:
 
 
 def variant_options(name: str) -> dict[str, Any]:
-    """``bf16``, ``fp16``, ``fp32``, ``fp8`` (bf16 + fp8 matmuls), with optional suffixes:
+    """``bf16``, ``fp16``, ``fp32``, ``fp8`` (bf16 + fp8 GEMMs, quantisation fused, fast
+    accumulation), ``int8`` (fp16 + W8A8 GEMMs, SmoothQuant-calibrated), with optional suffixes:
+    ``_noacc`` (fp8 without fast accumulation),
     ``_sdpa`` (mask through SDPA's attn_mask), ``_exact`` (no length buckets), ``_dyn`` (one
     dynamic-shape compile), ``_eager`` (no compile, no graph), ``_graph`` (graph, no compile),
     ``_cudnn`` (the positional conv through cuDNN instead of the fused Triton kernel), ``_nogelu``
     (FF GELU as its own kernel), ``_nodefer`` (each block adds its own FF residual), ``_maxat``
     (compile mode max-autotune-no-cudagraphs). Without suffixes, the daemon's ``[f5.fast]`` defaults."""
     base, *mods = name.split("_")
-    opts: dict[str, Any] = {"dtype": "bf16" if base == "fp8" else base, "fp8": base == "fp8"}
+    quant = base if base in ("fp8", "int8") else "none"
+    dtype = {"fp8": "bf16", "int8": "fp16"}.get(base, base)
+    opts: dict[str, Any] = {"dtype": dtype, "quant": quant, "fast_accum": quant == "fp8"}
     for m in mods:
-        if m == "sdpa":
+        if m == "noacc":
+            opts["fast_accum"] = False
+        elif m == "sdpa":
             opts["attn_mode"] = "sdpa"
         elif m == "exact":
             opts["bucket_frames"] = 0
@@ -250,19 +259,27 @@ def variant_options(name: str) -> dict[str, Any]:
     return opts
 
 
-def _fast(b: Bench, dtype: str, *, fp8: bool = False, compile: bool = True, graph: bool = True,
+def _fast(b: Bench, dtype: str, *, quant: str = "none", fast_accum: bool = False, compile: bool = True,
+          graph: bool = True,
           cfg: InferenceConfig | None = None, fused: Any = None, attn_mode: str | None = None,
           bucket_frames: int | None = None, compile_dynamic: bool | None = None,
           conv_impl: str | None = None, gelu_epilogue: bool = True, defer_residual: bool = True,
           compile_mode: str = "default") -> FastSampler:  # fmt: skip
-    return FastSampler(
-        b.m.dit, cfg or b.cfg, dtype=dtype, fp8=fp8, compile=compile and b.plan.compile, cuda_graph=graph,
+    fs = FastSampler(
+        b.m.dit, cfg or b.cfg, dtype=dtype, quant=quant, fast_accum=fast_accum,
+        compile=compile and b.plan.compile, cuda_graph=graph,
         bucket_frames=b.plan.bucket_frames if bucket_frames is None else bucket_frames,
         attn_mode=attn_mode or b.plan.attn_mode, fused=fused,
         compile_dynamic=b.plan.compile_dynamic if compile_dynamic is None else compile_dynamic,
         conv_layout=b.plan.conv_layout, conv_impl=conv_impl or b.plan.conv_impl,
         gelu_epilogue=gelu_epilogue, compile_mode=compile_mode, defer_residual=defer_residual,
     )  # fmt: skip
+    # int8: SmoothQuant calibration on three chat lines that are not the measured ones
+    fs.calibrate([b.job(t, 90 + i) for i, t in enumerate(CALIBRATION_LINES)])
+    return fs
+
+
+CALIBRATION_LINES = (workload.MIXED_LINES[5], workload.MIXED_LINES[6], workload.MIXED_LINES[11])
 
 
 def _line_request(b: Bench, pipe: FastPipeline, text: str, seed: int) -> tuple[Any, dict[str, float]]:
@@ -492,7 +509,45 @@ def run_all(b: Bench) -> dict[str, Any]:
     b.out["batch_equality"] = guarded(b, "batch_equality", lambda: measure_batch_equality(b, main_fs))
     b.out["fidelity"] = guarded(b, "fidelity", lambda: measure_fidelity(b, samplers))
     guarded(b, "fast_nfe_sweep", lambda: fast_sweep(b, main_fs))
+    if b.cuda and p.daemon:
+        samplers.clear()
+        b.out["daemon"] = {}
+        for q in p.daemon:
+
+            def one_daemon(q: str = q) -> None:
+                measure_daemon(b, q)
+
+            guarded(b, f"daemon_{q}", one_daemon)
     return b.out
+
+
+def measure_daemon(b: Bench, quant: str) -> None:
+    """The daemon's engine (``bench.daemon``) with ``[f5.fast] quant = quant``, full size."""
+    import gc
+    import tempfile
+    from pathlib import Path
+
+    import torch._dynamo
+
+    from ishowttsd.bench import daemon
+
+    gc.collect()
+    torch.cuda.empty_cache()
+    torch._dynamo.reset()  # the engine compiles as the daemon does, not on the bench's static graphs
+    doc = daemon.write_full(Path(tempfile.gettempdir()) / "ishowtts-bench-f5full")
+    t0 = time.perf_counter()
+    e = daemon.load_engine(doc, {"quant": quant}, b.plan.nfe)
+    res = {"load_s": time.perf_counter() - t0, **daemon.measure_engine(e, b.plan.daemon_reps)}
+    res["options"] = e._fast.fs.options if e._fast is not None else None
+    b.out["daemon"][quant] = res
+    line, m16 = res["line"], res["mixed_16"]
+    b.say(f"daemon[{quant}]: line {line['total_ms']:.2f} ms (first audio {line['ttfa_ms']:.2f} ms, "
+          f"{line['chunks']} chunk(s)); long line first audio {res['long_line']['ttfa_ms']:.2f} ms of "
+          f"{res['long_line']['total_ms']:.2f}; 16 mixed {m16['wall_ms']:.1f} ms = {m16['x_realtime']:.0f}x; "
+          f"warm-up {res['warmup_s']:.1f} s")  # fmt: skip
+    e.close()
+    del e
+    gc.collect()
 
 
 def fast_sweep(b: Bench, main_fs: FastSampler) -> None:

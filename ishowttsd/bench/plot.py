@@ -31,11 +31,15 @@ def draw(history: list[dict[str, Any]], latest: dict[str, Any] | None, path: Pat
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
 
-    series(axes[0], [("stock_rtf", "stock f5-tts"), ("rtf", "fast path")], "RTF (lower is better)", log=True)
+    series(axes[0], [("stock_rtf", "stock f5-tts"), ("rtf", "fast path"), ("fp8_rtf", "fast, fp8")],
+           "RTF (lower is better)", log=True)  # fmt: skip
     axes[0].axhline(0.0035, color="red", ls="--", lw=0.8)
-    series(axes[1], [("ttfa_ms", "fast path")], "time to first audio, ms")
+    ttfa = [("ttfa_ms", "fast path"), ("fp8_ttfa_ms", "fast, fp8"), ("daemon_ttfa_ms", "daemon engine")]
+    series(axes[1], ttfa, "time to first audio, ms")
     axes[1].axhline(15.0, color="red", ls="--", lw=0.8)
-    series(axes[2], [("x_realtime_16", "16 concurrent lines")], "x real time, 16 lines")
+    x16 = [("x_realtime_16", "16 mixed lines (bench)"), ("daemon_x_realtime_16", "16 mixed (daemon)"),
+           ("fp8_x_realtime_16_same", "16 x line, fp8")]  # fmt: skip
+    series(axes[2], x16, "x real time, 16 lines")
     axes[2].axhline(400.0, color="red", ls="--", lw=0.8)
     if latest:
         ax = axes[3]

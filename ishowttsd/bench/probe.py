@@ -122,12 +122,14 @@ def profiled(fs: Any, jobs: list[Any]) -> Any:
 def print_kinds(p: Any, title: str) -> None:
     """A profile's kernel time summed by :func:`category`, largest first."""
     cats: dict[str, float] = {}
+    counts: dict[str, int] = {}
     for ev in p.key_averages():
         cats[category(ev.key)] = cats.get(category(ev.key), 0.0) + ev.self_device_time_total / 1e3
+        counts[category(ev.key)] = counts.get(category(ev.key), 0) + int(ev.count)
     total = sum(cats.values())
     print(f"kernel time by kind, {title}: {total:.2f} ms")
     for k, v in sorted(cats.items(), key=lambda kv: -kv[1]):
-        print(f"  {k:32s} {v:8.2f} ms  {100 * v / total:5.1f}%")
+        print(f"  {k:32s} {v:8.2f} ms  {100 * v / total:5.1f}%  {counts[k]:6d} launches")
 
 
 def category(name: str) -> str:
@@ -138,6 +140,8 @@ def category(name: str) -> str:
         return "pos-conv"
     if "nvjet" in n or "gemm" in n or "cutlass" in n or ("scaled_mm" in n and "triton" not in n):
         return "gemm"
+    if "int8_mm" in n:
+        return "gemm (int8, triton)"
     if "triton" in n:
         return "fused elementwise (inductor)"
     return "other"
@@ -241,6 +245,50 @@ def breakdown(dtype: str = "fp16") -> None:
         print_kinds(profiled(fs, jobs), f"{dtype} {name} ({jobs[0].frames} frames, exact), 8 steps")
 
 
+def quant_probe() -> None:
+    """The low-precision linears at the DiT's shapes (one line, 16 lines; CFG rows): fp16
+    ``F.linear``, fp8 ``_scaled_mm`` row-wise with bias (fast accumulation on/off), the int8
+    Triton kernel (error against ``torch._int_mm``); then kernel time by kind for one 8-step loop
+    of the line in fp16, fp8 and int8 (did the quantisation fuse into the producing kernels?)."""
+    from ishowttsd.bench import measure, workload
+    from ishowttsd.engine.f5 import quant
+
+    dev = torch.device("cuda")
+    shapes = (("qkv", 1024, 3072), ("out", 1024, 1024), ("ff1", 1024, 2048), ("ff2", 2048, 1024))
+    for m in (1996, 31936):
+        for name, k, n in shapes:
+            x = torch.randn(m, k, device=dev, dtype=torch.float16)
+            w = torch.randn(n, k, device=dev, dtype=torch.float16) / k**0.5
+            bias = torch.randn(n, device=dev, dtype=torch.float16)
+            row: dict[str, float | str] = {"fp16": bench_ms(lambda: F.linear(x, w, bias))}
+            w8, s8 = quant.quantize_weight(w, "fp8")
+            xb, bb = x.bfloat16(), bias.bfloat16()
+            xq, xs = quant.quantize_rows(xb, "fp8")
+            for acc in (True, False):
+                bf = torch.bfloat16
+                row[f"fp8 acc={acc}"] = bench_ms(
+                    lambda: torch._scaled_mm(xq, w8, xs, s8, bias=bb, out_dtype=bf, use_fast_accum=acc)
+                )
+            row["fp8 quant x"] = bench_ms(lambda: quant.quantize_rows(xb, "fp8"))
+            wi, si = quant.quantize_weight(w, "int8")
+            xi, xsi = quant.quantize_rows(x, "int8")
+            got = quant.int8_mm(xi, wi, xsi, si, bias, False, torch.float16)
+            ref = quant.int8_mm_reference(xi, wi, xsi, si, bias, False, torch.float16)
+            row["int8 err"] = f"{float((got.float() - ref.float()).norm() / ref.float().norm()):.1e}"
+            row["int8 triton"] = bench_ms(lambda: quant.int8_mm(xi, wi, xsi, si, bias, False, torch.float16))
+            row["int8 _int_mm"] = bench_ms(lambda: torch._int_mm(xi, wi))
+            cells = "  ".join(
+                f"{kk} {v:.4f}" if isinstance(v, float) else f"{kk} {v}" for kk, v in row.items()
+            )
+            print(f"M={m} {name} {k}->{n}: {cells}", flush=True)
+    b = measure.setup(measure.Plan(size="full", device="cuda"), print)
+    for variant in ("fp16_exact", "fp8_exact", "int8_exact"):
+        fs = measure._fast(b, **measure.variant_options(variant), graph=False)
+        jobs = [b.job(workload.LINE, 1)]
+        print_kinds(profiled(fs, jobs), f"{variant} line ({jobs[0].frames} frames), 8 steps")
+        del fs
+
+
 if __name__ == "__main__":
     what = sys.argv[1:] or ["attention", "conv", "profile"]
     if "matrix" in what:
@@ -253,5 +301,7 @@ if __name__ == "__main__":
         posconv_probe()
     if "breakdown" in what:
         breakdown()
+    if "quant" in what:
+        quant_probe()
     if "profile" in what:
         profile()

@@ -22,6 +22,7 @@ from ishowttsd.confread import Table
 T = TypeVar("T")
 
 ATTN_MODES = ("sdpa", "augment")
+QUANTS = ("none", "fp8", "int8", "auto")
 DTYPES = ("bf16", "fp16", "fp32")
 SLOT_SIZES = (1, 2, 4, 8, 16)
 """Batch sizes graphs are captured for; a batch runs in the smallest that holds it."""
@@ -38,8 +39,16 @@ class FastSettings:
     """DiT compute dtype. fp16 and bf16 ran at the same speed; fp16's mel error against fp32 is
     7.9e-4, bf16's 6.1e-3."""
     fp8: bool = False
-    """Hopper fp8 matmuls (rowwise scales). Off: no faster for one line (the activation
-    quantisation costs what the fp8 GEMMs save), +4% at 16 lines, error 8.5e-3."""
+    """The old switch for ``quant = "fp8"`` (kept for existing configs; needs ``dtype = "bf16"``)."""
+    quant: str = "none"
+    """Low-precision GEMMs for the transformer blocks' four linears: 'none'; 'fp8' (Hopper/Ada:
+    row-wise e4m3 ``torch._scaled_mm``, weights per output channel, activations per token with
+    the quantisation fused into the producing kernels; the DiT then runs in bf16 whatever
+    ``dtype`` says); 'int8' (W8A8 with SmoothQuant, calibrated at load on the voices: the path
+    for Ampere boards such as the Orin, whose int8 tensor cores run at twice fp16); 'auto': fp8
+    where the GPU has fp8 tensor cores (compute capability >= 8.9), else none."""
+    fast_accum: bool = True
+    """fp8: Hopper's fast accumulation in the GEMM."""
     compile: bool = True
     """torch.compile (default mode) of the transformer block, with torch's automatic dynamic
     shapes: the daemon's full-size engine ran as fast as with static shapes (38.1 vs 38.2 ms per
@@ -78,6 +87,8 @@ def parse_fast(t: Table) -> FastSettings:
         on_cpu=t.flag("on_cpu", d.on_cpu),
         dtype=t.choice("dtype", d.dtype, DTYPES),
         fp8=t.flag("fp8", d.fp8),
+        quant=t.choice("quant", d.quant, QUANTS),
+        fast_accum=t.flag("fast_accum", d.fast_accum),
         compile=t.flag("compile", d.compile),
         cuda_graph=t.flag("cuda_graph", d.cuda_graph),
         bucket_frames=t.integer("bucket_frames", d.bucket_frames, min=0, max=1024),

@@ -45,6 +45,14 @@ _log = log.get(__name__)
 
 BUCKET_QUANTUM = 16
 """Bucket sizes are multiples of this many frames (~0.17 s)."""
+FALLBACK_COST_MS = (7.3, 0.0148)
+"""GPU ms per chunk as ``a + b * total frames`` where warm-up measured no shape (the fast path's
+fp16 one-shot times on an H200: 15.9 ms at 580 frames, 22.1 ms at 998; docs/PERFORMANCE.md)."""
+CALIBRATION_TEXTS = (
+    "Hello chat, thanks so much for the follow, welcome to the stream!",
+    "That boss fight was insane, how many tries did it take?",
+)
+"""What int8's SmoothQuant calibration samples with each voice (``[f5.fast] quant = "int8"``)."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +108,9 @@ class F5Engine:
         self._ladder: list[int] = []
         self._fast: Any = None
         """The fast pipeline (``pipeline.FastPipeline``) where it applies (CUDA), else None."""
+        self._shape_ms: dict[int, float] = {}
+        """GPU ms (DiT + Vocos, CUDA events) per total frame count, measured at warm-up: what
+        the first-chunk rule predicts with."""
 
     # -- lifecycle -----------------------------------------------------------------------------
     def load(self, progress: Progress) -> None:
@@ -127,6 +138,10 @@ class F5Engine:
         self._fast = pipeline.build_pipeline(
             m.dit, m.vocoder, self._cfg, fs, int16=False, allow_cpu=fs.on_cpu
         )
+        if self._fast is not None and self._fast.fs.fused.quant == "int8":
+            with torch.inference_mode():
+                jobs = [self._fast_job(v, t) for v in self._voices.values() for t in CALIBRATION_TEXTS]
+                self._fast.fs.calibrate(jobs[:4])
         max_frames = self._seconds_to_frames(self._s.max_total_s)
         ratio = self._s.ladder_ratio
         if self._fast is not None and fs.compile and self._s.bucket_ratio is None:
@@ -161,6 +176,10 @@ class F5Engine:
             # A voice whose reference fits this shape (shapes come from every voice's range).
             voice = next(v for v in self._voices.values() if v.ref_frames + min_gen <= frames)
             self._chunk_audio(voice, "Warm up.", frames)
+            if self._fast is not None and self._fast.cuda:
+                # once more, compiled and captured: this shape's GPU time for the first-chunk rule
+                _wave, t = self._chunk_audio(voice, "Warm up.", frames)
+                self._shape_ms[frames] = 1e3 * (t["model"] + t["vocoder"])
         if self._s.warmup == "all" and self.max_batch() > 1:
             self._warm_batches(progress)
         _log.info("f5 warm-up done", shapes=len(shapes), warmup_s=round(time.perf_counter() - t0, 3))
@@ -252,10 +271,20 @@ class F5Engine:
     def inference(self) -> InferenceConfig:
         return self._cfg
 
-    def plan(self, line: str, voice: str | None = None) -> list[tuple[str, int]]:
-        """The chunks ``line`` is spoken in and each one's total frame count (reference included)."""
+    def plan(self, line: str, voice: str | None = None, idle: bool = True) -> list[tuple[str, int]]:
+        """The chunks ``line`` is spoken in and each one's total frame count (reference included):
+        alone (``idle``, :meth:`synthesize`) or in a batch (:meth:`synthesize_many`)."""
         v = self._voice(voice)
-        return [(c, self.frames_for(v, c)) for c in self._chunks(v, text.normalise(line))]
+        return [(c, self.frames_for(v, c)) for c in self._chunks(v, text.normalise(line), idle)]
+
+    def predict_ms(self, frames: int) -> float:
+        """Predicted GPU ms for one chunk of ``frames`` total frames: the smallest shape measured
+        at warm-up that holds it (the ladder rounds up to those), else :data:`FALLBACK_COST_MS`."""
+        fits = [f for f in self._shape_ms if f >= frames]
+        if fits:
+            return self._shape_ms[min(fits)]
+        a, b = FALLBACK_COST_MS
+        return a + b * frames
 
     def synthesize(self, line: str, voice: str | None, cancel: CancelToken) -> Iterator[AudioChunk]:
         if self._m is None:
@@ -345,7 +374,7 @@ class F5Engine:
             except EngineError as e:
                 plans.append(rounds.Plan(None, [], r.cancel, fader, error=e))
                 continue
-            chunks = self._chunks(v, text.normalise(r.text))
+            chunks = self._chunks(v, text.normalise(r.text), idle=False)
             plans.append(rounds.Plan(v, chunks, r.cancel, fader, prep_s=time.perf_counter() - t0))
         return rounds.Rounds(plans, self._batch_step, self.sample_rate).streams()
 
@@ -397,14 +426,26 @@ class F5Engine:
         rate, hop = (m.mel.target_sample_rate, m.mel.hop_length) if m is not None else (24000, 256)
         return int(s * rate / hop)
 
-    def _chunks(self, v: LoadedVoice, line: str) -> list[str]:
+    def _chunks(self, v: LoadedVoice, line: str, idle: bool = True) -> list[str]:
+        """The line as chunks: as few as the length budget allows, plus a short first chunk only
+        when ``idle`` (one job, nobody queued behind it) and it is predicted to bring the first
+        audio at least ``first_chunk_gain_ms`` sooner (:meth:`predict_ms`). Under a backlog
+        (``idle=False``) every extra chunk would cost GPU time that the queued lines wait for."""
         # f5-tts's budget: reference + chunk within max_total_s at this voice's speech rate.
         # Durations count UTF-8 bytes (f5-tts's estimate) while chunks count characters: scale by
         # the line's bytes per character, or a CJK chunk (3 bytes each) would overrun the budget.
         room = self._seconds_to_frames(self._s.max_total_s) - v.ref_frames
         bytes_per_char = len(line.encode("utf-8")) / max(1, len(line))
         max_chars = max(8, int(room / v.frames_per_byte() * v.speed / bytes_per_char))
-        return text.chunk(line, max_chars, self._s.first_chunk_chars)
+        whole = text.chunk(line, max_chars, 0)
+        if not idle or self._s.first_chunk_chars <= 0 or not whole:
+            return whole
+        split = text.chunk(line, max_chars, self._s.first_chunk_chars)
+        if len(split) <= len(whole) or self._fast is None:
+            # the reference sampler (CPU, no fast path): seconds per chunk, always worth it
+            return split
+        gain = self.predict_ms(self.frames_for(v, whole[0])) - self.predict_ms(self.frames_for(v, split[0]))
+        return split if gain >= self._s.first_chunk_gain_ms else whole
 
     def _bucket(self, frames: int) -> int:
         for b in self._ladder:

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ishowttsd import log
-from ishowttsd.engine.f5 import posconv
+from ishowttsd.engine.f5 import posconv, quant
 
 _log = log.get(__name__)
 
@@ -62,45 +62,75 @@ def bucket_for(frames: int, granularity: int) -> int:
 
 
 class Linear(NamedTuple):
-    """A linear layer in the fast path's own layout: bf16/fp16/fp32 weight, or fp8 + per-row scales.
+    """A linear layer in the fast path's own layout: a weight in the compute dtype, or a
+    quantised one (fp8 or int8, per output channel) with its scales.
 
     A NamedTuple of tensors, so torch.compile guards on shapes only and one compiled block
     serves every block's weights.
     """
 
-    weight: Tensor  # [out, in] in the compute dtype (kept also for fp8, for checks and fallbacks)
+    weight: Tensor  # [out, in] in the compute dtype (kept also when quantised, for checks)
     bias: Tensor | None
-    wq_t: Tensor | None = None  # fp8 e4m3, [in, out] column-major view of [out, in]
+    wq_t: Tensor | None = None  # fp8 e4m3 or int8, [in, out] column-major view of [out, in]
     w_scale: Tensor | None = None  # fp32 [1, out]
+    inv_smooth: Tensor | None = None  # int8: fp32 [in], 1 / SmoothQuant factor (folded into x)
+    fast_accum: bool = False  # fp8: Hopper's fast accumulation (no periodic fp32 promotion)
 
 
-def _linear(x: Tensor, lin: Linear) -> Tensor:
+def _linear(x: Tensor, lin: Linear, gelu: bool = False) -> Tensor:
+    """``x @ W.T + b`` (then tanh-GELU) in the layer's precision. Quantised layers quantise ``x``
+    per token here, in plain tensor code that the compiled block fuses into the kernel producing
+    ``x``; dequantisation, bias (and GELU for int8) run in the GEMM's epilogue."""
     if lin.wq_t is None:
-        return F.linear(x, lin.weight, lin.bias)
-    return _fp8_linear(x, lin)
-
-
-def _fp8_linear(x: Tensor, lin: Linear) -> Tensor:
-    """Rowwise-scaled fp8 GEMM: per-token activation scales, per-output-channel weight scales."""
-    assert lin.wq_t is not None and lin.w_scale is not None
+        if gelu and lin.bias is not None and x.is_cuda:
+            return linear_gelu(x, lin.weight, lin.bias)
+        y = F.linear(x, lin.weight, lin.bias)
+        return F.gelu(y, approximate="tanh") if gelu else y
     shape = x.shape
     x2 = x.reshape(-1, shape[-1])
-    amax = x2.abs().amax(dim=-1, keepdim=True).float().clamp(min=1e-6)
-    scale = amax / FP8_MAX
-    xq = (x2.float() / scale).to(torch.float8_e4m3fn)
-    y = torch._scaled_mm(xq, lin.wq_t, scale_a=scale, scale_b=lin.w_scale, out_dtype=torch.bfloat16)
-    if lin.bias is not None:
-        y = y + lin.bias
+    assert lin.w_scale is not None
+    if lin.wq_t.dtype == torch.int8:
+        if _RECORD is not None:
+            raise RuntimeError("calibration runs on the unquantised weights")
+        xq, xs = quant.quantize_rows(x2, "int8", lin.inv_smooth)
+        y = quant.int8_mm(xq, lin.wq_t, xs, lin.w_scale, lin.bias, gelu, x.dtype)
+        return y.reshape(*shape[:-1], y.shape[-1])
+    xq, xs = quant.quantize_rows(x2, "fp8")
+    y = torch._scaled_mm(xq, lin.wq_t, scale_a=xs, scale_b=lin.w_scale, bias=lin.bias,
+                         out_dtype=torch.bfloat16, use_fast_accum=lin.fast_accum)  # fmt: skip
+    if gelu:
+        y = F.gelu(y, approximate="tanh")  # fuses into the next layer's quantisation kernel
     return y.reshape(*shape[:-1], y.shape[-1])
 
 
-def quantize_fp8(lin: Linear) -> Linear:
-    w = lin.weight.float()
-    amax = w.abs().amax(dim=1, keepdim=True).clamp(min=1e-8)  # [out, 1]
-    scale = amax / FP8_MAX
-    wq = (w / scale).to(torch.float8_e4m3fn)  # [out, in] row-major
+_RECORD: dict[int, Tensor] | None = None
+"""While int8 calibration runs (eagerly): per layer (``id`` of its weight), the running
+per-input-channel ``max |x|``."""
+
+
+def _record(x: Tensor, lin: Linear) -> None:
+    if _RECORD is None:
+        return
+    m = x.detach().reshape(-1, x.shape[-1]).abs().amax(dim=0).float()
+    key = id(lin.weight)
+    prev = _RECORD.get(key)
+    _RECORD[key] = m if prev is None else torch.maximum(prev, m)
+
+
+def quantize_fp8(lin: Linear, fast_accum: bool = False) -> Linear:
+    wq_t, scale = quant.quantize_weight(lin.weight, "fp8")
     bias = lin.bias.to(torch.bfloat16) if lin.bias is not None else None
-    return Linear(lin.weight, bias, wq_t=wq.t(), w_scale=scale.t().contiguous())
+    return Linear(lin.weight, bias, wq_t=wq_t, w_scale=scale, fast_accum=fast_accum)
+
+
+def quantize_int8(lin: Linear, x_absmax: Tensor | None, alpha: float = quant.SMOOTH_ALPHA) -> Linear:
+    """W8A8 with SmoothQuant migration from the calibrated ``max |x|`` per input channel (None:
+    no migration)."""
+    smooth = quant.smooth_factors(x_absmax, lin.weight, alpha) if x_absmax is not None else None
+    wq_t, scale = quant.quantize_weight(lin.weight, "int8", smooth)
+    inv = (1.0 / smooth).float() if smooth is not None else None
+    bias = lin.bias.float() if lin.bias is not None else None
+    return Linear(lin.weight, bias, wq_t=wq_t, w_scale=scale, inv_smooth=inv)
 
 
 @torch.library.custom_op("ishowttsd::linear_gelu", mutates_args=())
@@ -178,16 +208,17 @@ def _block(
     b, n, d = x.shape
     sh_msa, sc_msa, g_msa, sh_mlp, sc_mlp, g_mlp = mod.unbind(0)
     h = F.layer_norm(x, (d,), eps=1e-6) * (1 + sc_msa) + sh_msa
+    _record(h, qkv)
     q, k, v = _linear(h, qkv).to(x.dtype).view(b, n, 3, heads, d // heads).permute(2, 0, 3, 1, 4).unbind(0)
     q = _rope(q, cos, sin)
     k = _rope(k, cos, sin)
     a = _attention(q, k, v, kbias, attn_mode).transpose(1, 2).reshape(b, n, d)
+    _record(a, out)
     x = x + g_msa * _linear(a, out).to(x.dtype)
     h = F.layer_norm(x, (d,), eps=1e-6) * (1 + sc_mlp) + sh_mlp
-    if gelu_epilogue and ff1.wq_t is None and ff1.bias is not None:
-        f = linear_gelu(h, ff1.weight, ff1.bias)
-    else:
-        f = F.gelu(_linear(h, ff1), approximate="tanh")
+    _record(h, ff1)
+    f = _linear(h, ff1, gelu=True) if gelu_epilogue else F.gelu(_linear(h, ff1), approximate="tanh")
+    _record(f, ff2)
     ff = _linear(f, ff2).to(x.dtype)
     if defer:
         return x, ff, g_mlp
@@ -200,6 +231,10 @@ class BlockWeights:
     out: Linear
     ff1: Linear
     ff2: Linear
+
+
+def _layers(b: BlockWeights) -> tuple[Linear, Linear, Linear, Linear]:
+    return b.qkv, b.out, b.ff1, b.ff2
 
 
 class FusedDiT:
@@ -215,10 +250,21 @@ class FusedDiT:
         conv_impl: str = "auto",
         gelu_epilogue: bool = False,
         defer_residual: bool = True,
+        quant_mode: str = "none",
+        fast_accum: bool = False,
     ) -> None:
+        """``quant_mode``: 'none', 'fp8' (the transformer blocks' four linears as row-wise fp8
+        GEMMs, bf16 activations) or 'int8' (W8A8 with SmoothQuant; the layers stay in ``dtype``
+        until :meth:`calibrate_int8` has seen a few inputs). ``fp8=True`` means 'fp8'."""
         self.dit = dit
         self.dtype = dtype
-        self.fp8 = fp8
+        if fp8:
+            quant_mode = "fp8"
+        if quant_mode not in quant.QUANTS:
+            raise ValueError(f"quant must be one of {quant.QUANTS}, got {quant_mode!r}")
+        self.quant = quant_mode
+        self.fast_accum = fast_accum
+        self.calibrated = False
         self.attn_mode = attn_mode
         self.device = next(dit.parameters()).device
         self.heads: int = dit.transformer_blocks[0].attn.heads
@@ -259,8 +305,9 @@ class FusedDiT:
                 ff1=Linear(blk.ff.ff[0][0].weight.detach().to(dtype), cast(blk.ff.ff[0][0].bias)),
                 ff2=Linear(blk.ff.ff[2].weight.detach().to(dtype), cast(blk.ff.ff[2].bias)),
             )
-            if fp8:
-                bw = BlockWeights(*(quantize_fp8(lin) for lin in (bw.qkv, bw.out, bw.ff1, bw.ff2)))
+            if quant_mode == "fp8":
+                layers = (bw.qkv, bw.out, bw.ff1, bw.ff2)
+                bw = BlockWeights(*(quantize_fp8(lin, fast_accum) for lin in layers))
             self.blocks.append(bw)
         self.w_out = dit.proj_out.weight.detach().to(dtype)
         self.b_out = dit.proj_out.bias.detach().to(dtype)
@@ -268,6 +315,32 @@ class FusedDiT:
         self.conv_contiguous: dict[tuple[int, int], bool] = {}
         self.compiled = False
         self._rope_cache: dict[int, tuple[Tensor, Tensor]] = {}
+
+    @property
+    def fp8(self) -> bool:
+        return self.quant == "fp8"
+
+    def calibrate_int8(self, run: Callable[[], Any], alpha: float = quant.SMOOTH_ALPHA) -> None:
+        """Quantise the blocks' linears to int8 (W8A8), SmoothQuant-migrated with the per-channel
+        ``max |x|`` that each layer sees while ``run()`` samples a few real inputs (eagerly, on the
+        unquantised weights). Idempotent: a second call does nothing."""
+        global _RECORD
+        if self.quant != "int8" or self.calibrated:
+            return
+        fn = self._block_fn
+        self._block_fn = _block
+        _RECORD = {}
+        try:
+            run()
+            stats = _RECORD
+        finally:
+            _RECORD = None
+            self._block_fn = fn
+        self.blocks = [
+            BlockWeights(*(quantize_int8(lin, stats.get(id(lin.weight)), alpha) for lin in _layers(b)))
+            for b in self.blocks
+        ]
+        self.calibrated = True
 
     # ---- per schedule -------------------------------------------------------------------
     @torch.no_grad()
@@ -558,12 +631,21 @@ class FastSampler:
         conv_impl: str = "auto",
         gelu_epilogue: bool = False,
         defer_residual: bool = True,
+        quant: str = "none",
+        fast_accum: bool = False,
     ) -> None:
         """``fused``: share another sampler's fused weights (and compiled block), e.g. for a
-        different NFE; ``dtype``/``fp8``/``compile`` then come from it."""
+        different NFE; ``dtype``/``quant``/``compile`` then come from it. ``quant``: 'none',
+        'fp8' (with ``dtype = 'bf16'``; CUDA only) or 'int8' (then :meth:`calibrate` before the
+        first sample; runs on CPU too). ``fp8=True`` means ``quant='fp8'``."""
         self.device = next(dit.parameters()).device
+        if fp8:
+            quant = "fp8"
         if self.device.type != "cuda":
-            dtype, fp8, compile, cuda_graph = "fp32", False, False, False
+            dtype, compile, cuda_graph = "fp32", False, False
+            if quant == "fp8":
+                quant = "none"
+        fp8 = quant == "fp8"
         if fp8 and dtype != "bf16":
             raise ValueError("fp8 matmuls write bf16: set dtype = 'bf16' with fp8 = true")
         self.cfg = cfg
@@ -573,10 +655,12 @@ class FastSampler:
         if fused is not None:
             self.fused = fused
             dtype = next(k for k, v in DTYPES.items() if v == fused.dtype)
-            fp8, compile = fused.fp8, fused.compiled
+            quant, compile = fused.quant, fused.compiled
+            fp8 = quant == "fp8"
         else:
-            self.fused = FusedDiT(dit, DTYPES[dtype], fp8=fp8, attn_mode=attn_mode, conv_impl=conv_impl,
-                                  gelu_epilogue=gelu_epilogue, defer_residual=defer_residual)  # fmt: skip
+            self.fused = FusedDiT(dit, DTYPES[dtype], attn_mode=attn_mode, conv_impl=conv_impl,
+                                  gelu_epilogue=gelu_epilogue, defer_residual=defer_residual,
+                                  quant_mode=quant, fast_accum=fast_accum)  # fmt: skip
             if compile:
                 self.fused.compile_blocks(compile_mode, compile_dynamic)
         self.schedule = _sampler().timesteps(cfg, "cpu", torch.float32)
@@ -597,7 +681,8 @@ class FastSampler:
             torch.backends.cudnn.benchmark = True
         self.pool = torch.cuda.graph_pool_handle() if cuda_graph else None
         self.options = {
-            "dtype": dtype, "fp8": fp8, "compile": compile_mode if compile else "none",
+            "dtype": dtype, "fp8": fp8, "quant": quant, "fast_accum": self.fused.fast_accum,
+            "compile": compile_mode if compile else "none",
             "compile_dynamic": compile_dynamic, "cuda_graph": cuda_graph, "bucket_frames": bucket_frames,
             "attn_mode": attn_mode,
             "conv_layout": conv_layout,
@@ -611,6 +696,8 @@ class FastSampler:
         key = (batch, frames, masked)
         p = self.plans.get(key)
         if p is None:
+            if self.fused.quant == "int8" and not self.fused.calibrated:
+                raise RuntimeError("int8 fast path: calibrate() on a few jobs before sampling")
             t0 = time.perf_counter()
             p = _Plan(self, batch, frames, masked)
             if self.cuda_graph:
@@ -663,7 +750,22 @@ class FastSampler:
         return self.fused.project_conditioning(cond_in, torch.cat((text_c, text_u)).to(cond.dtype))
 
     @torch.no_grad()
-    def sample(self, jobs: Sequence[FastJob], slots: int | None = None) -> list[Tensor]:
+    def calibrate(self, jobs: Sequence[FastJob]) -> None:
+        """int8: calibrate the SmoothQuant factors on ``jobs`` (each sampled once, eagerly, on the
+        unquantised weights) and quantise. Nothing to do for other precisions or a second time.
+        Plans captured before this would replay the unquantised weights: call it first."""
+        if self.fused.quant != "int8" or self.fused.calibrated:
+            return
+
+        def run() -> None:
+            for j in jobs:
+                self.sample([j], eager=True)
+
+        self.fused.calibrate_int8(run)
+        self.plans.clear()
+
+    @torch.no_grad()
+    def sample(self, jobs: Sequence[FastJob], slots: int | None = None, eager: bool = False) -> list[Tensor]:
         """Mel (N_i, D) fp32 per job, reference frames pasted back, like ``sampler.sample``.
 
         All jobs run as one padded, masked batch; ``slots`` pads the batch dimension too (so a
@@ -671,7 +773,7 @@ class FastSampler:
         """
         n = len(jobs)
         b, frames, masked = self.shape_for([j.frames for j in jobs], slots)
-        p = self.plan(b, frames, masked)
+        p = _Plan(self, b, frames, masked) if eager else self.plan(b, frames, masked)
         for j in jobs:
             self.prepare(j)
         p.x.zero_()
@@ -696,5 +798,5 @@ class FastSampler:
         if masked:
             p.kbias.copy_((~p.kmask).float() * MASKED_LOGIT)
             p.klen.copy_(p.kmask.sum(1, dtype=torch.int32))
-        out = p.run()
+        out = p._loop() if eager else p.run()
         return [out[i, : j.frames] for i, j in enumerate(jobs)]

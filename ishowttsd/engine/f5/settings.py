@@ -83,7 +83,15 @@ class F5Settings:
     max_total_s: float = 22.0
     """Reference plus one chunk's audio stays under this; it sets each voice's chunk size."""
     first_chunk_chars: int = 40
-    """A line longer than this speaks a short first chunk (up to a clause or word boundary)."""
+    """A line longer than this may speak a short first chunk (up to a clause or word boundary):
+    only when the worker is idle and that first chunk is predicted to come at least
+    ``first_chunk_gain_ms`` sooner than the whole line would (see ``first_chunk_gain_ms``)."""
+    first_chunk_gain_ms: float = 10.0
+    """Split off a short first chunk only when it brings the first audio this much sooner than
+    synthesising the line whole, as predicted from the GPU time per shape measured at warm-up
+    (docs/PERFORMANCE.md, "The daemon's path"). Every extra chunk carries the reference through
+    all steps again (+16 ms of GPU per line on an H200), so under a backlog lines are never split
+    for latency, only where they exceed ``max_total_s``. 0: always split when idle."""
     min_chunk_s: float = 0.6
     """Shortest generated audio per chunk; very short texts get at least this much time."""
     fast: FastSettings = field(default_factory=FastSettings)
@@ -182,6 +190,7 @@ def parse_f5(t: Table, state_dir: Path) -> F5Settings:
         max_ref_s=t.number("max_ref_s", d.max_ref_s, min=1.0, max=30.0),
         max_total_s=t.number("max_total_s", d.max_total_s, min=4.0, max=60.0),
         first_chunk_chars=t.integer("first_chunk_chars", d.first_chunk_chars, min=0, max=1000),
+        first_chunk_gain_ms=t.number("first_chunk_gain_ms", d.first_chunk_gain_ms, min=0.0, max=10000.0),
         min_chunk_s=t.number("min_chunk_s", d.min_chunk_s, min=0.1, max=5.0),
         bucket_ratio=t.opt_float("bucket_ratio", min=1.0, max=2.0),
         fast=parse_fast(t.table("fast")),
