@@ -192,8 +192,8 @@ def _kernel() -> Any:
         HAS_BIAS: tl.constexpr, GELU: tl.constexpr,
     ):  # fmt: skip
         pid = tl.program_id(0)
-        grid_m = tl.cdiv(M, BM)
-        grid_n = tl.cdiv(N, BN)
+        grid_m = (M + BM - 1) // BM  # not tl.cdiv: a jit helper, which the interpreter may not patch
+        grid_n = (N + BN - 1) // BN
         # grouped order: GROUP_M row-tiles share each column of B while it is in L2
         per_group = GROUP_M * grid_n
         first_m = (pid // per_group) * GROUP_M
