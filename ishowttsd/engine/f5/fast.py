@@ -237,6 +237,17 @@ def _layers(b: BlockWeights) -> tuple[Linear, Linear, Linear, Linear]:
     return b.qkv, b.out, b.ff1, b.ff2
 
 
+FP8_LAYERS = ("qkv", "ff1", "ff2")
+"""The linears the fp8 path quantises. Not the attention output projection: its input comes
+from the attention kernel, so its quantisation would be a kernel of its own, which cost more than
+its GEMM saves (docs/PERFORMANCE.md); QKV and FF1 quantise inside the layer-norm/modulation
+kernel, FF2 inside the GELU kernel."""
+
+
+def _bf16(lin: Linear) -> Linear:
+    return Linear(lin.weight.to(torch.bfloat16), None if lin.bias is None else lin.bias.to(torch.bfloat16))
+
+
 class FusedDiT:
     """f5's DiT re-laid for the fast path. Reads the weights; never changes the source module."""
 
@@ -252,6 +263,7 @@ class FusedDiT:
         defer_residual: bool = True,
         quant_mode: str = "none",
         fast_accum: bool = False,
+        fp8_layers: Sequence[str] = FP8_LAYERS,
     ) -> None:
         """``quant_mode``: 'none', 'fp8' (the transformer blocks' four linears as row-wise fp8
         GEMMs, bf16 activations) or 'int8' (W8A8 with SmoothQuant; the layers stay in ``dtype``
@@ -306,8 +318,11 @@ class FusedDiT:
                 ff2=Linear(blk.ff.ff[2].weight.detach().to(dtype), cast(blk.ff.ff[2].bias)),
             )
             if quant_mode == "fp8":
-                layers = (bw.qkv, bw.out, bw.ff1, bw.ff2)
-                bw = BlockWeights(*(quantize_fp8(lin, fast_accum) for lin in layers))
+                names = ("qkv", "out", "ff1", "ff2")
+                bw = BlockWeights(*(
+                    quantize_fp8(lin, fast_accum) if name in fp8_layers else _bf16(lin)
+                    for name, lin in zip(names, _layers(bw), strict=True)
+                ))  # fmt: skip
             self.blocks.append(bw)
         self.w_out = dit.proj_out.weight.detach().to(dtype)
         self.b_out = dit.proj_out.bias.detach().to(dtype)
@@ -633,6 +648,7 @@ class FastSampler:
         defer_residual: bool = True,
         quant: str = "none",
         fast_accum: bool = False,
+        fp8_layers: Sequence[str] = FP8_LAYERS,
     ) -> None:
         """``fused``: share another sampler's fused weights (and compiled block), e.g. for a
         different NFE; ``dtype``/``quant``/``compile`` then come from it. ``quant``: 'none',
@@ -660,7 +676,7 @@ class FastSampler:
         else:
             self.fused = FusedDiT(dit, DTYPES[dtype], attn_mode=attn_mode, conv_impl=conv_impl,
                                   gelu_epilogue=gelu_epilogue, defer_residual=defer_residual,
-                                  quant_mode=quant, fast_accum=fast_accum)  # fmt: skip
+                                  quant_mode=quant, fast_accum=fast_accum, fp8_layers=fp8_layers)  # fmt: skip
             if compile:
                 self.fused.compile_blocks(compile_mode, compile_dynamic)
         self.schedule = _sampler().timesteps(cfg, "cpu", torch.float32)
@@ -682,6 +698,7 @@ class FastSampler:
         self.pool = torch.cuda.graph_pool_handle() if cuda_graph else None
         self.options = {
             "dtype": dtype, "fp8": fp8, "quant": quant, "fast_accum": self.fused.fast_accum,
+            "fp8_layers": list(fp8_layers) if fp8 else None,
             "compile": compile_mode if compile else "none",
             "compile_dynamic": compile_dynamic, "cuda_graph": cuda_graph, "bucket_frames": bucket_frames,
             "attn_mode": attn_mode,
