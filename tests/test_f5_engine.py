@@ -77,6 +77,33 @@ def test_seeded_synthesis_is_reproducible_and_chunkwise_equal_to_a_direct_join(e
         assert np.abs(a[e - 240 : e + 240]).max() > 0
 
 
+def test_first_chunk_only_when_idle_and_worth_it() -> None:
+    """A short first chunk is split off only for a line spoken alone (idle worker) whose first
+    audio it brings at least ``first_chunk_gain_ms`` sooner (predicted GPU time per shape: the
+    warm-up's measurement on CUDA, else the fallback cost model); a batch (backlog) never splits
+    for latency, only at the length budget."""
+    doc = f5_doc(seed=42, warmup="none")
+    doc["f5"]["fast"] = {"on_cpu": True, "compile": False, "cuda_graph": False}
+    always = make(json_copy(doc, first_chunk_gain_ms=0.0))
+    always.load(lambda _m: None)
+    idle, backlog = always.plan(LINE), always.plan(LINE, idle=False)
+    assert len(idle) == len(backlog) + 1 and len(idle[0][0]) <= 40
+    assert " ".join(c for c, _ in idle) == " ".join(c for c, _ in backlog)
+    never = make(json_copy(doc, first_chunk_gain_ms=1000.0))
+    never.load(lambda _m: None)
+    assert never.plan(LINE) == never.plan(LINE, idle=False) == backlog
+    # the fallback cost model: the bench line's shape against its first chunk's, fp16 on an H200
+    assert never.predict_ms(1008) - never.predict_ms(592) == pytest.approx(0.0148 * 416)
+
+
+def json_copy(doc: dict[str, Any], **f5: Any) -> dict[str, Any]:
+    import copy
+
+    d = copy.deepcopy(doc)
+    d["f5"].update(f5)
+    return d
+
+
 def test_cancel_stops_between_chunks(engine: F5Engine) -> None:
     tok = CancelToken()
     out = []

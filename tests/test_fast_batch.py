@@ -93,6 +93,23 @@ def test_parse_fast_defaults_and_values() -> None:
     assert parse_fast(table({})) == FastSettings()
     s = parse_fast(table({"dtype": "fp16", "bucket_frames": 0, "batch_window_ms": 10, "max_batch": 4}))
     assert (s.dtype, s.bucket_frames, s.batch_window_ms, s.max_batch) == ("fp16", 0, 10.0, 4)
+    q = parse_fast(table({"quant": "int8", "fast_accum": False}))
+    assert (q.quant, q.fast_accum) == ("int8", False)
+    assert FastSettings().quant == "none"  # fp16 stays the default: fp8 measured no faster per line
+
+
+def test_quant_resolves_per_device() -> None:
+    """'auto' is fp8 only where fp8 tensor cores exist; fp8 asked for on a CPU (or an Orin)
+    falls back to the unquantised path; int8 runs anywhere."""
+    import torch
+
+    from ishowttsd.engine.f5.pipeline import resolve_quant
+
+    cpu = torch.device("cpu")
+    assert resolve_quant(FastSettings(quant="auto"), cpu) == "none"
+    assert resolve_quant(FastSettings(quant="fp8"), cpu) == "none"
+    assert resolve_quant(FastSettings(fp8=True, dtype="bf16"), cpu) == "none"
+    assert resolve_quant(FastSettings(quant="int8"), cpu) == "int8"
 
 
 @pytest.mark.parametrize(
@@ -101,6 +118,7 @@ def test_parse_fast_defaults_and_values() -> None:
         ({"fp8": True, "dtype": "fp16"}, "fp8"),
         ({"batch_window_ms": 500}, "batch_window_ms"),
         ({"attn_mode": "flash"}, "attn_mode"),
+        ({"quant": "fp4"}, "quant"),
         ({"bucket_frame": 32}, "bucket_frame"),
     ],
 )
