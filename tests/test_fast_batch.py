@@ -95,7 +95,7 @@ def test_parse_fast_defaults_and_values() -> None:
     assert (s.dtype, s.bucket_frames, s.batch_window_ms, s.max_batch) == ("fp16", 0, 10.0, 4)
     q = parse_fast(table({"quant": "int8", "fast_accum": False}))
     assert (q.quant, q.fast_accum) == ("int8", False)
-    assert FastSettings().quant == "none"  # fp16 stays the default: fp8 measured no faster per line
+    assert FastSettings().quant == "auto"  # fp8 where the GPU has it (measured faster), else fp16
 
 
 def test_quant_resolves_per_device() -> None:

@@ -223,8 +223,8 @@ def measure_stock(b: Bench) -> None:
 def variant_options(name: str) -> dict[str, Any]:
     """``bf16``, ``fp16``, ``fp32``, ``fp8`` (bf16 + fp8 GEMMs, quantisation fused, fast
     accumulation), ``int8`` (fp16 + W8A8 GEMMs, SmoothQuant-calibrated), with optional suffixes:
-    ``_noacc`` (fp8 without fast accumulation), ``_all`` (fp8 for the attention output projection
-    too), ``_qkv`` (fp8 for QKV only),
+    ``_noacc`` (fp8 without fast accumulation), ``_ff`` (fp8 for FF1 and FF2 too, not only QKV),
+    ``_all`` (and for the attention output projection),
     ``_sdpa`` (mask through SDPA's attn_mask), ``_exact`` (no length buckets), ``_dyn`` (one
     dynamic-shape compile), ``_eager`` (no compile, no graph), ``_graph`` (graph, no compile),
     ``_cudnn`` (the positional conv through cuDNN instead of the fused Triton kernel), ``_nogelu``
@@ -239,8 +239,8 @@ def variant_options(name: str) -> dict[str, Any]:
             opts["fast_accum"] = False
         elif m == "all":
             opts["fp8_layers"] = ("qkv", "out", "ff1", "ff2")
-        elif m == "qkv":
-            opts["fp8_layers"] = ("qkv",)
+        elif m == "ff":
+            opts["fp8_layers"] = ("qkv", "ff1", "ff2")
         elif m == "sdpa":
             opts["attn_mode"] = "sdpa"
         elif m == "exact":
@@ -265,7 +265,7 @@ def variant_options(name: str) -> dict[str, Any]:
 
 
 def _fast(b: Bench, dtype: str, *, quant: str = "none", fast_accum: bool = False, compile: bool = True,
-          graph: bool = True, fp8_layers: Sequence[str] = ("qkv", "ff1", "ff2"),
+          graph: bool = True, fp8_layers: Sequence[str] = ("qkv",),
           cfg: InferenceConfig | None = None, fused: Any = None, attn_mode: str | None = None,
           bucket_frames: int | None = None, compile_dynamic: bool | None = None,
           conv_impl: str | None = None, gelu_epilogue: bool = True, defer_residual: bool = True,

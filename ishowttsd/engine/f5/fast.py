@@ -237,11 +237,13 @@ def _layers(b: BlockWeights) -> tuple[Linear, Linear, Linear, Linear]:
     return b.qkv, b.out, b.ff1, b.ff2
 
 
-FP8_LAYERS = ("qkv", "ff1", "ff2")
-"""The linears the fp8 path quantises. Not the attention output projection: its input comes
-from the attention kernel, so its quantisation would be a kernel of its own, which cost more than
-its GEMM saves (docs/PERFORMANCE.md); QKV and FF1 quantise inside the layer-norm/modulation
-kernel, FF2 inside the GELU kernel."""
+FP8_LAYERS = ("qkv",)
+"""The linears the fp8 path quantises by default: QKV, whose per-token quantisation rides in the
+layer-norm/AdaLN kernel in front of it. Measured on an H200 in one run (docs/PERFORMANCE.md,
+bench/results/20261202T173104Z-gpu.json): QKV alone 21.86 ms per line against 22.11 ms with
+FF1 and FF2 too (their quantisation adds a GELU+quantise kernel where fp16 has GELU in the GEMM's
+epilogue) and 22.49 ms with the attention output projection as well (a quantise kernel of its own
+after the attention kernel); fp16 22.23 ms."""
 
 
 def _bf16(lin: Linear) -> Linear:
