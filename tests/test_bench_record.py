@@ -31,12 +31,48 @@ def test_summary_has_the_required_keys() -> None:
     assert set(record.REQUIRED_KEYS) <= set(s)
     assert s["speedup"] == pytest.approx(10.0)
     assert s["rel_error"] == 6e-3
-    assert record.targets_met(s) == {
+    met = record.targets_met(s)
+    assert {k: met[k] for k in record.TARGETS} == {
         "rtf": False,
         "ttfa_ms": False,
         "x_realtime_16": False,
         "rel_error": True,
     }
+    # round two's keys are present and unmeasured (no fp8/int8 variant, no daemon section)
+    assert set(record.PATH_KEYS) <= set(s) and all(s[k] is None for k in record.PATH_KEYS)
+    assert all(met[k] is None for k in record.PATH_TARGETS)
+
+
+def test_round_two_keys_from_variants_and_the_daemon_section() -> None:
+    r = raw(0.005, 20.0, 120.0)
+    r["fast"]["fp8_exact"] = {"line_ms": 16.5, "rtf": 0.0029, "ttfa_ms": 12.0,
+                              "concurrency": {"16_same": {"x_realtime": 390.0}}}  # fmt: skip
+    r["fast"]["int8_exact"] = {"line_ms": 30.0}
+    r["fidelity"].update(fp8_exact=1e-2, int8_exact=4e-2)
+    r["daemon"] = {"none": {"line": {"total_ms": 40.0, "ttfa_ms": 16.0}, "mixed_16": {"x_realtime": 200.0}},
+                   "fp8": {"line": {"total_ms": 18.0, "ttfa_ms": 18.0}, "mixed_16": {"x_realtime": 260.0}}}  # fmt: skip
+    r.update(daemon_main="fp8", daemon_oneshot="fp8_exact")
+    s = record.summarise(r)
+    assert (s["fp8_rtf"], s["fp8_ttfa_ms"], s["fp8_x_realtime_16_same"], s["fp8_rel_error"]) == (
+        0.0029,
+        12.0,
+        390.0,
+        1e-2,
+    )
+    assert s["int8_rel_error"] == 4e-2
+    assert (s["daemon_line_ms"], s["daemon_ttfa_ms"], s["daemon_x_realtime_16"]) == (18.0, 18.0, 260.0)
+    assert s["daemon_line_vs_oneshot"] == pytest.approx(18.0 / 16.5)
+    met = record.targets_met(s)
+    assert met["fp8_rtf"] and met["fp8_ttfa_ms"] and met["fp8_x_realtime_16_same"] and met["fp8_rel_error"]
+    assert not met["int8_rel_error"] and not met["daemon_ttfa_ms"]
+    assert met["daemon_line_vs_oneshot"] and met["daemon_x_realtime_16"]
+    # regression detection covers them: a slower fp8 line and a slower daemon than the history's best
+    hist = [{**s, "mode": "gpu"}]
+    worse = {**s, "mode": "gpu", "fp8_rtf": 0.0035, "daemon_x_realtime_16": 200.0}
+    found = record.regressions(worse, hist, 0.10)
+    assert any(f.startswith("fp8_rtf") for f in found) and any(
+        f.startswith("daemon_x_realtime_16") for f in found
+    )
 
 
 def test_grouped_throughput_counts_when_better() -> None:

@@ -16,9 +16,10 @@ What makes it fast, each a measured choice (docs/PERFORMANCE.md has the numbers)
 * **Fewer, larger kernels.** Q, K and V are one GEMM; attention goes through SDPA
   (flash/cuDNN); ``torch.compile`` (regional: one transformer block, reused by all blocks)
   fuses norms, modulation, rotary embedding, gates and residuals.
-* **Optional fp8 matmuls** (Hopper): weights quantised once per output channel, activations per
-  token, through ``torch._scaled_mm``. Off unless configured: measured no faster for one line
-  (the activation quantisation costs what the fp8 GEMMs save) and it changes numerics.
+* **Low-precision GEMMs** (``quant.py``): fp8 (Hopper) for the QKV projection, whose per-token
+  quantisation rides in the layer-norm/AdaLN kernel in front of it, the bias in the GEMM's
+  epilogue; int8 W8A8 (SmoothQuant, Triton GEMM) for Ampere boards. Measured in
+  docs/PERFORMANCE.md ("Round two").
 
 The ODE state stays fp32 (it is tiny: 100 channels); the DiT runs in the configured dtype.
 Stock semantics kept: CFG ``v = c + (c - u) * cfg_strength`` on one batched forward, Euler
