@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ishowttsd.job import ChatOrigin
+
 PRIORITIES = ("important", "message", "text")
 """Highest first, with speech-dispatcher's meanings."""
 
@@ -170,6 +172,11 @@ class ChatMessage:
     def moderator(self) -> bool:
         """Broadcaster or moderator, as the bot says (see :attr:`token` for whether to believe it)."""
         return bool(self.roles & {"broadcaster", "moderator"})
+
+    @property
+    def origin(self) -> ChatOrigin:
+        """Who posted it, where, which message: the record the daemon keeps with the job."""
+        return ChatOrigin(self.user, self.channel, self.platform, self.kind, self.id, self.ts)
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any], max_chars: int) -> ChatMessage:

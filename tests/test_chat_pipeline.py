@@ -9,6 +9,7 @@ import pytest
 from ishowttsd import config
 from ishowttsd.chat import Accept, ChatSettings, Drop, Pipeline, parse_chat
 from ishowttsd.confread import ConfigError, Table
+from ishowttsd.job import ChatOrigin
 from ishowttsd.protocol import ChatMessage
 
 T0 = 1_700_000_000.0
@@ -182,7 +183,7 @@ def test_wall_clock_step_does_not_make_the_queue_stale() -> None:
     d = accept(p.process(chat("hello")))
     deadline = p.deadline(d.ttl_s)
     clock.wall += 86400 * 200  # NTP fixes a board that booted in the past
-    assert p.at_turn(d.text, user=d.user, deadline=deadline) == "hello"
+    assert p.at_turn(d.text, d.origin, deadline=deadline) == "hello"
 
 
 def test_stale_at_intake_and_at_turn() -> None:
@@ -198,30 +199,30 @@ def test_stale_at_intake_and_at_turn() -> None:
     assert d.ttl_s == 30 and paid.ttl_s is None
     deadline = p.deadline(d.ttl_s)
     clock.advance(29)
-    assert p.at_turn(d.text, user=d.user, deadline=deadline) == "recent"
+    assert p.at_turn(d.text, d.origin, deadline=deadline) == "recent"
     clock.advance(2)
-    turn = p.at_turn(d.text, user=d.user, deadline=deadline)
+    turn = p.at_turn(d.text, d.origin, deadline=deadline)
     assert isinstance(turn, Drop) and turn.reason == "stale"
     assert p.counters["dropped.stale"] == 2
-    assert p.at_turn(paid.text, user=paid.user, deadline=p.deadline(paid.ttl_s)) == "paid line"
+    assert p.at_turn(paid.text, paid.origin, deadline=p.deadline(paid.ttl_s)) == "paid line"
     clock.advance(10_000)
-    assert p.at_turn(paid.text, user=paid.user, deadline=None) == "paid line"
+    assert p.at_turn(paid.text, paid.origin, deadline=None) == "paid line"
 
 
 def test_announce_and_skip_same_user() -> None:
     p = make(announce="{user} says: {text}")
-    assert p.at_turn("hi", user="Cool_Cat_99", deadline=None) == "Cool Cat 99 says: hi"
-    assert p.at_turn("again", user="cool_cat_99", deadline=None) == "again"
-    assert p.at_turn("me", user="bob", deadline=None) == "bob says: me"
-    assert p.at_turn("no user", user=None, deadline=None) == "no user"
+    assert p.at_turn("hi", ChatOrigin(user="Cool_Cat_99"), deadline=None) == "Cool Cat 99 says: hi"
+    assert p.at_turn("again", ChatOrigin(user="cool_cat_99"), deadline=None) == "again"
+    assert p.at_turn("me", ChatOrigin(user="bob"), deadline=None) == "bob says: me"
+    assert p.at_turn("no user", None, deadline=None) == "no user"
     q = make(announce="{user} in {channel}: {text}", announce_skip_same_user=False)
-    assert q.at_turn("a", user="bob", channel="#x", deadline=None) == "bob in #x: a"
-    assert q.at_turn("b", user="bob", channel="#x", deadline=None) == "bob in #x: b"
+    assert q.at_turn("a", ChatOrigin(user="bob", channel="#x"), deadline=None) == "bob in #x: a"
+    assert q.at_turn("b", ChatOrigin(user="bob", channel="#x"), deadline=None) == "bob in #x: b"
 
 
 def test_blocked_word_in_a_user_name_is_masked_in_the_announce() -> None:
     p = make(announce="{user} says: {text}", blocklist=[{"words": ["heck"], "action": "mask"}])
-    assert p.at_turn("hi", user="heck_lord", deadline=None) == "⁎⁎⁎⁎ lord says: hi"
+    assert p.at_turn("hi", ChatOrigin(user="heck_lord"), deadline=None) == "⁎⁎⁎⁎ lord says: hi"
 
 
 def test_voice_map_overrides_bot_voice() -> None:
@@ -237,7 +238,7 @@ def test_truncation_reserves_the_announce() -> None:
     d = accept(p.process(chat(long, user="someone")))
     assert any(n.step == "truncated" for n in d.notes)
     assert d.seconds <= 5.0 + 1e-6
-    final = p.at_turn(d.text, user=d.user, deadline=None)
+    final = p.at_turn(d.text, d.origin, deadline=None)
     assert isinstance(final, str) and final.startswith("someone says: this is")
 
 
@@ -275,7 +276,7 @@ def test_reload_keeps_state() -> None:
     clock = FakeClock()
     p = make(clock, user_cooldown_s=30, announce="{user}: {text}")
     accept(p.process(chat("one", user="a")))
-    p.at_turn("one", user="a", deadline=None)
+    p.at_turn("one", ChatOrigin(user="a"), deadline=None)
     q = Pipeline(
         parse_chat(Table({"user_cooldown_s": 30, "announce": "{user} said {text}"}, "chat", None)),
         state=p.state,
@@ -283,7 +284,7 @@ def test_reload_keeps_state() -> None:
     )
     drop(q.process(chat("two", user="a")), "cooldown")
     drop(q.process(chat("one", user="b")), "duplicate")
-    assert q.at_turn("x", user="a", deadline=None) == "x"  # a spoke last, across the reload
+    assert q.at_turn("x", ChatOrigin(user="a"), deadline=None) == "x"  # a spoke last, across the reload
     assert q.counters["accepted"] == 1 and q.counters["dropped.cooldown"] == 1
 
 
@@ -381,5 +382,5 @@ def test_any_line_gets_a_sane_decision(
     if secs:
         assert d.seconds <= max(secs, estimate_seconds("someone 1 says: ", 14.0) + 1 / 14) + 1e-6
     assert regex.search(r"(?<!\w)heck(?!\w)", skeleton(d.text)[0]) is None
-    final = p.at_turn(d.text, user=d.user, deadline=None)
+    final = p.at_turn(d.text, d.origin, deadline=None)
     assert isinstance(final, str) and final.endswith(d.text)

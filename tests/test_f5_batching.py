@@ -4,6 +4,7 @@ the worker speaking a batch with the real scheduler, sinks and outbox in this pr
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,11 +16,14 @@ from f5tiny import f5_doc
 
 from ishowttsd import config
 from ishowttsd.config import DebugSettings
+from ishowttsd.daemon import faults
+from ishowttsd.daemon.admission import Admission
 from ishowttsd.daemon.outbox import EventOut, Outbox
-from ishowttsd.daemon.scheduler import Job, Limits, Scheduler
+from ishowttsd.daemon.scheduler import Limits, Scheduler
 from ishowttsd.daemon.worker import Worker
 from ishowttsd.engine.base import BatchingEngine, CancelToken, SynthRequest, UnknownVoice
 from ishowttsd.engine.f5.engine import F5Engine
+from ishowttsd.job import Job
 from ishowttsd.sinks.pcm import PcmSink
 
 LINES = [
@@ -146,9 +150,10 @@ class Harness:
         self.outbox = Outbox(self.ctx)
         self.scheduler = Scheduler(Limits())
         sink = PcmSink(self.outbox, publish=True)
-        self.worker = Worker(
-            self.engine, self.scheduler, [sink], self.outbox, debug or DebugSettings(), print
-        )
+        admission = Admission(config.parse({"chat": {"journal": False}}, None), self.scheduler, self.outbox)
+        stopping = threading.Event()
+        engine = faults.wrap(self.engine, debug or DebugSettings(), stopping)
+        self.worker = Worker(engine, self.scheduler, [sink], self.outbox, admission, print, stopping=stopping)
         self.events: list[dict[str, Any]] = []
         self.pcm: dict[str, list[tuple[dict[str, Any], bytes]]] = {}
         self.published: set[str] = set()

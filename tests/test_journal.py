@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from ishowttsd.daemon.journal import Entry, Journal, JournalError, JournalFull
+from ishowttsd.job import ChatOrigin
 
 
 class Clock:
@@ -60,11 +61,7 @@ def test_replay_keeps_every_field(tmp_path: Path) -> None:
         accepted_at=5.0,
         expires_at=None,
         voice="joe",
-        user="Ünï",
-        channel="#c",
-        platform="twitch",
-        kind="paid",
-        msg_id="m1",
+        origin=ChatOrigin(user="Ünï", channel="#c", platform="twitch", kind="paid", msg_id="m1"),
     )
     j.add(e)
     assert Journal.in_dir(tmp_path).replay().pending == [e]

@@ -13,6 +13,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -21,12 +22,13 @@ import zmq
 
 from ishowttsd import config
 from ishowttsd.client.aio import DaemonClient, DaemonError, PcmFrame
-from ishowttsd.config import DebugSettings
+from ishowttsd.daemon.admission import Admission
 from ishowttsd.daemon.outbox import EventOut, Outbox, PcmOut
-from ishowttsd.daemon.scheduler import Job, Limits, QueueFull, Scheduler
+from ishowttsd.daemon.scheduler import Limits, QueueFull, Scheduler
 from ishowttsd.daemon.worker import Worker
 from ishowttsd.engine.base import AudioChunk
 from ishowttsd.engine.piper_engine import PiperEngine
+from ishowttsd.job import Job
 from tests import asr
 from tests.support import Daemon, running_daemon
 from tests.websupport import chat_lines
@@ -115,8 +117,11 @@ class Harness:
         self.outbox = Outbox(self.ctx)
         self.scheduler = Scheduler(Limits())
         self.device = SlowDevice(speed=0.5)  # a ~3 s line holds it ~6 s: room for a busy CI box
+        admission = Admission(
+            replace(settings, chat=replace(settings.chat, journal=False)), self.scheduler, self.outbox
+        )
         self.worker = Worker(
-            PiperEngine(settings), self.scheduler, [self.device], self.outbox, DebugSettings(), lambda _: None
+            PiperEngine(settings), self.scheduler, [self.device], self.outbox, admission, lambda _: None
         )
         self.items: list[EventOut | PcmOut] = []
         self.worker.start()

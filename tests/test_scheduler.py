@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from ishowttsd.daemon.scheduler import Job, Limits, QueueFull, Scheduler
+from ishowttsd.daemon.scheduler import Limits, QueueFull, Scheduler
+from ishowttsd.job import ChatOrigin, Job
 
 
 class Clock:
@@ -17,7 +18,7 @@ class Clock:
 
 
 def job(i: str, prio: str = "text", user: str | None = None, source: str = "chat", text: str = "hi") -> Job:
-    return Job(id=i, text=text, priority=prio, user=user, source=source)
+    return Job(id=i, text=text, priority=prio, origin=ChatOrigin(user=user), source=source)
 
 
 def test_priority_then_fifo() -> None:

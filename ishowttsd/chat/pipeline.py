@@ -50,6 +50,7 @@ from ishowttsd.chat.speakable import speakable
 from ishowttsd.chat.state import ChatState
 from ishowttsd.chat.text import estimate_seconds, skeleton, truncate
 from ishowttsd.chat.words import WordMatcher, mask
+from ishowttsd.job import ChatOrigin
 from ishowttsd.protocol import ChatMessage
 
 _log = log.get(__name__)
@@ -108,10 +109,8 @@ class Accept:
     """The line to speak (announce prefix not yet added: see :meth:`Pipeline.at_turn`)."""
     priority: str
     voice: str | None
-    user: str | None
-    channel: str | None
-    platform: str | None
-    message_id: str | None
+    origin: ChatOrigin
+    """Who posted the line, where (the message's own, passed on)."""
     accepted_at: float
     """Unix seconds."""
     expires_at: float | None
@@ -137,9 +136,7 @@ class Drop:
     text: str
     """The line as it stood when dropped (blocked words masked)."""
     priority: str = "text"
-    user: str | None = None
-    channel: str | None = None
-    message_id: str | None = None
+    origin: ChatOrigin | None = None
     notes: tuple[Note, ...] = ()
 
     accepted = False
@@ -221,7 +218,7 @@ class Pipeline:
         notes: list[Note] = []
 
         def drop(reason: str, detail: str, text: str) -> Drop:
-            return Drop(reason, detail, text, prio, msg.user, msg.channel, msg.id, tuple(notes))
+            return Drop(reason, detail, text, prio, msg.origin, tuple(notes))
 
         if user and user in self._ignored:
             return drop("ignored", f"user {msg.user!r} is on chat.ignore_users", msg.text)
@@ -329,10 +326,7 @@ class Pipeline:
             text=text,
             priority=prio,
             voice=s.voices.get(user) if user in s.voices else msg.voice,
-            user=msg.user,
-            channel=msg.channel,
-            platform=msg.platform,
-            message_id=msg.id,
+            origin=msg.origin,
             accepted_at=wall,
             expires_at=posted + limit if limit > 0 else None,
             ttl_s=posted + limit - wall if limit > 0 else None,
@@ -350,8 +344,8 @@ class Pipeline:
         # Remember only what a limit that is on will ask about: off limits keep no state.
         if s.duplicate_window_s > 0:
             self.state.note_text(d.dup_key, mono)
-        if d.user and s.user_cooldown_s > 0:
-            self.state.note_user(user_key(d.user.casefold()), mono)
+        if d.origin.user and s.user_cooldown_s > 0:
+            self.state.note_user(user_key(d.origin.user.casefold()), mono)
         if s.rate_limit_messages > 0:
             self.state.note_accept(mono)
 
@@ -373,15 +367,7 @@ class Pipeline:
         return deadline is not None and self.clock.monotonic() > deadline
 
     def at_turn(
-        self,
-        text: str,
-        *,
-        user: str | None,
-        deadline: float | None,
-        channel: str | None = None,
-        platform: str | None = None,
-        priority: str = "text",
-        message_id: str | None = None,
+        self, text: str, origin: ChatOrigin | None, *, deadline: float | None, priority: str = "text"
     ) -> str | Drop:
         """Call when a job is about to be spoken: the final text, or a ``stale`` :class:`Drop`.
 
@@ -395,17 +381,17 @@ class Pipeline:
                 f"waited {self.clock.monotonic() - deadline:.0f} s past its staleness limit",
                 text,
                 priority,
-                user,
-                channel,
-                message_id,
+                origin,
             )
+        o = origin or ChatOrigin()
+        user = o.user
         key = user.casefold() if user else None
         same = key is not None and key == self.state.last_speaker
         self.state.last_speaker = key
         if not self.settings.announce or not user or (same and self.settings.announce_skip_same_user):
             return text
         return self.settings.announce.format(
-            user=self._speakable_user(user), text=text, channel=channel or "", platform=platform or ""
+            user=self._speakable_user(user), text=text, channel=o.channel or "", platform=o.platform or ""
         )
 
     def _speakable_user(self, user: str) -> str:

@@ -5,8 +5,10 @@ Modules: :mod:`~ishowttsd.daemon.lifecycle` (the Daemon, its signals, ``main``),
 :mod:`~ishowttsd.daemon.sockets` (the ZeroMQ sockets and the I/O loop), :mod:`~ishowttsd.daemon.outbox`
 (worker → I/O hand-off), :mod:`~ishowttsd.daemon.scheduler` (jobs and the queue),
 :mod:`~ishowttsd.daemon.worker` (the engine's thread), :mod:`~ishowttsd.daemon.watchdog`,
-:mod:`~ishowttsd.daemon.journal` (with :mod:`~ishowttsd.daemon.journal_repair`, its salvage) and the
-chat intake.
+:mod:`~ishowttsd.daemon.journal` (with :mod:`~ishowttsd.daemon.journal_repair`, its salvage),
+:mod:`~ishowttsd.daemon.admission` (chat lines and ``say``
+requests into the queue, job events out), :mod:`~ishowttsd.daemon.moderation` and
+:mod:`~ishowttsd.daemon.faults` (the ``[debug]`` knobs).
 
 ``main`` imports the runtime when called, so that :mod:`ishowttsd.config` can read the
 ``[watchdog]`` table from here without importing the whole daemon.

@@ -31,6 +31,7 @@ from typing import Any
 
 from ishowttsd import log
 from ishowttsd.daemon import journal_repair
+from ishowttsd.job import ChatOrigin
 from ishowttsd.protocol import PRIORITIES
 
 _log = log.get(__name__)
@@ -126,11 +127,8 @@ class Entry:
     expires_at: float | None = None
     """Unix seconds after which it is stale; None: never."""
     voice: str | None = None
-    user: str | None = None
-    channel: str | None = None
-    platform: str | None = None
-    kind: str | None = None
-    msg_id: str | None = None
+    origin: ChatOrigin | None = None
+    """The chat line's identity (its ``posted_ts`` is not stored: the job's ``expires_at`` is)."""
     state: str = "accepted"
 
 
@@ -164,6 +162,14 @@ class Replay:
     """Unfinished, unexpired jobs in speaking order."""
     expired: list[Entry]
     """Unfinished jobs past their staleness limit (now marked dropped)."""
+
+
+def _origin(
+    user: str | None, channel: str | None, platform: str | None, kind: str | None, msg_id: str | None
+) -> ChatOrigin | None:
+    if user is None and channel is None and platform is None and kind is None and msg_id is None:
+        return None
+    return ChatOrigin(user, channel, platform, kind, msg_id)
 
 
 def _classify(e: sqlite3.Error, what: str) -> JournalError:
@@ -318,6 +324,7 @@ class Journal:
     # -- writes -----------------------------------------------------------------------------------
     def add(self, entry: Entry) -> None:
         """Record an accepted job (committed when this returns). Raises :class:`JournalError`."""
+        o = entry.origin or ChatOrigin()
         try:
             with self._tx() as db:
                 # A client may reuse the id of a job that is over; only one still in flight conflicts.
@@ -327,8 +334,8 @@ class Journal:
                     " source, accepted_at, expires_at, state, updated_at)"
                     " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,'accepted',?)",
                     (
-                        entry.id, entry.priority, entry.text, entry.voice, entry.user, entry.channel,
-                        entry.platform, entry.kind, entry.msg_id, entry.source, entry.accepted_at,
+                        entry.id, entry.priority, entry.text, entry.voice, o.user, o.channel,
+                        o.platform, o.kind, o.msg_id, entry.source, entry.accepted_at,
                         entry.expires_at, self._clock(),
                     ),
                 )  # fmt: skip
@@ -398,7 +405,10 @@ class Journal:
         pending: list[Entry] = []
         expired: list[Entry] = []
         for r in rows:
-            e = Entry(*r)
+            e = Entry(
+                id=r[0], priority=r[1], text=r[2], source=r[3], accepted_at=r[4], expires_at=r[5],
+                voice=r[6], origin=_origin(*r[7:12]), state=r[12],
+            )  # fmt: skip
             (expired if e.expires_at is not None and e.expires_at < now else pending).append(e)
         for e in expired:
             self.dropped(e.id, "stale")

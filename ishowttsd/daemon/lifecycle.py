@@ -23,14 +23,16 @@ import zmq
 
 from ishowttsd import __version__, config, log
 from ishowttsd.config import ConfigError, Settings, replace
-from ishowttsd.daemon.intake import ChatIntake
+from ishowttsd.daemon import faults
+from ishowttsd.daemon.admission import Admission
 from ishowttsd.daemon.outbox import EventOut, Outbox
-from ishowttsd.daemon.scheduler import Job, Limits, Scheduler
-from ishowttsd.daemon.sockets import Server
-from ishowttsd.daemon.watchdog import Sample, Watchdog, time_calibration
-from ishowttsd.daemon.worker import JobResult, Worker
+from ishowttsd.daemon.scheduler import Limits, Scheduler
+from ishowttsd.daemon.sockets import Sockets
+from ishowttsd.daemon.watchdog import Watchdog
+from ishowttsd.daemon.worker import Worker
 from ishowttsd.engine import create_engine
-from ishowttsd.engine.base import CancelToken, Engine, StartupError
+from ishowttsd.engine.base import StartupError
+from ishowttsd.events import Cancelled, Error, Event, Ready, VoiceChosen
 from ishowttsd.jetson.telemetry import Telemetry
 from ishowttsd.loudness import Leveller
 from ishowttsd.notify import Notifier
@@ -92,8 +94,10 @@ class Daemon:
         self.outbox = Outbox(self.ctx)
         q = settings.queue
         self.scheduler = Scheduler(Limits(q.max_jobs, q.max_audio_s, q.max_per_user))
-        self.engine, why = create_engine(settings)
-        _log.info("engine chosen", engine=self.engine.name, why=why)
+        engine, why = create_engine(settings)
+        _log.info("engine chosen", engine=engine.name, why=why)
+        stopping = threading.Event()
+        self.engine = faults.wrap(engine, settings.debug, stopping)
         audio = settings.audio
         self.sinks: list[Sink] = [
             PcmSink(
@@ -107,65 +111,40 @@ class Daemon:
             from ishowttsd.sinks.alsa import AlsaSink
 
             self.sinks.append(AlsaSink(settings.audio, settings.audio.idle_close_s))
-        self.worker = Worker(
-            self.engine, self.scheduler, self.sinks, self.outbox, settings.debug, self._warmup_progress
-        )
-        self.server = Server(
-            settings,
-            self.scheduler,
-            self.outbox,
-            self.ctx,
-            status_extra=self._status_extra,
-            voices=self._voices,
-            voice_ids=self._voice_ids,
-            ready=lambda: self.ready,
-        )
         self.ready = False
         self.engine_why = why
         self.watchdog = Watchdog(settings.watchdog, self.notifier, engine=self.engine.name)
         self.telemetry = Telemetry()
         self.leveller = Leveller(settings.audio.loudness)
-        self.worker.leveller = self.leveller
-        self.worker.warm_hooks.append(self._calibrate)
-        self.worker.job_listeners.append(self._job_done)
-        self.reload_listeners: list[Callable[[Settings], None]] = []
-        """Called with freshly loaded settings on SIGHUP (chat filters subscribe here)."""
-        self.intake = ChatIntake(
-            settings, self.server, self.scheduler, self.worker, voice_ids=self._voice_ids
+        self.admission = Admission(settings, self.scheduler, self.outbox, voice_ids=self._voice_ids)
+        self.worker = Worker(
+            self.engine,
+            self.scheduler,
+            self.sinks,
+            self.outbox,
+            self.admission,
+            self._warmup_progress,
+            watchdog=self.watchdog,
+            stopping=stopping,
         )
-        self.reload_listeners.append(self.intake.reload)
-        self.reload_listeners.append(lambda new: self.leveller.reload(new.audio.loudness))
-        curve = self.server.curve
-        if curve is not None:  # SIGHUP re-reads the authorised client keys
-            self.reload_listeners.append(lambda _new: curve.reload())
-        self.server.history = lambda n: [o.to_json() for o in self.intake.history(n)]
-        self.server.voice_ops = self
-        self.intake.replay()  # before serving, so replayed jobs keep their place ahead of new ones
+        self.worker.leveller = self.leveller
+        self.sockets = Sockets(
+            settings,
+            self.scheduler,
+            self.outbox,
+            self.ctx,
+            self.admission,
+            status_extra=self._status_extra,
+            voices=self._voices,
+            ready=lambda: self.ready,
+            voice_ops=self,
+        )
+        self.admission.replay()  # before serving, so replayed jobs keep their place ahead of new ones
 
-    # -- callbacks from the server and worker ------------------------------------------------------
+    # -- callbacks from the sockets and worker ---------------------------------------------------------
     def _warmup_progress(self, line: str) -> None:
         _log.info("starting", step=line)
         self.notifier.extend_timeout(WARMUP_EXTEND_S, status=line)
-
-    def _calibrate(self, engine: Engine) -> None:
-        """Worker thread, after the engine's warm-up and before it takes jobs: time two lines for
-        the RTF watchdog's baseline and end the watchdog's warm-up. Here rather than in the main
-        loop, so a job finishing just after warm-up can't be mistaken for a calibration sample."""
-        samples: list[Sample] = []
-        if self.watchdog.rtf_enabled:
-            self._warmup_progress("timing the watchdog's calibration lines")
-            try:
-                samples = time_calibration(lambda text: engine.synthesize(text, None, CancelToken()))
-            except Exception as e:  # the baseline is then learnt from the first jobs instead
-                _log.warning("watchdog calibration failed", error=str(e))
-        self.watchdog.warmup_done(samples)
-
-    def _job_done(self, job: Job, result: JobResult) -> None:
-        """Worker thread, after each completed job: feed the RTF monitor; show the line in STATUS=."""
-        self.watchdog.job_finished(result.audio_s, result.synth_s, result.chars)
-        if self.watchdog.phase != "triggered":  # keep the trigger's reason visible
-            who = job.user or "say"
-            self.notifier.status(f"ready; last: {who}: {job.text}")
 
     def _voices(self) -> list[dict[str, Any]]:
         if not self.ready:
@@ -176,24 +155,21 @@ class Daemon:
     def _default_voice(self) -> str | None:
         if not self.ready:
             return None
-        chosen = self.server.default_voice
+        chosen = self.admission.default_voice
         ids = self._voice_ids() or set()
         return chosen if chosen in ids else self.engine.default_voice()
 
     # -- voice ops (server.VoiceOps) ---------------------------------------------------------------
-    def set_default_voice(self, voice: str | None) -> dict[str, Any]:
+    def set_default_voice(self, voice: str | None) -> Event:
         """``default_voice`` op: jobs without a voice get ``voice`` (None: the configured default);
         kept in the state directory across restarts."""
         known = self._voice_ids()
         if known is None:
-            return {"event": "error", "code": "not_ready", "reason": "the engine is still warming up"}
+            return Error(code="not_ready", reason="the engine is still warming up")
         if voice is not None and voice not in known:
-            return {
-                "event": "error",
-                "code": "unknown_voice",
-                "reason": f"unknown voice {voice!r}; known: {', '.join(sorted(known))}",
-            }
-        self.server.default_voice = voice
+            reason = f"unknown voice {voice!r}; known: {', '.join(sorted(known))}"
+            return Error(code="unknown_voice", reason=reason)
+        self.admission.default_voice = voice
         path = self.settings.daemon.state_dir / DEFAULT_VOICE_FILE
         try:
             if voice is None:
@@ -205,7 +181,7 @@ class Daemon:
         except OSError as e:
             _log.error("default voice not saved; it holds until the next restart", error=str(e))
         _log.info("default voice set", voice=voice, effective=self._default_voice())
-        return {"event": "ok", "op": "default_voice", "voice": self._default_voice()}
+        return VoiceChosen(voice=self._default_voice())
 
     def _load_default_voice(self) -> None:
         path = self.settings.daemon.state_dir / DEFAULT_VOICE_FILE
@@ -217,7 +193,7 @@ class Daemon:
             _log.warning("default voice file unreadable; using the configured default", error=str(e))
             return
         if isinstance(voice, str) and voice in (self._voice_ids() or set()):
-            self.server.default_voice = voice
+            self.admission.default_voice = voice
         else:
             _log.warning("chosen default voice is gone; using the configured default", voice=voice)
 
@@ -249,7 +225,7 @@ class Daemon:
             "loudness": self.leveller.status(),
             "watchdog": self.watchdog.snapshot(),
             "telemetry": self.telemetry.read(),
-            "chat": self.intake.status(),
+            "chat": self.admission.status(),
         }
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -260,10 +236,9 @@ class Daemon:
         self.worker.start()
         try:
             while not self.signals.stop.is_set():
-                self.server.poll_once(250)
+                self.sockets.poll_once(250)
                 self._tick_watchdog()
-                self.intake.tick()
-                self.intake.controls.tick()  # held lines expire
+                self.admission.tick()  # a journal that opened late; the pause kept; held lines expire
                 if not self.ready and self.worker.ready.is_set():
                     if self.worker.startup_error is not None:
                         return self._startup_failed(self.worker.startup_error)
@@ -273,8 +248,8 @@ class Daemon:
                     status = f"ready: {self.engine.name} ({names}), warm-up {self.worker.warmup_s:.1f} s"
                     self.notifier.ready(status)
                     _log.info("ready", engine=self.engine.name, warmup_s=round(self.worker.warmup_s, 3))
-                    self.server.publish_event({"event": "ready", "engine": self.engine.name})
-                    self.intake.on_ready()
+                    self.sockets.publish(Ready(engine=self.engine.name))
+                    self.admission.on_ready()
                 if self.signals.reload.is_set():
                     self.signals.reload.clear()
                     self.reload()
@@ -305,11 +280,18 @@ class Daemon:
                 _log.error("reload failed; keeping the running settings", error=str(e))
                 self.notifier.status(f"reload failed: {e}")
                 return
-            for listener in self.reload_listeners:
+            reloads: list[tuple[str, Callable[[], None]]] = [
+                ("chat filters", lambda: self.admission.reload(new.chat)),
+                ("loudness", lambda: self.leveller.reload(new.audio.loudness)),
+            ]
+            curve = self.sockets.curve
+            if curve is not None:
+                reloads.append(("client keys", curve.reload))  # the authorised client keys
+            for what, reload in reloads:
                 try:
-                    listener(new)
+                    reload()
                 except Exception:
-                    _log.exception("reload listener failed")
+                    _log.exception("reload failed", part=what)
             self._config_voices = new.voices
         self.reload_voices()
 
@@ -330,19 +312,19 @@ class Daemon:
         left = self.scheduler.close()
         for job in left:
             job.cancel.cancel("shutdown")
-            self.server.emit(job, "cancelled", reason="shutdown")
+            self.admission.emit(job, Cancelled(reason="shutdown"))
         # ``busy``, not ``current``: a batch's other jobs (cancelled by close()) are reported by
         # the worker after the speaking one, and their events must leave before we exit.
         deadline = time.monotonic() + self.settings.daemon.drain_timeout_s
         while self.scheduler.busy and time.monotonic() < deadline:
-            self.server.poll_once(50)
+            self.sockets.poll_once(50)
         if self.scheduler.busy:
             self.scheduler.stop_current("shutdown")
             end = time.monotonic() + 2.0
             while self.scheduler.busy and time.monotonic() < end:
-                self.server.poll_once(50)
+                self.sockets.poll_once(50)
         self.worker.stopping.set()
-        self.server.flush_outbox()
+        self.sockets.flush_outbox()
         return EXIT_OK
 
     def close(self) -> None:
@@ -356,10 +338,10 @@ class Daemon:
             except Exception as e:
                 _log.warning("sink close failed", sink=sink.name, error=str(e))
         self.telemetry.close()
-        self.server.close()
+        self.sockets.close()
         self.outbox.close()
         self.notifier.close()
-        self.intake.close()
+        self.admission.close()
         self.ctx.term()
 
 

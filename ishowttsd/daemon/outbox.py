@@ -23,6 +23,8 @@ class EventOut:
     peer: bytes | None = None
     single_reply: bool = False
     terminal: bool = False
+    wait: bool = False
+    """A single-reply peer that asked to be answered with the outcome, not the acknowledgement."""
     publish: bool = True
     envelope: tuple[bytes, ...] = ()
     """A reply that is not about a job (``reload_voices``): the REQ delimiter, if the peer needs one."""

@@ -25,77 +25,18 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from ishowttsd.engine.base import CancelToken
+from ishowttsd.job import Job
 from ishowttsd.protocol import PRIORITIES
 
 RANK = {p: i for i, p in enumerate(PRIORITIES)}
-CHARS_PER_SECOND = 15.0
-"""Rough English speech rate used to estimate a job's audio length before it is made."""
 
 
 def _order(job: Job) -> tuple[int, int]:
     """Speaking order: priority, then acceptance."""
     return RANK[job.priority], job.seq
-
-
-def estimate_seconds(text: str) -> float:
-    return max(0.3, len(text) / CHARS_PER_SECOND)
-
-
-@dataclass(eq=False)
-class Job:
-    """One piece of text to speak, with where it came from and who to tell about it."""
-
-    id: str
-    text: str
-    priority: str = "message"
-    voice: str | None = None
-    source: str = "control"
-    """``control`` (a client), ``chat`` (a bot), ``replay`` (journal after restart)."""
-    peer: bytes | None = None
-    """ROUTER identity of the requesting client, if any."""
-    single_reply: bool = False
-    """REQ-style peer: exactly one reply (the acknowledgement, or the outcome with ``wait``)."""
-    wait: bool = False
-    req: str | None = None
-    want_pcm: bool = False
-    play: bool = True
-    """False: a private job, synthesised for its requester only (never played, published or
-    journalled; see the module docstring)."""
-    user: str | None = None
-    channel: str | None = None
-    platform: str | None = None
-    kind: str | None = None
-    msg_id: str | None = None
-    posted_ts: float | None = None
-    """Unix seconds when the chat line was posted (bots' ``ts``), for staleness."""
-    accepted_at: float = 0.0
-    """Monotonic seconds when the daemon accepted it."""
-    expires_at: float | None = None
-    """Monotonic deadline after which the job is stale and is dropped instead of spoken."""
-    seq: int = 0
-    cancel: CancelToken = field(default_factory=CancelToken)
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def est_seconds(self) -> float:
-        # The chat pipeline's script-aware estimate (CJK, digits, emoji) when it made one.
-        est = self.meta.get("est_seconds")
-        return float(est) if est is not None else estimate_seconds(self.text)
-
-    def describe(self) -> dict[str, Any]:
-        """Fields every event about this job carries."""
-        d: dict[str, Any] = {"job": self.id, "priority": self.priority, "source": self.source}
-        for k in ("user", "channel", "platform", "kind", "voice"):
-            v = getattr(self, k)
-            if v is not None:
-                d[k] = v
-        if self.msg_id is not None:
-            d["msg_id"] = self.msg_id
-        return d
 
 
 class QueueFull(Exception):

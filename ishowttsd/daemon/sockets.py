@@ -18,9 +18,26 @@ import zmq
 
 from ishowttsd import log, protocol, security
 from ishowttsd.config import Settings
+from ishowttsd.daemon.admission import Admission
 from ishowttsd.daemon.outbox import EventOut, Outbox, PcmOut
-from ishowttsd.daemon.scheduler import Job, QueueFull, Scheduler
+from ishowttsd.daemon.scheduler import Scheduler
 from ishowttsd.endpoints import ipc_path
+from ishowttsd.events import (
+    Error,
+    Event,
+    History,
+    Ok,
+    Paused,
+    Pcm,
+    Pong,
+    QueueListing,
+    Resumed,
+    Status,
+    TooLarge,
+    Voices,
+    VoicesReloaded,
+)
+from ishowttsd.job import Job
 from ishowttsd.protocol import ChatMessage, ProtocolError, Request
 
 _log = log.get(__name__)
@@ -39,12 +56,14 @@ def transport_bound(max_message_bytes: int) -> int:
 INGEST_SLICE_S = 0.01
 """Longest stretch spent on queued chat before control requests get their turn (a ping stays fast)."""
 
-KIND_PRIORITY = {"paid": "important", "mod": "message"}
-"""Chat ``kind`` → priority; anything else is ordinary chat (``text``)."""
 
+class Sockets:
+    """Owns the sockets. ``handle_*`` methods are the whole protocol; ``poll_once`` drives them.
 
-class Server:
-    """Owns the sockets. ``handle_*`` methods are the whole protocol; ``poll_once`` drives them."""
+    Chat lines and ``say`` requests go to :class:`~ishowttsd.daemon.admission.Admission`, the
+    moderation topics to :class:`~ishowttsd.daemon.moderation.Moderator`; every job event they
+    make goes through the outbox, which this loop flushes before any direct reply or publish, so
+    the wire carries them in the order they were made."""
 
     def __init__(
         self,
@@ -52,18 +71,20 @@ class Server:
         scheduler: Scheduler,
         outbox: Outbox,
         ctx: zmq.Context[Any],
+        admission: Admission,
         status_extra: Callable[[], dict[str, Any]],
         voices: Callable[[], list[dict[str, Any]]],
-        voice_ids: Callable[[], set[str] | None],
         ready: Callable[[], bool],
+        voice_ops: VoiceOps,
     ) -> None:
         self.settings = settings
         self.scheduler = scheduler
         self.outbox = outbox
         self.ctx = ctx
         self._status_extra = status_extra
+        self.admission = admission
+        self.moderator = admission.moderator
         self._voices = voices
-        self._voice_ids = voice_ids
         self._ready = ready
         self.started = time.monotonic()
         self.counters: dict[str, int] = {
@@ -74,28 +95,10 @@ class Server:
             "bad_messages": 0,
             "too_large": 0,
         }
-        self.chat_hooks: list[Callable[[ChatMessage, Job], bool]] = []
-        """Filters (chat moderation) that rewrite a chat job in place, or drop it (return False,
-        having sent its ``dropped`` event); see :meth:`chat_job`."""
-        self.accept_hooks: list[Callable[[Job], tuple[str, str] | None]] = []
-        """Called before a job is queued (the journal records it); a ``(code, reason)`` refuses it."""
-        self.event_listeners: list[Callable[[Job, dict[str, Any]], None]] = []
-        """Called with every job event sent from the I/O side (the worker has its own list)."""
-        self.topic_handlers: dict[str, Callable[[dict[str, Any]], None]] = {}
-        """Handlers for the ingest moderation topics (``delete``, ``ban``, ...)."""
-        self._pending_single: dict[str, bytes] = {}
-        self.history: Callable[[int], list[dict[str, Any]]] = lambda _n: []
-        """The ``history`` op's lines, newest first (the chat intake's journal)."""
-        self.approval_ops: Callable[[str, dict[str, Any]], dict[str, Any]] = lambda op, _a: {
-            "event": "error",
-            "code": "unknown_op",
-            "reason": f"{op}: no chat intake",
-        }
-        """``held``, ``approve``, ``reject``: lines waiting for a moderator (ishowttsd/daemon/streamer.py)."""
-        self.voice_ops: VoiceOps | None = None
+        self._answered: set[str] = set()
+        """Jobs of single-reply (REQ-style) peers whose one reply has gone out."""
+        self.voice_ops = voice_ops
         """``reload_voices`` and ``default_voice`` (the daemon, which owns the engine)."""
-        self.default_voice: str | None = None
-        """A default voice chosen at run time (``default_voice`` op): given to jobs without one."""
         z = settings.zmq
         self.curve = security.start(settings.security, ctx)
         """CURVE for non-ipc endpoints (None: ipc only; config refuses tcp without keys)."""
@@ -197,6 +200,7 @@ class Server:
                 except zmq.Again:
                     break
                 self._guard(self.handle_control, frames)
+                self.flush_outbox()
         if self.ingest in events:
             # A raid must not delay control requests: yield to the poller after a few milliseconds.
             budget = time.monotonic() + INGEST_SLICE_S
@@ -208,6 +212,7 @@ class Server:
                 except zmq.Again:
                     break
                 self._guard(self.handle_ingest, frames)
+            self.flush_outbox()
         self.flush_outbox()
 
     def _guard(self, fn: Callable[[list[bytes]], None], frames: list[bytes]) -> None:
@@ -216,15 +221,8 @@ class Server:
         except Exception:
             _log.exception("handler failed", handler=fn.__name__)
             if fn == self.handle_control and frames:
-                self._reply(
-                    frames[0],
-                    self._envelope(frames),
-                    {
-                        "event": "error",
-                        "code": "internal_error",
-                        "reason": "internal error; see the daemon log",
-                    },
-                )
+                error = Error(code="internal_error", reason="internal error; see the daemon log")
+                self._reply(frames[0], self._envelope(frames), error.to_json())
 
     # -- outbound ---------------------------------------------------------------------------------------
     def flush_outbox(self) -> None:
@@ -242,15 +240,18 @@ class Server:
             self.publish_event(ev.payload)
         if ev.peer is None:
             return
-        job = ev.payload.get("job")
+        job = str(ev.payload.get("job"))
         if ev.single_reply:
             # REQ-style peers get exactly one reply: the ack, or with 'wait' the outcome.
-            want = self._pending_single.get(str(job))
-            if want is None:
+            if ev.terminal:
+                if job in self._answered:
+                    self._answered.discard(job)
+                    return
+            elif ev.wait or job in self._answered:
                 return
-            if ev.terminal or want == b"ack":
-                self._pending_single.pop(str(job), None)
-                self._reply(ev.peer, [b""], ev.payload)
+            else:
+                self._answered.add(job)
+            self._reply(ev.peer, [b""], ev.payload)
             return
         self._reply(ev.peer, list(ev.envelope), ev.payload)
 
@@ -259,8 +260,13 @@ class Server:
         if item.publish:
             self._send(self.pcm, [protocol.pcm_topic(item.job), header, item.payload])
         if item.peer is not None:
-            ev = protocol.encode({"event": "pcm", **item.header})
+            ev = protocol.encode(Pcm(header=item.header).to_json())
             self._send(self.control, [item.peer, ev, item.payload])
+
+    def publish(self, event: Event) -> None:
+        """Publish one event on the PUB ``event`` topic (after the job events made before it)."""
+        self.flush_outbox()
+        self.publish_event(event.to_json())
 
     def publish_event(self, payload: dict[str, Any]) -> None:
         self._send(self.pcm, [protocol.EVENT_TOPIC, protocol.encode(payload)])
@@ -293,35 +299,19 @@ class Server:
         if size > limit:  # answered unread: never parsed, never queued
             self.counters["bad_messages"] += 1
             self.counters["too_large"] += 1
-            self._reply(
-                peer,
-                env,
-                {
-                    "event": "error",
-                    "code": "too_large",
-                    "reason": f"request of {size} bytes; [zmq] max_message_bytes is {limit}",
-                    "limit": limit,
-                    "size": size,
-                },
-            )
+            reason = f"request of {size} bytes; [zmq] max_message_bytes is {limit}"
+            self._reply(peer, env, TooLarge(reason=reason, limit=limit, size=size).to_json())
             return
         if len(body) != 1:
             self.counters["bad_messages"] += 1
-            self._reply(
-                peer,
-                env,
-                {
-                    "event": "error",
-                    "code": "bad_frames",
-                    "reason": f"expected one JSON frame per request, got {len(body)}",
-                },
-            )
+            reason = f"expected one JSON frame per request, got {len(body)}"
+            self._reply(peer, env, Error(code="bad_frames", reason=reason).to_json())
             return
         try:
             req = protocol.parse_request(body[0], self.settings.queue.max_text_chars)
         except ProtocolError as e:
             self.counters["bad_messages"] += 1
-            out: dict[str, Any] = {"event": "error", "code": e.code, "reason": e.reason}
+            out = Error(code=e.code, reason=e.reason).to_json()
             token = _peek_req(body[0])
             if token is not None:
                 out["req"] = token
@@ -329,44 +319,46 @@ class Server:
             return
         reply = self._dispatch(req, peer, env)
         if reply is not None:
+            self.flush_outbox()  # the job events this request made go first
+            payload = reply.to_json()
             if req.req is not None:
-                reply["req"] = req.req
-            self._reply(peer, env, reply)
+                payload["req"] = req.req
+            self._reply(peer, env, payload)
 
-    def _dispatch(self, req: Request, peer: bytes, env: list[bytes]) -> dict[str, Any] | None:
+    def _dispatch(self, req: Request, peer: bytes, env: list[bytes]) -> Event | None:
         op = req.op
         if op == "say":
-            return self._say(req, peer, env)
+            return self.admission.say(req, peer, single_reply=bool(env))
         if op == "ping":
             # Not the status callback: that reads telemetry and counters, too much for a liveness probe.
-            return {"event": "pong", "ready": self._ready(), "ts": time.time()}
+            return Pong(ready=self._ready(), ts=time.time())
         if op == "status":
             return self.status()
         if op == "voices":
-            return {"event": "voices", "voices": self._voices()}
+            return Voices(voices=tuple(self._voices()))
         if op == "pause":
             self.scheduler.pause()
-            self.publish_event({"event": "paused"})
-            return {"event": "ok", "op": op}
+            self.publish(Paused())
+            return Ok(op=op)
         if op == "resume":
             self.scheduler.resume()
-            self.publish_event({"event": "resumed"})
-            return {"event": "ok", "op": op}
+            self.publish(Resumed())
+            return Ok(op=op)
         if op == "stop":
             job = self.scheduler.stop_current("stopped", req.id)
-            return {"event": "ok", "op": op, "jobs": [job.id] if job else []}
+            return Ok(op=op, jobs=(job.id,) if job else ())
         if op == "cancel":
             if req.id is not None:
                 jobs = self.scheduler.remove(lambda j: j.id == req.id, "cancelled", private=True)
             else:
                 jobs = self.scheduler.remove(lambda j: True, "cancelled")
-            self.announce_removed(jobs, "cancelled", "cancelled")
-            return {"event": "ok", "op": op, "jobs": [j.id for j in jobs]}
+            self.admission.cancelled(jobs, "cancelled")
+            return Ok(op=op, jobs=tuple(j.id for j in jobs))
         if op == "clear":
             # The queue only: the line being spoken finishes (``cancel`` stops it too).
             jobs = self.scheduler.remove(lambda j: True, "cleared", include_current=False)
-            self.announce_removed(jobs, "cancelled", "cleared")
-            return {"event": "ok", "op": op, "jobs": [j.id for j in jobs]}
+            self.admission.cancelled(jobs, "cleared")
+            return Ok(op=op, jobs=tuple(j.id for j in jobs))
         if op == "queue":
             return self.queue_listing()
         if op == "history":
@@ -376,10 +368,10 @@ class Server:
         if op in ("reload_voices", "default_voice"):
             return self._voice_op(req, peer, env)
         if op in ("held", "approve", "reject"):
-            return self.approval_ops(op, dict(req.args))
-        return {"event": "error", "code": "unknown_op", "reason": f"unknown op {op!r}"}
+            return self.admission.controls.approval_op(op, dict(req.args))
+        return Error(code="unknown_op", reason=f"unknown op {op!r}")
 
-    def queue_listing(self) -> dict[str, Any]:
+    def queue_listing(self) -> QueueListing:
         """The ``queue`` op: the lines in flight (the speaking one first) and those waiting, in
         speaking order, each with how long it has waited."""
         now = time.monotonic()
@@ -390,14 +382,13 @@ class Server:
             return {**j.describe(), "text": j.text, "position": position, "waiting_s": waited,
                     "est_s": round(j.est_seconds, 1)}  # fmt: skip
 
-        return {
-            "event": "queue",
-            "paused": self.scheduler.paused,
-            "current": {**line(cur, -1), "started": True} if cur is not None else None,
-            "jobs": [line(j, i) for i, j in enumerate(self.scheduler.queued())],
-        }
+        return QueueListing(
+            paused=self.scheduler.paused,
+            current={**line(cur, -1), "started": True} if cur is not None else None,
+            jobs=tuple(line(j, i) for i, j in enumerate(self.scheduler.queued())),
+        )
 
-    def _history(self, req: Request) -> dict[str, Any]:
+    def _history(self, req: Request) -> Event:
         raw = req.args.get("limit", 50)
         try:
             limit = int(raw)
@@ -405,138 +396,52 @@ class Server:
             limit = -1
         if isinstance(raw, bool) or not 0 < limit <= protocol.MAX_HISTORY:
             return _bad_request(f"field 'limit' must be a number from 1 to {protocol.MAX_HISTORY}")
-        return {"event": "history", "lines": self.history(limit)}
+        return History(lines=tuple(o.to_json() for o in self.admission.history(limit)))
 
-    def _moderate(self, req: Request) -> dict[str, Any]:
+    def _moderate(self, req: Request) -> Event:
         """The ingest moderation topics for control clients (already trusted: socket access)."""
         action = req.args.get("action")
-        if action not in protocol.MODERATE_ACTIONS or action not in self.topic_handlers:
+        if action not in protocol.MODERATE_ACTIONS or action not in self.moderator.topics:
             return _bad_request(f"field 'action' must be one of {', '.join(protocol.MODERATE_ACTIONS)}")
-        before = self.counters["bad_messages"]
-        self.topic_handlers[str(action)](dict(req.args))
-        if self.counters["bad_messages"] != before:  # the handler said why on the event topic
+        refused = self._moderation(str(action), dict(req.args))
+        if refused:  # said why on the event topic, too
             need = "'user'" if action != "delete" else "'id' (the chat message id)"
             return _bad_request(f"moderate {action}: field {need} is required")
-        return {"event": "ok", "op": "moderate", "action": action}
+        return Ok(op="moderate", action=str(action))
 
-    def _voice_op(self, req: Request, peer: bytes, env: list[bytes]) -> dict[str, Any] | None:
-        if self.voice_ops is None:
-            return {"event": "error", "code": "not_ready", "reason": "voices cannot be changed yet"}
+    def _voice_op(self, req: Request, peer: bytes, env: list[bytes]) -> Event | None:
         if req.op == "default_voice":
             voice = req.args.get("voice")
             if voice is not None and not isinstance(voice, str):
                 return _bad_request("field 'voice' must be a voice id or null")
             return self.voice_ops.set_default_voice(voice)
-        payload: dict[str, Any] = {"event": "voices_reloaded"}
-        if req.req is not None:
-            payload["req"] = req.req
-        self.voice_ops.reload_voices(EventOut(payload, peer=peer, envelope=tuple(env), publish=False))
+        reply = VoicesReloaded(req=req.req).to_json()
+        self.voice_ops.reload_voices(EventOut(reply, peer=peer, envelope=tuple(env), publish=False))
         return None  # answered by the worker once the engine has the new voices
 
-    def _say(self, req: Request, peer: bytes, env: list[bytes]) -> dict[str, Any] | None:
-        if not req.text.strip():
-            return {"event": "error", "code": "empty_text", "reason": "field 'text' is empty"}
-        known = self._voice_ids()
-        if req.voice is not None and known is not None and req.voice not in known:
-            return {
-                "event": "error",
-                "code": "unknown_voice",
-                "reason": f"unknown voice {req.voice!r}; known: {', '.join(sorted(known))}",
-            }
-        if req.id is not None and self.scheduler.find([req.id]):
-            return {
-                "event": "error",
-                "code": "duplicate_id",
-                "reason": f"job id {req.id!r} is already queued",
-            }
-        wait = req.args.get("wait") is True
-        job = Job(
-            id=req.id or protocol.new_job_id(),
-            text=req.text,
-            priority=req.priority,
-            voice=req.voice,
-            source="control",
-            peer=peer,
-            single_reply=bool(env),
-            wait=wait,
-            req=req.req,
-            # A private job's audio has nowhere else to go: it always comes back to a DEALER.
-            want_pcm=(req.pcm or not req.play) and not env,
-            play=req.play,
-        )
-        if env:
-            self._pending_single[job.id] = b"wait" if wait else b"ack"
-        self.submit(job)
-        return None
-
-    def submit(self, job: Job) -> bool:
-        """Queue a job and send its ``queued`` (or ``dropped``) event; the one door into the queue."""
-        if job.voice is None and self.default_voice is not None:
-            known = self._voice_ids()
-            if known is None or self.default_voice in known:  # a deleted default falls back
-                job.voice = self.default_voice
-        for hook in self.accept_hooks:
-            refusal = hook(job)
-            if refusal is not None:
-                self.counters["rejected"] += 1
-                self.emit(job, "error", code=refusal[0], reason=refusal[1], text=job.text)
-                return False
-        try:
-            dropped = self.scheduler.submit(job)
-        except QueueFull as e:
-            self.counters["rejected"] += 1
-            self.emit(job, "dropped", reason=e.code, detail=e.reason, text=job.text)
-            return False
-        for victim in dropped:
-            self.counters["dropped"] += 1
-            self.emit(
-                victim, "dropped", reason="queue_full", detail="made room for newer speech", text=victim.text
-            )
-        # A job accepted while the journal cannot be written says so: it would not survive a crash.
-        safe = {"crash_safe": False} if job.meta.get("crash_safe") is False else {}
-        self.emit(job, "queued", position=self.scheduler.position(job), text=job.text, **safe)
-        return True
-
-    def announce_removed(self, jobs: list[Job], event: str, reason: str) -> None:
-        for j in jobs:
-            # The worker reports the jobs it holds (the speaking one, a batch's others) itself.
-            if not self.scheduler.in_flight(j):
-                self.emit(j, event, reason=reason)
-
-    def emit(self, job: Job, event: str, **fields: Any) -> None:
-        payload = {"event": event, **job.describe(), **fields}
-        if job.req is not None:
-            payload["req"] = job.req
-        terminal = event in ("done", "cancelled", "dropped", "error")
-        for listener in self.event_listeners:
-            listener(job, payload)
-        self._send_event(
-            EventOut(
-                payload, peer=job.peer, single_reply=job.single_reply, terminal=terminal, publish=job.play
-            )
-        )
-
-    def status(self) -> dict[str, Any]:
+    def status(self) -> Status:
         cur = self.scheduler.current
         queued = self.scheduler.queued()
         by_priority: dict[str, int] = {}
         for j in queued:
             by_priority[j.priority] = by_priority.get(j.priority, 0) + 1
-        return {
-            "event": "status",
-            "uptime_s": round(time.monotonic() - self.started, 1),
-            "paused": self.scheduler.paused,
-            "queue": {
+        counters = dict(self.counters)
+        counters["rejected"] = self.admission.queue_counters["rejected"]
+        counters["dropped"] += self.admission.queue_counters["dropped"]
+        return Status(
+            uptime_s=round(time.monotonic() - self.started, 1),
+            paused=self.scheduler.paused,
+            queue={
                 "jobs": len(queued),
                 "by_priority": by_priority,
                 "est_audio_s": round(sum(j.est_seconds for j in queued), 1),
                 "in_flight": self.scheduler.in_flight_count,  # out of the queue, not yet done
                 "private": self.scheduler.private_count,  # play: false, waiting or in flight
             },
-            "current": {"job": cur.id, "text": cur.text, **cur.describe()} if cur else None,
-            "counters": dict(self.counters),
-            **self._status_extra(),
-        }
+            current={"job": cur.id, "text": cur.text, **cur.describe()} if cur else None,
+            counters=counters,
+            extra=self._status_extra(),
+        )
 
     # -- ingest --------------------------------------------------------------------------------------------
     def handle_ingest(self, frames: list[bytes]) -> None:
@@ -546,11 +451,10 @@ class Server:
             self._bad_ingest(e)
             return
         if topic != "chat":
-            handler = self.topic_handlers.get(topic)
-            if handler is None:
+            if topic not in self.moderator.topics:
                 self._bad_ingest(ProtocolError("unsupported_topic", f"topic {topic!r} is not handled"))
                 return
-            handler(dict(body))
+            self._moderation(topic, dict(body))
             return
         try:
             msg = ChatMessage.from_json(body, 1 << 30)
@@ -558,59 +462,27 @@ class Server:
             self._bad_ingest(e)
             return
         self.counters["chat_in"] += 1
-        job = self.chat_job(msg)
-        if job is not None:
-            self.submit(job)
+        self.admission.chat(msg)
 
-    def chat_job(self, msg: ChatMessage) -> Job | None:
-        """Turn a chat message into a job (or None: dropped, with its event already sent)."""
-        job = self._job_from_chat(msg, msg.text)
-        for hook in self.chat_hooks:
-            if not hook(msg, job):
-                return None
-        text = job.text
-        if len(text) > self.settings.queue.max_text_chars:
-            self.emit(
-                job,
-                "dropped",
-                reason="text_too_long",
-                detail=f"{len(text)} characters; limit {self.settings.queue.max_text_chars}",
-            )
-            return None
-        if not text.strip():
-            self.emit(job, "dropped", reason="empty_text")
-            return None
-        known = self._voice_ids()
-        if job.voice is not None and known is not None and job.voice not in known:
-            # A bot asking for a voice this box lacks still gets its line spoken, in the default voice.
-            job.meta["voice_fallback"] = job.voice
-            job.voice = None
-        return job
-
-    def _job_from_chat(self, msg: ChatMessage, text: str) -> Job:
-        return Job(
-            id=protocol.new_job_id(),
-            text=text,
-            priority=KIND_PRIORITY.get(msg.kind, "text"),
-            voice=msg.voice,
-            source="chat",
-            user=msg.user,
-            channel=msg.channel,
-            platform=msg.platform,
-            kind=msg.kind,
-            msg_id=msg.id,
-            posted_ts=msg.ts,
-        )
+    def _moderation(self, topic: str, body: dict[str, Any]) -> bool:
+        """Act on one moderation message and publish what it did; True if it was refused."""
+        refused = False
+        for event in self.moderator.handle(topic, body):
+            if isinstance(event, Error):
+                self.counters["bad_messages"] += 1
+                refused = True
+            self.publish(event)
+        return refused
 
     def _bad_ingest(self, e: ProtocolError) -> None:
         # A SUB socket has no way to answer the bot: log it and say so on the event topic.
         self.counters["bad_messages"] += 1
         _log.warning("bad ingest message", code=e.code, reason=e.reason[:200])
-        self.publish_event({"event": "error", "source": "ingest", "code": e.code, "reason": e.reason[:500]})
+        self.publish(Error(code=e.code, reason=e.reason[:500], source="ingest"))
 
 
-def _bad_request(reason: str) -> dict[str, Any]:
-    return {"event": "error", "code": "bad_request", "reason": reason}
+def _bad_request(reason: str) -> Error:
+    return Error(code="bad_request", reason=reason)
 
 
 class VoiceOps(Protocol):
@@ -620,7 +492,7 @@ class VoiceOps(Protocol):
         """Re-read the voices (config + studio) and hand them to the engine between jobs; then
         send ``reply`` (with the voices added) through the outbox."""
 
-    def set_default_voice(self, voice: str | None) -> dict[str, Any]:
+    def set_default_voice(self, voice: str | None) -> Event:
         """Make ``voice`` the default (None: the configured one); the reply to send."""
         ...
 

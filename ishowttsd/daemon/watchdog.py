@@ -265,6 +265,26 @@ class Watchdog:
         else:
             _log.info("rtf baseline will be learnt from the first jobs", jobs=self.settings.rtf_window)
 
+    def calibrate(self, synthesize: Callable[[str], Iterable[Any]], progress: Callable[[str], None]) -> None:
+        """Worker thread, after the engine's warm-up and before it takes jobs: time the calibration
+        lines for the RTF baseline and end the warm-up (:meth:`warmup_done`). On the worker, not in
+        the main loop, so a job finishing just after warm-up can't be mistaken for a calibration
+        sample."""
+        samples: list[Sample] = []
+        if self.rtf_enabled:
+            progress("timing the watchdog's calibration lines")
+            try:
+                samples = time_calibration(synthesize)
+            except Exception as e:  # the baseline is then learnt from the first jobs instead
+                _log.warning("watchdog calibration failed", error=str(e))
+        self.warmup_done(samples)
+
+    def job_done(self, who: str, text: str, audio_s: float, synth_s: float, chars: int) -> None:
+        """Worker thread, after each completed job: feed the RTF monitor; show the line in STATUS=."""
+        self.job_finished(audio_s, synth_s, chars)
+        if self.phase != "triggered":  # keep the trigger's reason visible
+            self._notify.status(f"ready; last: {who}: {text}")
+
     @staticmethod
     def worker_alive(now: float, heartbeat: float, thread_alive: bool, stall_s: float) -> bool:
         """The ``worker_alive`` argument of :meth:`tick`, from the worker's last heartbeat stamp."""

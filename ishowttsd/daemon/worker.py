@@ -30,9 +30,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ishowttsd import log
-from ishowttsd.config import DebugSettings
+from ishowttsd.daemon.admission import Admission
 from ishowttsd.daemon.outbox import EventOut, Outbox
-from ishowttsd.daemon.scheduler import Job, Scheduler
+from ishowttsd.daemon.scheduler import Scheduler
+from ishowttsd.daemon.watchdog import Watchdog
 from ishowttsd.engine.base import (
     AudioChunk,
     BatchingEngine,
@@ -44,6 +45,8 @@ from ishowttsd.engine.base import (
     UnknownVoice,
 )
 from ishowttsd.engine.f5.settings import VoiceSettings
+from ishowttsd.events import Cancelled, Done, JobError, JobEvent, Started, VoicesReloaded
+from ishowttsd.job import Job
 from ishowttsd.loudness import Leveller
 from ishowttsd.sinks import Sink, SinkError
 from ishowttsd.sinks.pcm import PcmSink
@@ -75,34 +78,31 @@ class Worker(threading.Thread):
         scheduler: Scheduler,
         sinks: Sequence[Sink],
         outbox: Outbox,
-        debug: DebugSettings,
+        admission: Admission,
         on_progress: Callable[[str], None],
         clock: Callable[[], float] = time.monotonic,
+        watchdog: Watchdog | None = None,
+        stopping: threading.Event | None = None,
     ) -> None:
         super().__init__(name="worker", daemon=True)
         self.engine = engine
         self.scheduler = scheduler
         self.sinks = list(sinks)
         self.outbox = outbox
-        self.debug = debug
+        self.admission = admission
+        self.watchdog = watchdog
+        """Told of the warm-up (calibration) and of every finished job (the RTF monitor)."""
         self._on_progress = on_progress
         self._clock = clock
         self.heartbeat = clock()
         self.ready = threading.Event()
         self.startup_error: BaseException | None = None
         self.warmup_s = 0.0
-        self.stopping = threading.Event()
+        self.stopping = stopping if stopping is not None else threading.Event()
         self.reload_requested = threading.Event()
         self._reload_lock = threading.Lock()
         self._reload_voices: Sequence[VoiceSettings] | None = None
         self._reload_replies: list[EventOut] = []
-        self.job_listeners: list[Callable[[Job, JobResult], None]] = []
-        self.warm_hooks: list[Callable[[Engine], None]] = []
-        """Run on this thread after the engine's warm-up, before READY (the watchdog's calibration)."""
-        self.event_listeners: list[Callable[[Job, dict[str, Any]], None]] = []
-        self.turn_hooks: list[Callable[[Job], str | None]] = []
-        """Called just before a job is spoken (chat: staleness, announce prefix); may rewrite
-        ``job.text``; a returned reason drops the job instead."""
         self.counters = {"done": 0, "cancelled": 0, "error": 0, "dropped": 0}
         self.batch_counters = {"batches": 0, "batched_jobs": 0, "largest": 0}
         """Synthesis calls that made more than one job's audio together, and those jobs."""
@@ -116,34 +116,24 @@ class Worker(threading.Thread):
         self._delivery = _Delivery()
 
     # -- events ------------------------------------------------------------------------------------
-    def emit(self, job: Job, event: str, **fields: Any) -> None:
-        payload = {"event": event, **job.describe(), **fields}
-        if job.req is not None:
-            payload["req"] = job.req
-        terminal = event in ("done", "cancelled", "dropped", "error")
-        if terminal and event in self.counters:
-            self.counters[event] += 1
-        for listener in self.event_listeners:
-            listener(job, payload)
-        self.outbox.put(
-            EventOut(
-                payload, peer=job.peer, single_reply=job.single_reply, terminal=terminal, publish=job.play
-            )
-        )
+    def _report(self, job: Job, event: JobEvent) -> None:
+        if event.terminal and event.name in self.counters:
+            self.counters[event.name] += 1
+        self.admission.emit(job, event)
 
     # -- thread ------------------------------------------------------------------------------------
     def run(self) -> None:
         try:
             t0 = time.perf_counter()
             self.engine.load(self._progress)
-            if self.debug.warmup_delay_s > 0:
-                self._progress(f"debug warm-up delay {self.debug.warmup_delay_s:g} s")
-                self.stopping.wait(self.debug.warmup_delay_s)
             if self.stopping.is_set():
                 return  # stopped while loading: skip the warm-up so the daemon can exit promptly
             self.engine.warmup(self._progress)
-            for hook in self.warm_hooks:
-                hook(self.engine)
+            if self.watchdog is not None:
+                engine = self.engine
+                self.watchdog.calibrate(
+                    lambda text: engine.synthesize(text, None, CancelToken()), self._on_progress
+                )
             self.warmup_s = time.perf_counter() - t0
             _log.info("engine warm", engine=self.engine.name, warmup_s=round(self.warmup_s, 3))
         except BaseException as e:  # reported by the daemon, which exits with its startup code
@@ -206,8 +196,11 @@ class Worker(threading.Thread):
                 _log.info("voices reloaded", voices=[v.id for v in self.engine.voices()])
             except Exception as e:
                 _log.error("voice reload failed; keeping the old voices", error=str(e))
-        now = {"voices": [v.id for v in self.engine.voices()], "default": self.engine.default_voice()}
-        self.outbox.put(EventOut({"event": "voices_reloaded", **now}))  # on the PUB, for dashboards
+        reloaded = VoicesReloaded(
+            voices=tuple(v.id for v in self.engine.voices()), default=self.engine.default_voice()
+        )
+        now = reloaded.to_json()
+        self.outbox.put(EventOut(now))  # on the PUB, for dashboards
         for r in replies:
             self.outbox.put(replace(r, payload={**r.payload, **now}))
 
@@ -218,35 +211,28 @@ class Worker(threading.Thread):
 
     def _stream(self, job: Job) -> Iterator[AudioChunk]:
         """The job's audio: one synthesis, or one per voice-tag segment, played back to back."""
-        segments = job.meta.get("segments")
+        segments = job.segments
         if not segments:
             return self.engine.synthesize(job.text, job.voice, job.cancel)
         return _segmented(self.engine, segments, job.cancel)
 
     def _admit(self, job: Job) -> bool:
-        """The checks at a job's turn (cancelled, stale, turn hooks); False once it is reported."""
-        if not self._still_wanted(job):
-            return False
-        for hook in self.turn_hooks:
-            reason = hook(job)
-            if reason is not None:
-                self.emit(job, "dropped", reason=reason, text=job.text)
-                return False
-        return True
+        """The checks at a job's turn (cancelled, stale; a chat line's announce); False once reported."""
+        end = self.admission.at_turn(job)
+        if end is not None:
+            self._report(job, end)
+        return end is None
 
     def _still_wanted(self, job: Job) -> bool:
-        if job.cancel.cancelled:
-            self.emit(job, "cancelled", reason=job.cancel.reason or "cancelled")
-            return False
-        if job.expires_at is not None and self._clock() > job.expires_at:
-            self.emit(job, "dropped", reason="stale", text=job.text)
-            return False
-        return True
+        end = self.admission.still_wanted(job)
+        if end is not None:
+            self._report(job, end)
+        return end is None
 
     def _run_batch(self, jobs: list[Job]) -> None:
         """Speak ``jobs`` (in flight, in speaking order) with one batched synthesis.
 
-        Turn hooks run for all of them first, since they may rewrite the text to be synthesised;
+        The turn checks run for all of them first, since they may rewrite the text to be synthesised;
         at each later job's turn the cancel and staleness checks run again, as they would have
         when it left the queue. A queued job that outranks the next one is spoken first, alone.
         """
@@ -257,10 +243,9 @@ class Worker(threading.Thread):
                 live.append(job)
             else:
                 self.scheduler.done(job)
-        marker = self.debug.fail_marker
-        wanted = [j for j in live if not (marker and marker in j.text)]  # those fail in _speak
+        wanted = list(live)
         streams: dict[int, Iterator[AudioChunk]] = {}
-        for j in [j for j in wanted if j.meta.get("segments")]:  # voice tags: one stream per segment
+        for j in [j for j in wanted if j.segments]:  # voice tags: one stream per segment
             wanted.remove(j)
             streams[id(j)] = self._stream(j)
         try:
@@ -300,7 +285,7 @@ class Worker(threading.Thread):
                     self.heartbeat = self._clock()
         finally:
             for job in pending:  # only when stopping: cancelled by the scheduler's close()
-                self.emit(job, "cancelled", reason=job.cancel.reason or "shutdown")
+                self._report(job, Cancelled(reason=job.cancel.reason or "shutdown"))
                 self.scheduler.done(job)
             for st in streams.values():
                 _close(st)
@@ -332,19 +317,17 @@ class Worker(threading.Thread):
         ``batch``: how many jobs were synthesised together (None: this one alone)."""
         sinks = self.sinks if job.play else [self._private_sink]
         voice = job.voice or self.engine.default_voice()
-        segments = job.meta.get("segments")
-        extra: dict[str, Any] = {}
-        if segments:  # voice tags: each segment's voice and text, in speaking order
-            extra["segments"] = [{"voice": v or self.engine.default_voice(), "text": t} for v, t in segments]
-        self.emit(job, "started", text=job.text, voice=voice, **extra)
+        segments = None
+        if job.segments:  # voice tags: each segment's voice and text, in speaking order
+            default = self.engine.default_voice()
+            segments = tuple({"voice": v or default, "text": t} for v, t in job.segments)
+        self._report(job, Started(text=job.text, voice=voice, segments=segments))
         t_start = time.perf_counter()
         audio_s = synth_s = 0.0
         first = -1.0
         chunks = 0
         failure: tuple[str, str] | None = None
         try:
-            if self.debug.fail_marker and self.debug.fail_marker in job.text:
-                raise EngineError("injected failure ([debug] fail_marker)", "engine_error")
             stream = open_stream()
             while True:
                 t0 = time.perf_counter()
@@ -353,14 +336,11 @@ class Worker(threading.Thread):
                     break
                 if batch is not None:
                     # Its share of the batch's time (a stream that drives the batch waits for all
-                    # of it; the others' chunks were made then), plus any debug delay.
-                    t1 = time.perf_counter()
-                    self._debug_delay(job)
-                    synth_s += chunk.timings.get("total", t1 - t0) + (time.perf_counter() - t1)
+                    # of it; the others' chunks were made then).
+                    synth_s += chunk.timings.get("total", time.perf_counter() - t0)
                     if first < 0:
                         first = chunk.ready_s if chunk.ready_s is not None else time.perf_counter() - t_start
                 else:
-                    self._debug_delay(job)  # counts as synthesis time: it stands in for a slow GPU
                     synth_s += time.perf_counter() - t0
                     if first < 0:
                         first = time.perf_counter() - t_start
@@ -371,7 +351,6 @@ class Worker(threading.Thread):
                     chunk = self.leveller.apply(job.id, voice, chunk)
                 for sink in sinks:
                     sink.write(job, chunk)
-                self._debug_oom(job)
                 if job.cancel.cancelled:
                     break
                 if job.play:  # pause holds the speaker, not a private job's requester
@@ -392,25 +371,24 @@ class Worker(threading.Thread):
         if failure is None:
             failure = ended
         if failure is not None:
-            self.emit(job, "error", code=failure[0], reason=failure[1])
+            self._report(job, JobError(code=failure[0], reason=failure[1]))
         elif job.cancel.cancelled:
-            self.emit(job, "cancelled", reason=job.cancel.reason or "cancelled", audio_s=round(audio_s, 3))
+            reason = job.cancel.reason or "cancelled"
+            self._report(job, Cancelled(reason=reason, audio_s=round(audio_s, 3)))
         else:
             result = JobResult(job.id, audio_s, synth_s, len(job.text), chunks, max(first, 0.0))
             self.last_result = result
-            extra = {} if batch is None else {"batch": batch}
-            self.emit(
-                job,
-                "done",
+            done = Done(
                 audio_s=round(audio_s, 4),
                 synth_s=round(synth_s, 4),
                 rtf=round(result.rtf, 5),
                 ttfa_s=round(result.first_chunk_s, 4),
                 chunks=chunks,
-                **extra,
+                batch=batch,
             )
-            for listener in self.job_listeners:
-                listener(job, result)
+            self._report(job, done)
+            if self.watchdog is not None:
+                self.watchdog.job_done(job.user or "say", job.text, audio_s, synth_s, result.chars)
 
     def _deliver(self, job: Job, sinks: Sequence[Sink]) -> tuple[str, str] | None:
         """End ``job`` in its sinks, which blocks until it has been played (or cancelled); a
@@ -440,13 +418,6 @@ class Worker(threading.Thread):
             self.scheduler.done(jobs[0])
             self.heartbeat = self._clock()
 
-    def _debug_oom(self, job: Job) -> None:
-        """Test knobs ([debug]): fail mid-job (a chunk already out) the way an allocator would."""
-        if self.debug.oom_marker and self.debug.oom_marker in job.text:
-            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB ([debug] oom_marker)")
-        if self.debug.host_oom_marker and self.debug.host_oom_marker in job.text:
-            raise MemoryError("[debug] host_oom_marker")
-
     def _hold_while_paused(self, job: Job, limit_s: float = 3600.0) -> None:
         """Wait between chunks while paused (at most ``limit_s``), stamping the heartbeat each second:
         a pause is not a hang, and the watchdog must keep pinging through it."""
@@ -457,15 +428,6 @@ class Worker(threading.Thread):
                 return
             self.scheduler.wait_while_paused(job.cancel, timeout=min(1.0, left))
             self.heartbeat = self._clock()
-
-    def _debug_delay(self, job: Job) -> None:
-        """Test knobs ([debug]): slow each chunk, or hang like a stuck GPU kernel would."""
-        if self.debug.hang_marker and self.debug.hang_marker in job.text:
-            _log.warning("debug hang: the worker stops making progress", job=job.id)
-            while not self.stopping.is_set():
-                time.sleep(0.1)
-        if self.debug.chunk_delay_s > 0:
-            job.cancel.wait(self.debug.chunk_delay_s)
 
 
 def _segmented(

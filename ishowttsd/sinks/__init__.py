@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ishowttsd.daemon.scheduler import Job
 from ishowttsd.engine.base import AudioChunk
+from ishowttsd.job import Job
 
 
 class SinkError(RuntimeError):

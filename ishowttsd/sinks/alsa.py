@@ -19,8 +19,8 @@ import numpy.typing as npt
 
 from ishowttsd import log
 from ishowttsd.config import AudioSettings
-from ishowttsd.daemon.scheduler import Job
 from ishowttsd.engine.base import AudioChunk
+from ishowttsd.job import Job
 from ishowttsd.sinks import SinkError
 
 _log = log.get(__name__)

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ishowttsd.daemon.outbox import Outbox, PcmOut
-from ishowttsd.daemon.scheduler import Job
 from ishowttsd.engine.base import AudioChunk
+from ishowttsd.job import Job
 from ishowttsd.protocol import pcm_header
 
 BLOCK_S = 0.25

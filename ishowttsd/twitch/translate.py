@@ -281,6 +281,6 @@ class Translator:
         if duration is None:
             return Outgoing(b"ban", body)
         # ``duration_s`` is the bridge's documented field; ``duration`` is the name the daemon's
-        # intake reads (ishowttsd/daemon/intake.py). Both carry the same seconds until one name wins.
+        # moderation reads (ishowttsd/daemon/moderation.py). Both carry the same seconds until one name wins.
         body["duration_s"] = duration
         return Outgoing(b"timeout", body)

@@ -1,0 +1,476 @@
+"""Admission: how a chat line or a ``say`` request becomes a queued job, and how every job event
+leaves. Plain calls, in order, on the I/O thread; the worker calls :meth:`Admission.at_turn`.
+
+A chat line (:meth:`Admission.chat`)::
+
+    pipeline (moderation: priority, text, voice, staleness, limits) → checks (length, voice)
+    → journal → scheduler.submit → commit of the chat limits → queued
+
+A ``say`` request (:meth:`Admission.say`)::
+
+    checks (empty, voice, duplicate id) → journal → scheduler.submit → queued
+
+At the job's turn (:meth:`Admission.at_turn`): cancelled? stale? then the chat announce prefix.
+Every job event goes out through :meth:`Admission.emit`, which first moves the job's journal row
+along (``done`` is recorded before the event leaves: spoken once, never replayed) and counts drops.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from typing import Any
+
+from ishowttsd import log, protocol
+from ishowttsd.chat import Drop, Pipeline
+from ishowttsd.chat.pipeline import Accept, Clock, SystemClock
+from ishowttsd.chat.settings import ChatSettings
+from ishowttsd.chat.voicestore import VoiceStore
+from ishowttsd.config import Settings
+from ishowttsd.daemon.journal import FILENAME as JOURNAL_FILE
+from ishowttsd.daemon.journal import Entry, Journal, JournalError, Outcome, Reopener
+from ishowttsd.daemon.moderation import Moderator
+from ishowttsd.daemon.outbox import EventOut, Outbox
+from ishowttsd.daemon.scheduler import QueueFull, Scheduler
+from ishowttsd.daemon.streamer import StreamerControls
+from ishowttsd.events import (
+    Cancelled,
+    Done,
+    Dropped,
+    Error,
+    Event,
+    Filtered,
+    JobError,
+    JobEvent,
+    JournalAvailable,
+    JournalDamaged,
+    JournalUnavailable,
+    PausedAtRestart,
+    Queued,
+    Replayed,
+    Started,
+)
+from ishowttsd.job import ChatOrigin, Job
+from ishowttsd.protocol import ChatMessage, Request
+
+_log = log.get(__name__)
+
+PRUNE_EVERY = 100
+"""Finished journal rows are deleted every this many finished jobs (and at start)."""
+HISTORY_ROWS = 200
+"""Finished and dropped jobs kept in the journal as the history (``history`` control op)."""
+UNJOURNALED_DROPS = 100
+"""Lines dropped before they were accepted (filters, limits) are never journalled: the newest
+this many are remembered in memory for the history."""
+
+
+class Admission:
+    def __init__(
+        self,
+        settings: Settings,
+        scheduler: Scheduler,
+        outbox: Outbox,
+        voice_ids: Callable[[], set[str] | None] = lambda: None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.scheduler = scheduler
+        self.outbox = outbox
+        self._voice_ids = voice_ids
+        """Known voice ids, or None while warming up (a voice can't be checked yet)."""
+        self.max_text_chars = settings.queue.max_text_chars
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.pipeline = Pipeline(settings.chat, clock=self.clock)
+        self.counters: Counter[str] = Counter()
+        """Chat counters for the ``status`` reply: ``dropped.<reason>``, ``refused.<code>``,
+        ``moderation.<topic>``, ``replayed``."""
+        self.queue_counters = {"rejected": 0, "dropped": 0}
+        """Jobs the queue or journal refused; queued jobs dropped to make room."""
+        self._count_lock = threading.Lock()  # events come from the I/O thread and the worker
+        self.settings = settings
+        self.journal: Journal | None = None
+        self.journal_problem: str | None = None
+        self._reopen: Reopener | None = None
+        self._paused_kept: bool | None = None
+        """The pause state last written to the journal (None: not yet)."""
+        self._ready = False
+        self._finished_since_prune = 0
+        self._to_announce: list[Event] = []
+        self._unjournaled: deque[Outcome] = deque(maxlen=UNJOURNALED_DROPS)
+        self.default_voice: str | None = None
+        """A default voice chosen at run time (``default_voice`` op): given to jobs without one."""
+        if settings.chat.journal:
+            try:
+                self.journal = self._open_journal()
+            except (sqlite3.Error, OSError) as e:
+                # Speech without a journal beats no speech on stream: serve, say so, and retry.
+                self.journal_problem = f"{settings.daemon.state_dir}: {e}"
+                _log.error("journal unavailable; accepted lines are not crash-safe until it opens (retrying)",
+                           state_dir=str(settings.daemon.state_dir), error=str(e))  # fmt: skip
+                self._reopen = Reopener(lambda: self._open_journal(busy_timeout_s=0.5), self.journal_problem)
+        self.moderator = Moderator(self, scheduler)
+        self.controls = StreamerControls(self, VoiceStore.in_dir(settings.daemon.state_dir), voice_ids)
+        """Read mode, who is read, rewards, chat commands, sticky voices, voice tags, approval."""
+
+    # -- in -----------------------------------------------------------------------------------------
+    def chat(self, msg: ChatMessage) -> bool:
+        """Admit one chat line: queued (True), or dropped with its event sent (False)."""
+        job = Job(id=protocol.new_job_id(), text=msg.text, voice=msg.voice, source="chat", origin=msg.origin)
+        read = self.controls.before(msg, job)  # who is read, commands (ishowttsd/daemon/streamer.py)
+        if read is None:
+            return False
+        msg, verdict = read
+        d = self.pipeline.process(msg, commit=False)  # committed once the queue has taken it
+        job.priority = d.priority
+        if isinstance(d, Drop):
+            self.emit(job, Dropped(reason=d.reason, detail=d.detail, text=d.text))
+            return False
+        job.text, job.voice, job.estimate_s, job.expires_wall = d.text, d.voice, d.seconds, d.expires_at
+        if d.ttl_s is not None:
+            job.expires_at = time.monotonic() + d.ttl_s  # the worker's clock
+        if d.notes:
+            replacements = tuple(n.to_json() for n in d.notes)
+            self.emit(job, Filtered(text=d.text, original=d.original, replacements=replacements))
+        if not self.controls.after(msg, job, verdict, d):  # held for approval: its event sent
+            return False
+        if len(job.text) > self.max_text_chars:
+            detail = f"{len(job.text)} characters; limit {self.max_text_chars}"
+            self.emit(job, Dropped(reason="text_too_long", detail=detail))
+            return False
+        known = self._voice_ids()
+        if job.voice is not None and known is not None and job.voice not in known:
+            job.voice = None  # a bot asking for a voice this box lacks still gets its line spoken
+        return self.submit(job, d)
+
+    def say(self, req: Request, peer: bytes, single_reply: bool) -> Error | None:
+        """Admit a ``say`` request; an :class:`Error` is the reply when it is refused outright
+        (otherwise its job events answer it)."""
+        if not req.text.strip():
+            return Error(code="empty_text", reason="field 'text' is empty")
+        known = self._voice_ids()
+        if req.voice is not None and known is not None and req.voice not in known:
+            reason = f"unknown voice {req.voice!r}; known: {', '.join(sorted(known))}"
+            return Error(code="unknown_voice", reason=reason)
+        if req.id is not None and self.scheduler.find([req.id]):
+            return Error(code="duplicate_id", reason=f"job id {req.id!r} is already queued")
+        job = Job(
+            id=req.id or protocol.new_job_id(),
+            text=req.text,
+            priority=req.priority,
+            voice=req.voice,
+            source="control",
+            peer=peer,
+            single_reply=single_reply,
+            wait=req.args.get("wait") is True,
+            req=req.req,
+            # A private job's audio has nowhere else to go: it always comes back to a DEALER.
+            want_pcm=(req.pcm or not req.play) and not single_reply,
+            play=req.play,
+        )
+        self.submit(job)
+        return None
+
+    def submit(self, job: Job, accept: Accept | None = None) -> bool:
+        """Journal ``job``, queue it, commit the chat limits of ``accept`` (its filter decision)
+        and say ``queued``; False once its refusal was reported."""
+        if not self._submit(job):
+            return False
+        if accept is not None:
+            self.pipeline.commit(accept)
+        # A job accepted while the journal cannot be written says so: it would not survive a crash.
+        safe = None if job.crash_safe else False
+        self.emit(job, Queued(position=self.scheduler.position(job), text=job.text, crash_safe=safe))
+        return True
+
+    def _submit(self, job: Job) -> bool:
+        """Journal ``job`` and queue it; False once its refusal was reported."""
+        if job.voice is None and self.default_voice is not None:
+            known = self._voice_ids()
+            if known is None or self.default_voice in known:  # a deleted default falls back
+                job.voice = self.default_voice
+        refusal = self._journal(job)
+        if refusal is not None:
+            self.queue_counters["rejected"] += 1
+            self.emit(job, JobError(code=refusal.code, reason=str(refusal), text=job.text))
+            return False
+        try:
+            made_room = self.scheduler.submit(job)
+        except QueueFull as e:
+            self.queue_counters["rejected"] += 1
+            self.emit(job, Dropped(reason=e.code, detail=e.reason, text=job.text))
+            return False
+        for victim in made_room:
+            self.queue_counters["dropped"] += 1
+            detail = "made room for newer speech"
+            self.emit(victim, Dropped(reason="queue_full", detail=detail, text=victim.text))
+        return True
+
+    def _journal(self, job: Job) -> JournalError | None:
+        """Write ``job`` to the journal before it is queued and acknowledged; an error refuses it."""
+        if job.journaled or not job.play:
+            # A private job is not replayed after a restart: its requester is gone by then.
+            return None
+        if self.journal is None:
+            if self.settings.chat.journal:
+                job.crash_safe = False  # said in its ``queued`` reply
+            return None
+        entry = Entry(
+            id=job.id,
+            priority=job.priority,
+            text=job.text,
+            source=job.source,
+            accepted_at=self.clock.time(),
+            expires_at=job.expires_wall,
+            voice=job.voice,
+            origin=job.origin,
+        )
+        try:
+            self.journal.add(entry)
+        except JournalError as e:
+            self.counters[f"refused.{e.code}"] += 1
+            _log.error("job refused: journal write failed", job=job.id, code=e.code, error=str(e))
+            return e
+        job.journaled = True
+        return None
+
+    # -- out ----------------------------------------------------------------------------------------
+    def emit(self, job: Job, event: JobEvent) -> None:
+        """Send one job event (from any thread), after moving the job's journal row along."""
+        if isinstance(event, Dropped):
+            with self._count_lock:
+                self.counters[f"dropped.{event.reason}"] += 1
+        if self.journal is not None and job.journaled:
+            self._record(job, event)
+        elif isinstance(event, (Dropped, JobError)) and job.source != "replay":
+            self._remember(job, event)
+        ev = event.for_job(job)
+        out = EventOut(ev.to_json(), job.peer, job.single_reply, ev.terminal, wait=job.wait, publish=job.play)
+        self.outbox.put(out)
+
+    def _record(self, job: Job, event: JobEvent) -> None:
+        assert self.journal is not None
+        if isinstance(event, Started):
+            self.journal.started(job.id)
+        elif isinstance(event, Done):
+            self.journal.finished(job.id)  # before the event leaves: spoken once, never replayed
+            self._finished_since_prune += 1
+            if self._finished_since_prune >= PRUNE_EVERY:
+                self._finished_since_prune = 0
+                self.journal.prune(keep_last=HISTORY_ROWS)
+        elif isinstance(event, Cancelled) and event.reason == "shutdown":
+            return  # a restart is not a reason to lose accepted speech: replayed next start
+        elif isinstance(event, JobError):
+            self.journal.dropped(job.id, event.code or event.reason or "error", event.name)
+        elif isinstance(event, (Dropped, Cancelled)):
+            self.journal.dropped(job.id, event.reason or event.name, event.name)
+
+    def _remember(self, job: Job, event: Dropped | JobError) -> None:
+        """A line that ended before the journal had it, for the history (memory only)."""
+        now = self.clock.time()
+        o = job.origin or ChatOrigin()
+        reason = event.reason if isinstance(event, Dropped) else event.code
+        text = event.text if event.text is not None else job.text
+        with self._count_lock:
+            self._unjournaled.append(
+                Outcome(
+                    job=job.id, text=text, priority=job.priority, source=job.source, outcome=event.name,
+                    reason=reason, accepted_at=now, finished_at=now, voice=job.voice, user=o.user,
+                    channel=o.channel, platform=o.platform,
+                )
+            )  # fmt: skip
+
+    def history(self, limit: int) -> list[Outcome]:
+        """The newest ``limit`` lines that are over, newest first: the journal's, and the lines
+        dropped before they were accepted (remembered in memory only)."""
+        rows = self.journal.history(limit) if self.journal is not None else []
+        with self._count_lock:
+            rows.extend(self._unjournaled)
+        rows.sort(key=lambda o: o.finished_at, reverse=True)
+        return rows[:limit]
+
+    def cancelled(self, jobs: list[Job], reason: str) -> None:
+        """Report jobs taken out of the queue; the worker reports those it holds itself."""
+        for j in jobs:
+            if not self.scheduler.in_flight(j):
+                self.emit(j, Cancelled(reason=reason))
+
+    # -- the job's turn (worker thread) --------------------------------------------------------------------
+    def still_wanted(self, job: Job) -> JobEvent | None:
+        """Cancelled or stale: the event that ends ``job`` instead of speaking it."""
+        if job.cancel.cancelled:
+            return Cancelled(reason=job.cancel.reason or "cancelled")
+        if job.expires_at is not None and time.monotonic() > job.expires_at:
+            return Dropped(reason="stale", text=job.text)
+        return None
+
+    def at_turn(self, job: Job) -> JobEvent | None:
+        """Just before ``job`` is spoken: :meth:`still_wanted`, then a chat line gets its
+        announce prefix (only now is "the same user spoke last" known)."""
+        end = self.still_wanted(job)
+        if end is not None or not job.from_chat:
+            return end
+        segments = job.segments
+        text = segments[0][1] if segments else job.text
+        r = self.pipeline.at_turn(text, job.origin, deadline=None, priority=job.priority)  # stale: above
+        if isinstance(r, Drop):
+            return Dropped(reason=r.reason, text=job.text)
+        if segments:  # the announce prefix goes with the first voice-tag segment
+            job.segments = ((segments[0][0], r), *segments[1:])
+            r = " ".join(t for _, t in job.segments)
+        job.text = r
+        return None
+
+    # -- restarts -----------------------------------------------------------------------------------
+    def replay(self, restore_pause: bool = True) -> int:
+        """Queue the journal's unfinished, unexpired jobs again (call once, before serving), and
+        pause again if the daemon was paused when it stopped."""
+        if self.journal is None:
+            if self._reopen is not None:
+                details = {**self._reopen.status(), "pause_restored": False}
+                self._to_announce.append(JournalUnavailable(details=details))
+                _log.warning("pause state not restored: the journal is unavailable")
+            return 0
+        damage = self.journal.damage
+        r = self.journal.replay()
+        wall, mono = self.clock.time(), time.monotonic()
+        for e in r.expired:
+            info = {"job": e.id, "priority": e.priority, "source": "replay"}
+            detail = "expired while the daemon was down"
+            self._to_announce.append(Dropped(info=info, reason="stale", detail=detail, text=e.text))
+        for e in r.pending:
+            job = Job(
+                id=e.id,
+                text=e.text,
+                priority=e.priority,
+                voice=e.voice,
+                source="replay",
+                origin=e.origin,
+                first_source=e.source,
+                journaled=True,
+                expires_wall=e.expires_at,
+                expires_at=None if e.expires_at is None else mono + (e.expires_at - wall),
+            )
+            if self.submit(job):
+                replayed = Replayed(text=job.text, origin=e.source, accepted_at=e.accepted_at)
+                self._to_announce.append(replayed.for_job(job))
+        self.counters["replayed"] += len(r.pending)
+        self.journal.prune(keep_last=HISTORY_ROWS)
+        if r.pending or r.expired:
+            _log.info("journal replayed", queued=len(r.pending), expired=len(r.expired))
+        paused = restore_pause and self.journal.get_meta("paused") == "1"
+        if paused:
+            # Paused stays paused across a restart (a crash must not start reading chat aloud);
+            # the replayed jobs wait as they did before it.
+            self.scheduler.pause()
+            self._to_announce.append(PausedAtRestart(waiting=len(r.pending)))
+            _log.warning("paused before the restart: still paused (resume to speak)", waiting=len(r.pending))
+        self._paused_kept = self.scheduler.paused
+        if damage is not None:
+            details = {**damage.to_json(), "replayed": len(r.pending), "pause_restored": paused}
+            self._to_announce.insert(0, JournalDamaged(details=details))
+        return len(r.pending)
+
+    def on_ready(self) -> None:
+        """READY: publish what the start found (``replayed``, the journal's state): subscribers
+        have had the warm-up to connect."""
+        self._ready = True
+        for ev in self._to_announce:
+            self.publish(ev)
+        self._to_announce.clear()
+
+    def publish(self, event: Event) -> None:
+        """An event that is not about one job, on the PUB ``event`` topic (through the outbox)."""
+        self.outbox.put(EventOut(event.to_json()))
+
+    def tick(self) -> None:
+        """Main loop, every turn: take a journal that opened late; keep the pause state; held lines
+        past their deadline expire."""
+        if self._reopen is not None:
+            j = self._reopen.take()
+            if j is not None:
+                self._reopen = None
+                self._adopt(j)
+        self._keep_pause()
+        self.controls.tick()
+
+    def _keep_pause(self) -> None:
+        paused = self.scheduler.paused
+        if self.journal is None or paused == self._paused_kept:
+            return
+        if self.journal.set_meta("paused", "1" if paused else "0"):
+            self._paused_kept = paused
+
+    def _adopt(self, journal: Journal) -> None:
+        """The journal opened after the start: replay what an earlier run left in it, then journal
+        the lines accepted meanwhile (crash-safe from now on)."""
+        self.journal, self.journal_problem = journal, None
+        self._paused_kept = None  # the running state wins; written on the next tick
+        replayed = self.replay(restore_pause=False)
+        journaled = 0
+        for job in self.scheduler.queued():
+            if job.play and not job.journaled and self._journal(job) is None:
+                job.crash_safe = True
+                journaled += 1
+        _log.info(
+            "journal opened; accepted lines are crash-safe again", replayed=replayed, journaled=journaled
+        )
+        self._to_announce.append(JournalAvailable(details={"replayed": replayed, "journaled": journaled}))
+        if self._ready:
+            self.on_ready()
+
+    def moderate(self, topic: str, body: dict[str, Any]) -> None:
+        """A moderation topic, already authorised (a moderator's chat command)."""
+        for event in self.moderator.act(topic, body):
+            self.publish(event)
+
+    def _open_journal(self, busy_timeout_s: float = 5.0) -> Journal:
+        c = self.settings.chat
+        return Journal(
+            self.settings.daemon.state_dir / JOURNAL_FILE,
+            sync=c.journal_sync,
+            max_bytes=int(c.journal_max_mb * 1024 * 1024),
+            clock=self.clock.time,
+            busy_timeout_s=busy_timeout_s,
+        )
+
+    def reload(self, chat: ChatSettings) -> None:
+        """SIGHUP: a new pipeline from the new ``[chat]``; cooldowns, windows and counters carry over.
+
+        The journal's keys (``journal*``) take effect at the next start.
+        """
+        self.pipeline = Pipeline(chat, state=self.pipeline.state, clock=self.clock)
+        _log.info("chat filters reloaded")
+
+    def status(self) -> dict[str, Any]:
+        """The ``chat`` object of the ``status`` reply."""
+        counts: dict[str, Any] = {}
+        # Drops are counted from the events (every drop has one, wherever it happened); the
+        # pipeline's own drop counts would count its drops twice.
+        mine = Counter({k: n for k, n in self.pipeline.counters.items() if not k.startswith("dropped.")})
+        with self._count_lock:
+            mine.update(self.counters)
+        for key, n in sorted(mine.items()):
+            head, _, tail = key.partition(".")
+            if tail:
+                counts.setdefault(head, {})[tail] = n
+            else:
+                counts[head] = n
+        if self.journal is not None:
+            counts["journal"] = {**self.journal.counters, "crash_safe": True}
+            if self.journal.damage is not None:
+                counts["journal"]["damaged"] = self.journal.damage.to_json()
+        elif self._reopen is not None:
+            counts["journal"] = self._reopen.status()
+        elif self.journal_problem is not None:
+            counts["journal"] = {"unavailable": self.journal_problem, "crash_safe": False}
+        return counts
+
+    def close(self) -> None:
+        if self._reopen is not None:
+            self._reopen.close()
+        self.controls.store.close()
+        if self.journal is not None:
+            self._keep_pause()  # a pause just before SIGTERM
+            self.journal.close()
