@@ -38,7 +38,7 @@ MODERATOR_COMMANDS = {
     "!ttsresume": "resume",
     "!ttsban": "ban",
 }
-"""Chat word -> the moderation topic it maps onto (``ishowttsd/intake.py`` carries them out)."""
+"""Chat word -> the moderation topic it maps onto (``ishowttsd/daemon/moderation.py`` carries them out)."""
 
 
 @dataclass(frozen=True)
