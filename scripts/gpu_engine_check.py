@@ -84,7 +84,7 @@ def main() -> None:
     t0 = time.perf_counter()
     doc = write_full(Path("/tmp/f5full"))
     settings = config.parse(doc, None)
-    e = F5Engine(settings)
+    e = F5Engine(*config.f5_sections(settings))
     e.load(lambda m: print("load:", m, flush=True))
     t_load = time.perf_counter() - t0
     rows = []
@@ -127,7 +127,7 @@ def warmup_only(out: Path) -> None:
     doc = write_full(Path("/tmp/f5full"))
     doc["f5"]["warmup"] = "all"  # type: ignore[index]
     settings = config.parse(doc, None)
-    e = F5Engine(settings)
+    e = F5Engine(*config.f5_sections(settings))
     t0 = time.perf_counter()
     e.load(lambda m: None)
     t1 = time.perf_counter()

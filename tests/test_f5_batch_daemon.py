@@ -52,7 +52,7 @@ def alone(ov: dict[str, Any], jobs: list[tuple[str, str | None]]) -> list[np.nda
     """Each (text, voice) through the same engine in this process, one at a time."""
     from ishowttsd.engine.f5.engine import F5Engine
 
-    e = F5Engine(config.parse({"f5": ov["f5"], "voices": ov["voices"]}, None))
+    e = F5Engine(*config.f5_sections(config.parse({"f5": ov["f5"], "voices": ov["voices"]}, None)))
     e.load(lambda _m: None)
     return [np.concatenate([c.pcm for c in e.synthesize(t, v, CancelToken())]) for t, v in jobs]
 

@@ -51,7 +51,7 @@ always splits one off when idle): the tests compare the three."""
 def engine(**fast: Any) -> F5Engine:
     doc = f5_doc(**F5)
     doc["f5"]["fast"] = fast
-    e = F5Engine(config.parse(doc, None))
+    e = F5Engine(*config.f5_sections(config.parse(doc, None)))
     e.load(lambda _m: None)
     return e
 
@@ -98,7 +98,7 @@ def test_batched_jobs_sound_as_they_do_alone_and_as_the_reference_sampler(fast: 
 def test_full_warm_up_runs_the_batched_shapes_too() -> None:
     doc = f5_doc(**dict(F5, warmup="all", bucket_ratio=1.0))  # exact lengths: two shapes to warm
     doc["f5"]["fast"] = FAST
-    e = F5Engine(config.parse(doc, None))
+    e = F5Engine(*config.f5_sections(config.parse(doc, None)))
     e.load(lambda _m: None)
     e.warmup(lambda _m: None)
     shapes = {(b, masked) for b, _frames, masked in e._fast.fs.plans}
@@ -145,7 +145,7 @@ class Harness:
     def __init__(self, debug: DebugSettings | None = None) -> None:
         doc = f5_doc(**F5)
         doc["f5"]["fast"] = FAST
-        self.engine = F5Engine(config.parse(doc, None))
+        self.engine = F5Engine(*config.f5_sections(config.parse(doc, None)))
         self.ctx: zmq.Context[Any] = zmq.Context()
         self.outbox = Outbox(self.ctx)
         self.scheduler = Scheduler(Limits())

@@ -36,7 +36,7 @@ def reference_audio(ov: dict[str, Any], text: str, voice: str | None = None) -> 
     """The same line through the engine in this process: the daemon must send exactly this."""
     from ishowttsd.engine.f5.engine import F5Engine
 
-    e = F5Engine(config.parse({"f5": ov["f5"], "voices": ov["voices"]}, None))
+    e = F5Engine(*config.f5_sections(config.parse({"f5": ov["f5"], "voices": ov["voices"]}, None)))
     e.load(lambda _m: None)
     chunks = list(e.synthesize(text, voice, CancelToken()))
     return np.concatenate([c.pcm for c in chunks]), [len(c.pcm) for c in chunks]

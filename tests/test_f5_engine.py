@@ -26,7 +26,7 @@ def make(doc: dict[str, Any], tmp: Path | None = None) -> F5Engine:
         import tomlkit
 
         file.write_text(tomlkit.dumps(doc))
-    return F5Engine(config.parse(doc, file))
+    return F5Engine(*config.f5_sections(config.parse(doc, file)))
 
 
 def loaded(**f5: Any) -> F5Engine:
@@ -272,7 +272,7 @@ def test_compiled_step_matches_eager_and_caches_kernels_in_cache_dir(tmp_path: P
     code = (
         "import sys, numpy as np\nfrom pathlib import Path\nfrom ishowttsd import config\n"
         "from ishowttsd.engine.f5.engine import F5Engine\nfrom ishowttsd.engine.base import CancelToken\n"
-        "s = config.load(Path(sys.argv[1]))\ne = F5Engine(s)\ne.load(lambda m: None)\ne.warmup(lambda m: None)\n"
+        "s = config.load(Path(sys.argv[1]))\ne = F5Engine(*config.f5_sections(s))\ne.load(lambda m: None)\ne.warmup(lambda m: None)\n"
         "pcm = np.concatenate([c.pcm for c in e.synthesize('Hi chat!', None, CancelToken())])\n"
         "np.save(sys.argv[2], pcm)\n"
     )

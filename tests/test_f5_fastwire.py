@@ -20,7 +20,7 @@ def _engine(**fast: Any) -> F5Engine:
     # sampler does (it always does), so the two speak the same chunks
     doc = f5_doc(seed=7, warmup="none", first_chunk_gain_ms=0.0)
     doc["f5"]["fast"] = fast
-    e = F5Engine(config.parse(doc, None))
+    e = F5Engine(*config.f5_sections(config.parse(doc, None)))
     e.load(lambda _m: None)
     return e
 

@@ -27,7 +27,7 @@ from ishowttsd.engine import create_engine
 from ishowttsd.engine.base import CancelToken
 
 settings = config.load(Path(sys.argv[1]))
-engine, why = create_engine(settings)
+engine, why = create_engine(*config.engine_sections(settings))
 engine.load(lambda m: None)
 engine.warmup(lambda m: None)
 pcm = [c.pcm for c in engine.synthesize("Hello chat, no network needed here. Second sentence.", None, CancelToken())]

@@ -92,7 +92,7 @@ def test_config_and_text_modules_do_not_import_torch() -> None:
         "import sys, ishowttsd.config, ishowttsd.engine, ishowttsd.engine.f5.settings, ishowttsd.engine.f5.text, "
         "ishowttsd.engine.f5.stream, ishowttsd.engine.f5.fetch\n"
         "from ishowttsd.engine import create_engine\n"
-        "create_engine(ishowttsd.config.load(None))\n"
+        "create_engine(*ishowttsd.config.engine_sections(ishowttsd.config.load(None)))\n"
         "bad = [m for m in ('torch', 'f5_tts', 'vocos') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )

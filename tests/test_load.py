@@ -210,10 +210,10 @@ def test_load_full(speak: bool) -> None:
 def test_piper_session_keeps_no_per_shape_memory_patterns() -> None:
     """onnxruntime's memory patterns cache a plan per input shape, and every chat line is a new
     shape: with them on, RSS stepped up ~90 MB over 250 varied lines (see docs/RELIABILITY.md)."""
-    from ishowttsd.config import parse
+    from ishowttsd.config import engine_sections, parse
     from ishowttsd.engine import create_engine
 
-    engine, _ = create_engine(parse({"engine": {"kind": "piper"}}, None))
+    engine, _ = create_engine(*engine_sections(parse({"engine": {"kind": "piper"}}, None)))
     engine.load(lambda _line: None)
     session = engine._voice.session  # type: ignore[attr-defined]
     assert session.get_session_options().enable_mem_pattern is False

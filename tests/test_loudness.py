@@ -28,7 +28,7 @@ LINES = (
 
 
 def engine(doc: dict[str, Any]) -> Engine:
-    e, _ = create_engine(config.parse(doc, None))
+    e, _ = create_engine(*config.engine_sections(config.parse(doc, None)))
     e.load(lambda _m: None)
     return e
 

@@ -121,7 +121,7 @@ class Harness:
             replace(settings, chat=replace(settings.chat, journal=False)), self.scheduler, self.outbox
         )
         self.worker = Worker(
-            PiperEngine(settings), self.scheduler, [self.device], self.outbox, admission, lambda _: None
+            PiperEngine(settings.piper), self.scheduler, [self.device], self.outbox, admission, lambda _: None
         )
         self.items: list[EventOut | PcmOut] = []
         self.worker.start()

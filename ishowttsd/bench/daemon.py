@@ -82,7 +82,7 @@ def load_engine(doc: dict[str, Any], fast: dict[str, Any], nfe: int = 8) -> Any:
     d = json.loads(json.dumps(doc))
     d["f5"]["fast"] = dict(fast)
     d["f5"]["nfe_step"] = nfe
-    e = F5Engine(config.parse(d, None))
+    e = F5Engine(*config.f5_sections(config.parse(d, None)))
     e.load(lambda _m: None)
     return e
 

@@ -94,7 +94,7 @@ class Daemon:
         self.outbox = Outbox(self.ctx)
         q = settings.queue
         self.scheduler = Scheduler(Limits(q.max_jobs, q.max_audio_s, q.max_per_user))
-        engine, why = create_engine(settings)
+        engine, why = create_engine(*config.engine_sections(settings))
         _log.info("engine chosen", engine=engine.name, why=why)
         stopping = threading.Event()
         self.engine = faults.wrap(engine, settings.debug, stopping)

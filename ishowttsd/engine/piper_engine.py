@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from ishowttsd import log
-from ishowttsd.config import Settings
 from ishowttsd.engine.base import (
     AudioChunk,
     CancelToken,
@@ -25,6 +24,7 @@ from ishowttsd.engine.base import (
     float_to_int16,
 )
 from ishowttsd.engine.f5.settings import VoiceSettings
+from ishowttsd.engine.settings import PiperSettings
 
 _log = log.get(__name__)
 
@@ -34,8 +34,8 @@ EMBEDDED_VOICE_ID = "joe"
 class PiperEngine:
     name = "piper"
 
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings.piper
+    def __init__(self, settings: PiperSettings) -> None:
+        self._settings = settings
         self._voice: Any = None
         self._syn_config: Any = None
         self._voice_id = EMBEDDED_VOICE_ID

@@ -1,9 +1,10 @@
 """The F5-TTS engine: cloned voices from local files, streamed chunk by chunk.
 
-Lifecycle: ``F5Engine(settings)`` only stores settings; :meth:`load` reads the checkpoint, vocab,
-Vocos and every voice's reference (failing with the path to fix); :meth:`warmup` runs every
-length bucket once (compiling first if configured); :meth:`synthesize` yields one
-:class:`AudioChunk` per text chunk, cross-faded into the next, checking ``cancel`` between chunks.
+Lifecycle: ``F5Engine(f5, voices, default_voice, cache_dir)`` only stores them; :meth:`load`
+reads the checkpoint, vocab, Vocos and every voice's reference (failing with the path to fix);
+:meth:`warmup` runs every length bucket once (compiling first if configured); :meth:`synthesize`
+yields one :class:`AudioChunk` per text chunk, cross-faded into the next, checking ``cancel``
+between chunks.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import numpy as np
 import torch
 
 from ishowttsd import log
-from ishowttsd.config import Settings
 from ishowttsd.engine.base import (
     AudioChunk,
     CancelToken,
@@ -96,10 +96,19 @@ class _LogWriter(io.TextIOBase):
 class F5Engine:
     name = "f5"
 
-    def __init__(self, settings: Settings) -> None:
-        self._all = settings
-        self._s: F5Settings = settings.f5
-        self._cfg: InferenceConfig = settings.f5.inference
+    def __init__(
+        self,
+        settings: F5Settings,
+        voices: Sequence[VoiceSettings],
+        default_voice: str | None,
+        cache_dir: Path,
+    ) -> None:
+        self._s: F5Settings = settings
+        self._cfg: InferenceConfig = settings.inference
+        self._voice_defs = tuple(voices)
+        self._want_default = default_voice
+        """``[engine] voice``: the default voice id (None: the first voice)."""
+        self._cache_dir = cache_dir
         self._m: f5model.Loaded | None = None
         self._refs: ReferenceCache | None = None
         self._voices: dict[str, LoadedVoice] = {}
@@ -114,7 +123,7 @@ class F5Engine:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def load(self, progress: Progress) -> None:
-        if not self._all.voices:
+        if not self._voice_defs:
             raise StartupError("the F5 engine needs at least one [[voices]] entry (id, ref_audio, ref_text)")
         progress("loading F5-TTS")
         t0 = time.perf_counter()
@@ -125,8 +134,8 @@ class F5Engine:
         self._m = f5model.load(self._s, quiet=_LogWriter())
         m = self._m
         self._refs = ReferenceCache(m.cfm.mel_spec, m.mel.target_sample_rate, m.device, m.dtype)
-        self._voices = self._load_voices(self._all.voices, strict=True)
-        want = self._all.engine.voice
+        self._voices = self._load_voices(self._voice_defs, strict=True)
+        want = self._want_default
         if want is not None and want not in self._voices:
             raise StartupError(
                 f"[engine] voice = {want!r} is not an F5 voice; known: {', '.join(self._voices)}"
@@ -233,7 +242,7 @@ class F5Engine:
             return
         voices = self._load_voices(voices_in, strict=False)
         if not voices:
-            _log.error("voices not reloaded: no usable voice", file=str(self._all.file))
+            _log.error("voices not reloaded: no usable voice")
             return
         self._voices = voices
         self._refs.retain({v.ref.key for v in voices.values()})
@@ -535,7 +544,7 @@ class F5Engine:
     def _use_compile_cache(self) -> None:
         """Inductor's and Triton's caches in ``[daemon] cache_dir`` (the unit sets them in its
         environment too; outside systemd torch's default is a /tmp folder)."""
-        cache = Path(self._all.daemon.cache_dir)
+        cache = Path(self._cache_dir)
         from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
         # An explicit setting in the environment wins; torch itself writes its /tmp default back
