@@ -16,7 +16,7 @@ from typing import Any
 import tomlkit
 import tomlkit.exceptions
 
-from ishowttsd import endpoints, paths
+from ishowttsd import paths
 from ishowttsd.chat.settings import ChatSettings, parse_chat
 from ishowttsd.confread import ConfigError, Table
 from ishowttsd.daemon.watchdog import WatchdogSettings, parse_watchdog
@@ -178,8 +178,8 @@ def check_files(settings: Settings) -> None:
 
 def _endpoint(t: Table, name: str, value: str) -> str:
     try:
-        return endpoints.resolve(value, t.file.parent if t.file is not None else None)
-    except endpoints.EndpointError as e:
+        return paths.resolve(value, t.file.parent if t.file is not None else None)
+    except paths.EndpointError as e:
         raise t.error(name, str(e)) from None
 
 
@@ -286,7 +286,7 @@ def parse(doc: dict[str, Any], file: Path | None) -> Settings:
     security = parse_security(root.table("security"))
     eps = {"zmq.control": zmq_s.control, "zmq.ingest": zmq_s.ingest, "zmq.pcm": zmq_s.pcm}
     eps.update({f"zmq.ingest_connect[{i}]": ep for i, ep in enumerate(zmq_s.ingest_connect)})
-    clash = endpoints.find_clash(eps)
+    clash = paths.find_clash(eps)
     if clash is not None:
         raise ConfigError(
             file, clash[1], f"{eps[clash[1]]!r} is also {clash[0]}'s endpoint: each socket needs its own"

@@ -30,7 +30,7 @@ import zmq.auth
 
 from ishowttsd import log
 from ishowttsd.confread import ConfigError, Table
-from ishowttsd.endpoints import is_abstract
+from ishowttsd.paths import is_abstract
 
 _log = log.get(__name__)
 

@@ -22,7 +22,7 @@ import zmq
 from support import base_settings, deep_merge, short_tmpdir
 
 from ishowttsd import config
-from ishowttsd.endpoints import IPC_PATH_MAX
+from ishowttsd.paths import IPC_PATH_MAX
 
 DAEMON = [sys.executable, "-m", "ishowttsd.daemon"]
 

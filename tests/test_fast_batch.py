@@ -1,11 +1,8 @@
-"""Batching policy of the fast path (torch-free): the collection window, length groups, and
-the ``[f5.fast]`` settings."""
+"""Batching policy of the fast path (torch-free): length groups and the ``[f5.fast]`` settings."""
 
 from __future__ import annotations
 
 import itertools
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -13,52 +10,11 @@ import pytest
 from ishowttsd.confread import ConfigError, Table
 from ishowttsd.engine.f5.batch import (
     SLOT_SIZES,
-    BatchCollector,
     FastSettings,
     group_by_length,
     parse_fast,
     slots_for,
 )
-
-
-def test_collector_returns_at_once_when_full() -> None:
-    c: BatchCollector[int] = BatchCollector(window_s=5.0, max_batch=3)
-    for i in range(4):
-        c.put(i)
-    t0 = time.monotonic()
-    assert c.take(timeout=1.0) == [0, 1, 2]
-    assert time.monotonic() - t0 < 1.0  # did not sit out the 5 s window
-    c.close()
-    assert c.take(timeout=1.0) == [3]  # the rest comes next
-
-
-def test_collector_waits_the_window_for_company() -> None:
-    c: BatchCollector[str] = BatchCollector(window_s=0.3, max_batch=8)
-    c.put("first")
-    threading.Timer(0.1, lambda: c.put("second")).start()
-    t0 = time.monotonic()
-    got = c.take(timeout=1.0)
-    waited = time.monotonic() - t0
-    assert got == ["first", "second"]
-    assert 0.25 <= waited < 1.0
-
-
-def test_collector_times_out_empty_and_closes() -> None:
-    c: BatchCollector[int] = BatchCollector(window_s=0.05, max_batch=2)
-    assert c.take(timeout=0.05) == []
-    c.close()
-    assert c.take(timeout=1.0) == []
-    with pytest.raises(RuntimeError):
-        c.put(1)
-
-
-def test_collector_uses_injected_clock_for_the_deadline() -> None:
-    ticks = iter([0.0] + [1e9] * 10)  # the window opens at 0, and the next reading is long past it
-    c: BatchCollector[int] = BatchCollector(window_s=30.0, max_batch=4, clock=lambda: next(ticks))
-    c.put(1)
-    t0 = time.monotonic()
-    assert c.take(timeout=1.0) == [1]
-    assert time.monotonic() - t0 < 5.0  # the 30 s window, by that clock, had already closed
 
 
 def test_slots_are_captured_sizes() -> None:

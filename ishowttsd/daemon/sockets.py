@@ -21,7 +21,6 @@ from ishowttsd.config import Settings
 from ishowttsd.daemon.admission import Admission
 from ishowttsd.daemon.outbox import EventOut, Outbox, PcmOut
 from ishowttsd.daemon.scheduler import Scheduler
-from ishowttsd.endpoints import ipc_path
 from ishowttsd.events import (
     Error,
     Event,
@@ -38,6 +37,7 @@ from ishowttsd.events import (
     VoicesReloaded,
 )
 from ishowttsd.job import Job
+from ishowttsd.paths import ipc_path
 from ishowttsd.protocol import ChatMessage, ProtocolError, Request
 
 _log = log.get(__name__)

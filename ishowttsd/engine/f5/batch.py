@@ -1,25 +1,18 @@
-"""Batching for the fast path, torch-free: the ``[f5.fast]`` settings, the collector that gathers
-concurrent jobs' chunks within a short window, and the grouping of a batch by length.
+"""Batching for the fast path, torch-free: the ``[f5.fast]`` settings and the grouping of a batch
+by length (the worker gathers concurrent jobs itself: :meth:`Scheduler.take`).
 
-The collector never sees a model (LitServe's shape): the worker thread hands it items, takes
-back lists, and runs each list as one padded, masked batch (``FastPipeline.run``). A batched
-job computes what it would alone: padded keys are masked and every per-job tensor is computed at
-the job's own length (tests/test_fast_paths.py; on an H100 in bf16 the batched mel equals the
-unbatched one bit for bit at the same bucket, and within 4e-3 relative across buckets).
+Each group runs as one padded, masked batch (``FastPipeline.run``). A batched job computes what
+it would alone: padded keys are masked and every per-job tensor is computed at the job's own
+length (tests/test_fast_paths.py; on an H100 in bf16 the batched mel equals the unbatched one bit
+for bit at the same bucket, and within 4e-3 relative across buckets).
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
 
 from ishowttsd.confread import Table
-
-T = TypeVar("T")
 
 ATTN_MODES = ("sdpa", "augment")
 QUANTS = ("none", "fp8", "int8", "auto")
@@ -153,43 +146,3 @@ def group_by_length(
         groups.append([order[i] for i in range(a, b)])
         b = a
     return groups
-
-
-class BatchCollector(Generic[T]):
-    """Collects items for one batch: waits for the first, then up to ``window_s`` for more,
-    returning early when ``max_batch`` are in hand. Thread-safe; the clock is injectable."""
-
-    def __init__(self, window_s: float, max_batch: int, clock: Callable[[], float] = time.monotonic) -> None:
-        if max_batch < 1:
-            raise ValueError("max_batch must be >= 1")
-        self.window_s, self.max_batch, self.clock = window_s, max_batch, clock
-        self._items: deque[T] = deque()
-        self._cv = threading.Condition()
-        self._closed = False
-
-    def put(self, item: T) -> None:
-        with self._cv:
-            if self._closed:
-                raise RuntimeError("collector is closed")
-            self._items.append(item)
-            self._cv.notify_all()
-
-    def close(self) -> None:
-        with self._cv:
-            self._closed = True
-            self._cv.notify_all()
-
-    def take(self, timeout: float | None = None) -> list[T]:
-        """The next batch (possibly empty on timeout or close). Waits at most ``timeout`` for a
-        first item, then at most ``window_s`` from that item's arrival for the rest."""
-        with self._cv:
-            if not self._cv.wait_for(lambda: self._items or self._closed, timeout):
-                return []
-            deadline = self.clock() + self.window_s
-            while len(self._items) < self.max_batch and not self._closed:
-                left = deadline - self.clock()
-                if left <= 0:
-                    break
-                self._cv.wait(left)
-            n = min(len(self._items), self.max_batch)
-            return [self._items.popleft() for _ in range(n)]

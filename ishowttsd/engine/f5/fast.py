@@ -389,11 +389,6 @@ class FusedDiT:
         return self._rope_cache[n]
 
     # ---- per job ------------------------------------------------------------------------
-    @property
-    def param_dtype(self) -> torch.dtype:
-        dtype: torch.dtype = next(self.dit.parameters()).dtype
-        return dtype
-
     @torch.no_grad()
     def project_conditioning(self, cond_in: Tensor, text_in: Tensor) -> Tensor:
         """``W_c cond + W_t text + b`` for the (2, N, ·) guided conditioning of the reference
