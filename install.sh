@@ -55,7 +55,7 @@ is_jetson() { [ -e /etc/nv_tegra_release ] || grep -qa 'nvidia,tegra' /proc/devi
 install_torch() {
     local venv="$1"
     if is_jetson; then
-        # JetPack's CUDA torch: PyPI's aarch64 wheels are CPU-only. See docs/INSTALL.md.
+        # JetPack's CUDA torch: PyPI's aarch64 wheels are CPU-only. See README.md, "JetPack (aarch64)".
         if [ -n "${JETPACK_TORCH_WHEEL:-}" ]; then
             pip_in "$venv" install -q "$JETPACK_TORCH_WHEEL"
         else

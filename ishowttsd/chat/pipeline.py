@@ -211,27 +211,64 @@ class Pipeline:
         return d
 
     def _process(self, msg: ChatMessage) -> Decision:
+        """The steps of the module docstring, in order: gate, clean, words, limits, fit."""
         s = self.settings
         wall, mono = self.clock.time(), self.clock.monotonic()
         prio = self.priority_of(msg)
         user = (msg.user or "").casefold()
         notes: list[Note] = []
 
-        def drop(reason: str, detail: str, text: str) -> Drop:
-            return Drop(reason, detail, text, prio, msg.origin, tuple(notes))
-
-        if user and user in self._ignored:
-            return drop("ignored", f"user {msg.user!r} is on chat.ignore_users", msg.text)
-        left = self.state.muted_left(user, mono) if user else 0.0
-        if left > 0:
-            what = "banned" if left == float("inf") else f"timed out for {left:.0f} s more"
-            return drop("banned", f"user {msg.user!r} is {what}", msg.text)
+        def drop(why: tuple[str, str], text: str) -> Drop:
+            return Drop(why[0], why[1], text, prio, msg.origin, tuple(notes))
 
         limit = self.stale_limit(prio)
         posted = min(msg.ts, wall) if msg.ts is not None else wall
-        if limit > 0 and wall - posted > limit:
-            return drop("stale", f"posted {wall - posted:.0f} s ago; limit {limit:g} s", msg.text)
+        refused = self._gate(msg, user, mono, wall - posted, limit)
+        if refused is not None:
+            return drop(refused, msg.text)
+        text = self._clean(msg, notes)
+        text, blocked = self._words(text, notes)
+        if blocked:
+            return drop(("blocked", "contains a word on a chat.blocklist rule with action = drop"), text)
+        if not skeleton(text)[0].strip():
+            return drop(("empty", "nothing speakable left after the chat filters"), text)
+        dup_key = (msg.channel or "", normalise_for_duplicates(text))
+        if prio == "text":
+            limited = self._limits(msg, user, dup_key, mono)
+            if limited is not None:
+                return drop(limited, text)
+        text, reserve = self._fit(msg, text, notes)
+        return Accept(
+            text=text,
+            priority=prio,
+            voice=s.voices.get(user) if user in s.voices else msg.voice,
+            origin=msg.origin,
+            accepted_at=wall,
+            expires_at=posted + limit if limit > 0 else None,
+            ttl_s=posted + limit - wall if limit > 0 else None,
+            seconds=estimate_seconds(text, s.chars_per_second) + reserve,
+            original=msg.text,
+            notes=tuple(notes),
+            dup_key=dup_key,
+        )
 
+    def _gate(
+        self, msg: ChatMessage, user: str, mono: float, age: float, limit: float
+    ) -> tuple[str, str] | None:
+        """Steps 1-2: ignored, banned or timed out, stale at intake; (reason, detail) to drop."""
+        if user and user in self._ignored:
+            return "ignored", f"user {msg.user!r} is on chat.ignore_users"
+        left = self.state.muted_left(user, mono) if user else 0.0
+        if left > 0:
+            what = "banned" if left == float("inf") else f"timed out for {left:.0f} s more"
+            return "banned", f"user {msg.user!r} is {what}"
+        if limit > 0 and age > limit:
+            return "stale", f"posted {age:.0f} s ago; limit {limit:g} s"
+        return None
+
+    def _clean(self, msg: ChatMessage, notes: list[Note]) -> str:
+        """Steps 3-6: emotes and emoji, the speakable cleanup, sanitising, links, repeats."""
+        s = self.settings
         text = msg.text
         if s.strip_emotes and msg.emotes:
             text, n = strip_emote_ranges(text, msg.emotes)
@@ -259,7 +296,11 @@ class Pipeline:
             text, n3 = collapse_stretched(text)
         if n1 + n2 + n3:
             notes.append(Note("repeats", n1 + n2 + n3))
+        return text
 
+    def _words(self, text: str, notes: list[Note]) -> tuple[str, bool]:
+        """Steps 7-9: the blocklist (True: a ``drop`` word), ``[[chat.replace]]``, the lexicon."""
+        s = self.settings
         if self._block:
             dropped = False
 
@@ -274,7 +315,7 @@ class Pipeline:
             if n:
                 notes.append(Note("blocklist", n))
             if dropped:
-                return drop("blocked", "contains a word on a chat.blocklist rule with action = drop", text)
+                return text, True
         for i, (pattern, replacement) in enumerate(self._replace):
             try:
                 text, n = pattern.subn(replacement, text, timeout=REPLACE_TIMEOUT_S)
@@ -288,28 +329,33 @@ class Pipeline:
             text, n = self._lexicon.sub(text, lambda _span, say: say)
             if n:
                 notes.append(Note("lexicon", n))
-        text = _WS.sub(" ", text).strip()
-        if not skeleton(text)[0].strip():
-            return drop("empty", "nothing speakable left after the chat filters", text)
+        return _WS.sub(" ", text).strip(), False
 
-        dup_key = (msg.channel or "", normalise_for_duplicates(text))
-        if prio == "text":
-            if s.duplicate_window_s > 0 and self.state.seen_within(dup_key, mono, s.duplicate_window_s):
-                return drop("duplicate", f"same text in this channel within {s.duplicate_window_s:g} s", text)
-            if user and s.user_cooldown_s > 0:
-                wait = self.state.cooldown_left(user_key(user), mono, s.user_cooldown_s)
-                if wait > 0:
-                    return drop("cooldown", f"user {msg.user!r} may speak again in {wait:.1f} s", text)
-            if s.rate_limit_messages > 0:
-                count = self.state.rate_count(mono, s.rate_limit_window_s)
-                if count >= s.rate_limit_messages:
-                    return drop(
-                        "rate_limited",
-                        f"{count} lines in the last {s.rate_limit_window_s:g} s; "
-                        f"limit chat.rate_limit_messages = {s.rate_limit_messages}",
-                        text,
-                    )
+    def _limits(
+        self, msg: ChatMessage, user: str, dup_key: tuple[str, str], mono: float
+    ) -> tuple[str, str] | None:
+        """Step 11 (``text`` priority only): duplicate, cooldown, rate; (reason, detail) to drop."""
+        s = self.settings
+        if s.duplicate_window_s > 0 and self.state.seen_within(dup_key, mono, s.duplicate_window_s):
+            return "duplicate", f"same text in this channel within {s.duplicate_window_s:g} s"
+        if user and s.user_cooldown_s > 0:
+            wait = self.state.cooldown_left(user_key(user), mono, s.user_cooldown_s)
+            if wait > 0:
+                return "cooldown", f"user {msg.user!r} may speak again in {wait:.1f} s"
+        if s.rate_limit_messages > 0:
+            count = self.state.rate_count(mono, s.rate_limit_window_s)
+            if count >= s.rate_limit_messages:
+                return (
+                    "rate_limited",
+                    f"{count} lines in the last {s.rate_limit_window_s:g} s; "
+                    f"limit chat.rate_limit_messages = {s.rate_limit_messages}",
+                )
+        return None
 
+    def _fit(self, msg: ChatMessage, text: str, notes: list[Note]) -> tuple[str, float]:
+        """Step 12: truncation to ``max_chars`` and ``max_seconds``, the announce prefix counted;
+        returns the text and the prefix's estimated seconds."""
+        s = self.settings
         reserve = estimate_seconds(self._prefix(msg.user, msg.channel, msg.platform), s.chars_per_second)
         max_seconds = max(s.max_seconds - reserve, 1.0 / s.chars_per_second) if s.max_seconds > 0 else 0.0
         text, cut = truncate(text, s.max_chars, max_seconds, s.chars_per_second)
@@ -321,20 +367,7 @@ class Pipeline:
                 text, n = self._block.sub(text, lambda span, _p: mask(span, s.mask_char))
                 if n:
                     notes.append(Note("blocklist", n))
-
-        return Accept(
-            text=text,
-            priority=prio,
-            voice=s.voices.get(user) if user in s.voices else msg.voice,
-            origin=msg.origin,
-            accepted_at=wall,
-            expires_at=posted + limit if limit > 0 else None,
-            ttl_s=posted + limit - wall if limit > 0 else None,
-            seconds=estimate_seconds(text, s.chars_per_second) + reserve,
-            original=msg.text,
-            notes=tuple(notes),
-            dup_key=dup_key,
-        )
+        return text, reserve
 
     def commit(self, d: Accept) -> None:
         """Count an accepted line against the limits (see :meth:`process`)."""
