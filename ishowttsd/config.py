@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import tomlkit
 import tomlkit.exceptions
@@ -185,114 +186,27 @@ def _endpoint(t: Table, name: str, value: str) -> str:
 
 def parse(doc: dict[str, Any], file: Path | None) -> Settings:
     root = Table(doc, "", file)
-
-    t = root.table("daemon")
-    d = DaemonSettings()
-    daemon = DaemonSettings(
-        log_level=t.choice("log_level", d.log_level, ("debug", "info", "warning", "error")),
-        log_format=t.choice("log_format", d.log_format, ("console", "json")),
-        drain_timeout_s=t.number("drain_timeout_s", d.drain_timeout_s, min=0),
-        state_dir=t.path("state_dir", d.state_dir) or d.state_dir,
-        cache_dir=t.path("cache_dir", d.cache_dir) or d.cache_dir,
-    )
-    t.finish()
-
-    t = root.table("zmq")
-    z = ZmqSettings()
-    zmq_s = ZmqSettings(
-        control=_endpoint(t, "control", t.string("control", z.control)),
-        ingest=_endpoint(t, "ingest", t.string("ingest", z.ingest)),
-        ingest_connect=tuple(
-            _endpoint(t, f"ingest_connect[{i}]", ep) for i, ep in enumerate(t.str_list("ingest_connect", ()))
-        ),
-        pcm=_endpoint(t, "pcm", t.string("pcm", z.pcm)),
-        max_message_bytes=t.integer("max_message_bytes", z.max_message_bytes, min=1024, max=64 << 20),
-        pcm_hwm=t.integer("pcm_hwm", z.pcm_hwm, min=1),
-    )
-    t.finish()
-
-    t = root.table("engine")
-    engine = EngineSettings(
-        kind=t.choice("kind", "auto", ENGINE_KINDS),
-        voice=t.opt_str("voice"),
-    )
-    t.finish()
-
-    t = root.table("piper")
-    piper = PiperSettings(
-        model=t.path("model", None),
-        config=t.path("config", None),
-        length_scale=t.opt_float("length_scale", min=0.1, max=10),
-        deterministic=t.flag("deterministic", False),
-    )
-    t.finish()
-
+    daemon = _section(root, "daemon", _daemon)
+    zmq_s = _section(root, "zmq", _zmq)
+    engine = _section(root, "engine", _engine)
+    piper = _section(root, "piper", _piper)
     f5 = parse_f5(root.table("f5"), daemon.state_dir)
     voices = parse_voices(root.tables("voices"))
-
-    t = root.table("audio")
-    sinks = t.str_list("sinks", AudioSettings().sinks)
-    for s in sinks:
-        if s not in SINK_KINDS:
-            raise t.error("sinks", f"unknown sink {s!r}; known: {', '.join(SINK_KINDS)}")
-    if len(set(sinks)) != len(sinks):
-        raise t.error("sinks", "lists a sink twice")
-    dev = t.raw("device", None)
-    if dev is not None and (isinstance(dev, bool) or not isinstance(dev, (str, int))):
-        raise t.error("device", f"expected a device name (string) or index (integer), got {dev!r}")
-    audio = AudioSettings(
-        sinks=sinks,
-        device=dev,
-        latency=t.number("latency", AudioSettings().latency, min=0.0, max=5.0),
-        idle_close_s=t.number("idle_close_s", AudioSettings().idle_close_s, min=0.1, max=3600),
-        pace=t.choice("pace", AudioSettings().pace, ("auto", "on", "off")),
-        pace_lead_s=t.number("pace_lead_s", AudioSettings().pace_lead_s, min=0.05, max=5.0),
-        loudness=parse_loudness(t),
-    )
-    t.finish()
-
-    t = root.table("queue")
-    q = QueueSettings()
-    queue = QueueSettings(
-        max_jobs=t.integer("max_jobs", q.max_jobs, min=1, max=100000),
-        max_text_chars=t.integer("max_text_chars", q.max_text_chars, min=1, max=1_000_000),
-        max_audio_s=t.number("max_audio_s", q.max_audio_s, min=1),
-        max_per_user=t.integer("max_per_user", q.max_per_user, min=0),
-    )
-    t.finish()
-
-    t = root.table("debug")
-    debug = DebugSettings(
-        chunk_delay_s=t.number("chunk_delay_s", 0.0, min=0, max=3600),
-        fail_marker=t.string("fail_marker", ""),
-        hang_marker=t.string("hang_marker", ""),
-        oom_marker=t.string("oom_marker", ""),
-        host_oom_marker=t.string("host_oom_marker", ""),
-        warmup_delay_s=t.number("warmup_delay_s", 0.0, min=0, max=3600),
-    )
-    t.finish()
-
+    audio = _section(root, "audio", _audio)
+    queue = _section(root, "queue", _queue)
+    debug = _section(root, "debug", _debug)
     if engine.kind == "f5" and not voices:
         raise root.error(
             "voices",
             "[engine] kind = 'f5' needs at least one [[voices]] entry (id, ref_audio, ref_text): "
             "F5 speaks only in cloned voices (docs/F5.md)",
         )
-
     watchdog = parse_watchdog(root.table("watchdog"))
     chat = parse_chat(root.table("chat"))
     twitch = parse_twitch(root.table("twitch"))
     web = parse_web(root.table("web"), daemon.state_dir)
     security = parse_security(root.table("security"))
-    eps = {"zmq.control": zmq_s.control, "zmq.ingest": zmq_s.ingest, "zmq.pcm": zmq_s.pcm}
-    eps.update({f"zmq.ingest_connect[{i}]": ep for i, ep in enumerate(zmq_s.ingest_connect)})
-    clash = paths.find_clash(eps)
-    if clash is not None:
-        raise ConfigError(
-            file, clash[1], f"{eps[clash[1]]!r} is also {clash[0]}'s endpoint: each socket needs its own"
-        )
-    check_endpoints(eps, security, file)
-
+    _check_sockets(zmq_s, security, file)
     root.finish()
     return Settings(
         file=file,
@@ -311,6 +225,109 @@ def parse(doc: dict[str, Any], file: Path | None) -> Settings:
         web=web,
         security=security,
     )
+
+
+_T = TypeVar("_T")
+
+
+def _section(root: Table, name: str, read: Callable[[Table], _T]) -> _T:
+    """Read the table ``name`` with ``read``; its unknown keys are errors."""
+    t = root.table(name)
+    out = read(t)
+    t.finish()
+    return out
+
+
+def _daemon(t: Table) -> DaemonSettings:
+    d = DaemonSettings()
+    return DaemonSettings(
+        log_level=t.choice("log_level", d.log_level, ("debug", "info", "warning", "error")),
+        log_format=t.choice("log_format", d.log_format, ("console", "json")),
+        drain_timeout_s=t.number("drain_timeout_s", d.drain_timeout_s, min=0),
+        state_dir=t.path("state_dir", d.state_dir) or d.state_dir,
+        cache_dir=t.path("cache_dir", d.cache_dir) or d.cache_dir,
+    )
+
+
+def _zmq(t: Table) -> ZmqSettings:
+    z = ZmqSettings()
+    return ZmqSettings(
+        control=_endpoint(t, "control", t.string("control", z.control)),
+        ingest=_endpoint(t, "ingest", t.string("ingest", z.ingest)),
+        ingest_connect=tuple(
+            _endpoint(t, f"ingest_connect[{i}]", ep) for i, ep in enumerate(t.str_list("ingest_connect", ()))
+        ),
+        pcm=_endpoint(t, "pcm", t.string("pcm", z.pcm)),
+        max_message_bytes=t.integer("max_message_bytes", z.max_message_bytes, min=1024, max=64 << 20),
+        pcm_hwm=t.integer("pcm_hwm", z.pcm_hwm, min=1),
+    )
+
+
+def _engine(t: Table) -> EngineSettings:
+    return EngineSettings(kind=t.choice("kind", "auto", ENGINE_KINDS), voice=t.opt_str("voice"))
+
+
+def _piper(t: Table) -> PiperSettings:
+    return PiperSettings(
+        model=t.path("model", None),
+        config=t.path("config", None),
+        length_scale=t.opt_float("length_scale", min=0.1, max=10),
+        deterministic=t.flag("deterministic", False),
+    )
+
+
+def _audio(t: Table) -> AudioSettings:
+    sinks = t.str_list("sinks", AudioSettings().sinks)
+    for s in sinks:
+        if s not in SINK_KINDS:
+            raise t.error("sinks", f"unknown sink {s!r}; known: {', '.join(SINK_KINDS)}")
+    if len(set(sinks)) != len(sinks):
+        raise t.error("sinks", "lists a sink twice")
+    dev = t.raw("device", None)
+    if dev is not None and (isinstance(dev, bool) or not isinstance(dev, (str, int))):
+        raise t.error("device", f"expected a device name (string) or index (integer), got {dev!r}")
+    return AudioSettings(
+        sinks=sinks,
+        device=dev,
+        latency=t.number("latency", AudioSettings().latency, min=0.0, max=5.0),
+        idle_close_s=t.number("idle_close_s", AudioSettings().idle_close_s, min=0.1, max=3600),
+        pace=t.choice("pace", AudioSettings().pace, ("auto", "on", "off")),
+        pace_lead_s=t.number("pace_lead_s", AudioSettings().pace_lead_s, min=0.05, max=5.0),
+        loudness=parse_loudness(t),
+    )
+
+
+def _queue(t: Table) -> QueueSettings:
+    q = QueueSettings()
+    return QueueSettings(
+        max_jobs=t.integer("max_jobs", q.max_jobs, min=1, max=100000),
+        max_text_chars=t.integer("max_text_chars", q.max_text_chars, min=1, max=1_000_000),
+        max_audio_s=t.number("max_audio_s", q.max_audio_s, min=1),
+        max_per_user=t.integer("max_per_user", q.max_per_user, min=0),
+    )
+
+
+def _debug(t: Table) -> DebugSettings:
+    return DebugSettings(
+        chunk_delay_s=t.number("chunk_delay_s", 0.0, min=0, max=3600),
+        fail_marker=t.string("fail_marker", ""),
+        hang_marker=t.string("hang_marker", ""),
+        oom_marker=t.string("oom_marker", ""),
+        host_oom_marker=t.string("host_oom_marker", ""),
+        warmup_delay_s=t.number("warmup_delay_s", 0.0, min=0, max=3600),
+    )
+
+
+def _check_sockets(zmq_s: ZmqSettings, security: SecuritySettings, file: Path | None) -> None:
+    """Each socket its own endpoint; a network endpoint only with CURVE keys."""
+    eps = {"zmq.control": zmq_s.control, "zmq.ingest": zmq_s.ingest, "zmq.pcm": zmq_s.pcm}
+    eps.update({f"zmq.ingest_connect[{i}]": ep for i, ep in enumerate(zmq_s.ingest_connect)})
+    clash = paths.find_clash(eps)
+    if clash is not None:
+        raise ConfigError(
+            file, clash[1], f"{eps[clash[1]]!r} is also {clash[0]}'s endpoint: each socket needs its own"
+        )
+    check_endpoints(eps, security, file)
 
 
 def engine_sections(
