@@ -108,10 +108,12 @@ def authorized(check: TokenCheck) -> Callable[[Callable[[Request], Awaitable[Res
 
 
 async def snapshot(client: DaemonClient, live: Live, history: bool = True) -> dict[str, Any]:
-    status, queue, held = await asyncio.gather(
-        client.status(), client.request("queue"), client.request("held")
-    )
-    out: dict[str, Any] = {"type": "state", "status": status, "queue": queue, "held": held.get("lines", []),
+    status, queue = await asyncio.gather(client.status(), client.request("queue"))
+    try:
+        held: list[Any] = (await client.request("held")).get("lines", [])
+    except DaemonError:  # approval is optional: the rest of the page still works
+        held = []
+    out: dict[str, Any] = {"type": "state", "status": status, "queue": queue, "held": held,
                            "rtf": list(live.rtf)}  # fmt: skip
     if history:
         args: dict[str, Any] = {"limit": HISTORY_LINES}

@@ -34,6 +34,8 @@ from ishowttsd.web.dashboard import TokenCheck, api_error, authorized
 
 _log = log.get(__name__)
 
+RELOAD_TIMEOUT_S = 120.0
+"""How long a save or delete waits for the daemon to take the voices (it does so between lines)."""
 SAMPLE_LINE = "Hello chat! This is how I sound. Thanks for hanging out with me today."
 MAX_PREVIEW_CHARS = 300
 FORM_SLACK = 64 * 1024
@@ -197,7 +199,7 @@ def routes(studio: Studio, check: TokenCheck) -> list[BaseRoute]:
                                   transcribed=transcribed, taken=await studio.taken())  # fmt: skip
         except VoiceError as e:
             return voice_error(e)
-        reloaded = await client.request("reload_voices", timeout=120.0)
+        reloaded = await _reload(client)
         _log.info("voice saved", voice=vid, seconds=round(p.seconds, 2), transcribed=transcribed)
         return JSONResponse(
             {
@@ -219,7 +221,7 @@ def routes(studio: Studio, check: TokenCheck) -> list[BaseRoute]:
             studio.store.delete(vid)
         except VoiceError as e:
             return voice_error(e)
-        reloaded = await client.request("reload_voices", timeout=120.0)
+        reloaded = await _reload(client)
         return JSONResponse({"ok": True, "deleted": vid, "voices": reloaded.get("voices")})
 
     @auth
@@ -273,6 +275,16 @@ def routes(studio: Studio, check: TokenCheck) -> list[BaseRoute]:
         Route("/api/voices/{voice}", delete, methods=["DELETE"]),
         Route("/api/voices/{voice}/preview", preview, methods=["POST"]),
     ]
+
+
+async def _reload(client: DaemonClient) -> dict[str, Any]:
+    """Ask the daemon to take the voices now. It answers between lines; a daemon that is down or
+    busy past the timeout takes them at its next ``reload_voices`` or start (the voice is saved)."""
+    try:
+        return await client.request("reload_voices", timeout=RELOAD_TIMEOUT_S)
+    except DaemonError as e:
+        _log.warning("voices saved but not reloaded yet", error=str(e))
+        return {"voices": [], "pending": True}
 
 
 def _facts(p: Prepared) -> dict[str, Any]:
