@@ -10,6 +10,8 @@ import time
 import pytest
 from support import collect_until_terminal, running_daemon
 
+from ishowttsd.daemon.sockets import TRANSPORT_MAX_BYTES
+
 BAD = [
     (b"not json", "bad_json"),
     (b"\xff\xfe\x00garbage", "bad_encoding"),
@@ -64,7 +66,11 @@ def test_status_and_voices(daemon) -> None:  # type: ignore[no-untyped-def]
 
 def test_huge_frame_is_refused_without_harm(daemon) -> None:  # type: ignore[no-untyped-def]
     s = daemon.dealer()
-    s.send(b"x" * (2 << 20))  # over [zmq] max_message_bytes: libzmq drops the connection
+    s.send(b"x" * (2 << 20))  # over [zmq] max_message_bytes, within the transport bound: answered
+    assert s.poll(5000)
+    assert json.loads(s.recv_multipart()[0])["code"] == "too_large"
+    s = daemon.dealer()
+    s.send(b"x" * (TRANSPORT_MAX_BYTES + 1))  # over the transport bound: libzmq drops the connection
     assert not s.poll(500)
     assert daemon.request({"op": "ping"})["event"] == "pong"
 
