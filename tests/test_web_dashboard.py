@@ -380,6 +380,21 @@ def test_studio_page_with_piper_prepares_a_voice_and_says_cloning_needs_f5(
     err = driver.find_element(By.ID, "error")
     wait(lambda: err.is_displayed() and "not audio" in err.text, 30, "the not-audio message", driver)
     assert store_listing(daemon) == []
+    quiet = tmp_path / "quiet.ogg"
+    quiet.write_bytes(encode(silence(4.0), 22050, "ogg"))
+    driver.find_element(By.ID, "file").send_keys(str(quiet))
+    wait(lambda: err.is_displayed() and "silent" in err.text, 30, "the silent message", driver)
+    # a name that is taken: the save is refused with its message
+    x, rate = speech("Hello chat, I am trying to steal the built in voice name.")
+    taken = tmp_path / "taken.webm"
+    taken.write_bytes(encode(np.concatenate([silence(0.4, rate), x, silence(0.6, rate)]), rate, "webm"))
+    driver.find_element(By.ID, "voice-id").send_keys("joe")
+    driver.find_element(By.ID, "file").send_keys(str(taken))
+    wait(lambda: driver.find_element(By.ID, "ref-text").get_attribute("value"), 60, "the transcript", driver)
+    driver.find_element(By.ID, "save").click()
+    wait(lambda: err.is_displayed() and "already exists" in err.text, 30, "the name-taken message", driver)
+    assert store_listing(daemon) == []
+    driver.find_element(By.ID, "voice-id").clear()
     # a good one is prepared and saved, waiting for F5
     x, rate = speech("Hello chat, I am preparing a voice for when the weights arrive.")
     good = tmp_path / "take.m4a"
