@@ -12,10 +12,11 @@ import pytest
 
 _INTEGRATION = re.compile(
     r"^from (support|robust|websupport|voicekit|asr|f5tiny|unitfiles) import|^import (support|robust)"
-    r"|subprocess|sys\.executable|Popen|selenium|multiprocessing|running_daemon|F5Engine|^import torch",
+    r"|subprocess|sys\.executable|Popen|selenium|multiprocessing|running_daemon|F5Engine|^import torch"
+    r"|^from ishowttsd\.bench import cli",  # the bench's smoke run loads a model
     re.M,
 )
-"""A test module that starts processes (the daemon, a browser, install.sh), or loads a model."""
+"""A test module that starts processes (the daemon, a browser, install.sh) or loads a model."""
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
