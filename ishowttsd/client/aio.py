@@ -32,7 +32,7 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -219,32 +219,38 @@ class Speech:
                 await self._client.cancel(self.job, timeout=1.0)
 
 
-@dataclass
-class _Pending:
-    future: asyncio.Future[dict[str, Any]]
-
-
-@dataclass
 class DaemonClient:
     """The daemon's control socket for asyncio code. Safe to share between tasks of one loop.
 
     ``endpoint``: default ``$ISHOWTTS_CONTROL`` or the runtime dir's ``control.sock``;
     ``curve``: client keys for a tcp:// endpoint (see docs/SECURITY.md); ``timeout``: seconds to
-    wait for any one answer (and between a job's events)."""
+    wait for any one answer (and between a job's events); ``max_buffered_s``: unread audio a
+    :class:`Speech` may hold before its job is cancelled (seconds)."""
 
-    endpoint: str = ""
-    curve: security.CurveKeys | None = None
-    timeout: float = 30.0
-    max_buffered_s: float = 120.0
-    """Unread audio a :class:`Speech` may hold before its job is cancelled (seconds)."""
-    _ctx: zmq.asyncio.Context | None = field(default=None, repr=False)
-    _sock: zmq.asyncio.Socket | None = field(default=None, repr=False)
-    _reader: asyncio.Task[None] | None = field(default=None, repr=False)
-    _pending: dict[str, _Pending] = field(default_factory=dict, repr=False)
-    _speeches: dict[str, Speech] = field(default_factory=dict, repr=False)
-    _tasks: set[asyncio.Task[Any]] = field(default_factory=set, repr=False)
-    _counter: itertools.count[int] = field(default_factory=itertools.count, repr=False)
-    _prefix: str = field(default_factory=lambda: os.urandom(4).hex(), repr=False)
+    def __init__(
+        self,
+        endpoint: str = "",
+        curve: security.CurveKeys | None = None,
+        timeout: float = 30.0,
+        max_buffered_s: float = 120.0,
+    ) -> None:
+        self.endpoint = endpoint
+        self.curve = curve
+        self.timeout = timeout
+        self.max_buffered_s = max_buffered_s
+        self._ctx: zmq.asyncio.Context | None = None
+        self._sock: zmq.asyncio.Socket | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        """Replies awaited, by ``req`` token."""
+        self._speeches: dict[str, Speech] = {}
+        """``say`` requests not finished, by job id (their ``req`` token is the job id too)."""
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._counter = itertools.count()
+        self._prefix = os.urandom(4).hex()
+
+    def __repr__(self) -> str:
+        return f"DaemonClient({self.endpoint!r}, timeout={self.timeout})"
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def connect(self) -> DaemonClient:
@@ -271,10 +277,10 @@ class DaemonClient:
         for t in list(self._tasks):
             t.cancel()
         err = DaemonUnreachable("client closed")
-        for p in self._pending.values():
-            if not p.future.done():
-                p.future.set_exception(err)
-                p.future.exception()
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(err)
+                fut.exception()
         self._pending.clear()
         for s in list(self._speeches.values()):
             s._fail(err)
@@ -308,7 +314,7 @@ class DaemonClient:
         """Send one control op and return its reply (an ``error`` reply raises :class:`DaemonError`)."""
         token = self._token()
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[token] = _Pending(fut)
+        self._pending[token] = fut
         t = self.timeout if timeout is None else timeout
         try:
             await self._send({"op": op, "req": token, **fields})
@@ -418,9 +424,9 @@ class DaemonClient:
             token = ev.get("req")
             job = ev.get("job")
             if isinstance(token, str) and token in self._pending:
-                p = self._pending[token]
-                if not p.future.done():
-                    p.future.set_result(ev)
+                fut = self._pending[token]
+                if not fut.done():
+                    fut.set_result(ev)
                 continue
             speech = self._speeches.get(str(token)) or self._speeches.get(str(job))
             if speech is not None:
