@@ -49,10 +49,8 @@ FUZZ_SETTINGS = {
 
 def _is_direct_answer(ev: dict[str, Any]) -> bool:
     name = ev.get("event")
-    if name in DIRECT:
-        return True
-    if name == "error":
-        return "job" not in ev  # errors about a request; the worker's carry the job
+    if name in DIRECT or "job" not in ev:
+        return True  # the reply to an op (new ops' replies too: they carry no job), or an error about it
     return name == "dropped" and ev.get("reason") != "stale"
 
 
