@@ -102,10 +102,16 @@ class DealerProbe:
             assert ev.get("code") != "internal_error", f"{frames!r} hit a daemon bug: {ev}"
             answered = answered or _is_direct_answer(ev)
         late = time.monotonic() + LATE_TIMEOUT_S
-        while not answered and self.sock.poll(int(max(0.0, late - time.monotonic()) * 1000)):
-            # Answered later than the sentinel: reload_voices once the worker has the voices,
-            # a REQ-style "wait" say when it has been heard (paced output: in real time).
-            answered = _json_frame(self.sock.recv_multipart()).get("event") in LATE
+        resumed = False
+        while not answered and time.monotonic() < late:
+            # Answered later than the sentinel: reload_voices once the worker has the voices (after
+            # the line being spoken; paused in mid-line, after resume), a REQ-style "wait" say when
+            # it has been heard (paced output: in real time).
+            if self.sock.poll(5000):
+                answered = _json_frame(self.sock.recv_multipart()).get("event") in LATE
+            elif not resumed:
+                self.sock.send(json.dumps({"op": "resume"}).encode())
+                resumed = True
         assert answered, f"the request {frames!r} got no answer"
         self.answers += 1
         assert self.daemon.proc.poll() is None

@@ -367,7 +367,7 @@ class Worker(threading.Thread):
             _log.exception("synthesis failed", job=job.id)
         if self.leveller is not None:
             self.leveller.end(job.id)
-        ended = self._deliver(job, sinks)
+        ended = self._deliver(job, sinks, engine_free=batch is None)
         if failure is None:
             failure = ended
         if failure is not None:
@@ -390,15 +390,20 @@ class Worker(threading.Thread):
             if self.watchdog is not None:
                 self.watchdog.job_done(job.user or "say", job.text, audio_s, synth_s, result.chars)
 
-    def _deliver(self, job: Job, sinks: Sequence[Sink]) -> tuple[str, str] | None:
+    def _deliver(self, job: Job, sinks: Sequence[Sink], engine_free: bool = True) -> tuple[str, str] | None:
         """End ``job`` in its sinks, which blocks until it has been played (or cancelled); a
         delivery failure as ``(code, reason)``. A played job waits on the delivery thread while
-        this one serves private jobs (its own stream is finished: the engine is free)."""
+        this one serves private jobs (its own stream is finished: the engine is free), and, when
+        no batch is in flight (``engine_free``), takes new voices: a line paused mid-way on the
+        paced PUB must not leave a ``reload_voices`` unanswered until ``resume``."""
         if not job.play or self.scheduler.closed:
             return _end_sinks(job, sinks)
         fut = self._delivery.submit(functools.partial(_end_sinks, job, sinks))
         fut.add_done_callback(lambda _f: self.scheduler.wake())
         while not fut.done() and not self.scheduler.closed:
+            if engine_free and self.reload_requested.is_set():
+                self.reload_requested.clear()
+                self._reload()
             self._serve_private(1.0, fut.done)
         return fut.result()
 
