@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     if plan.device.startswith("cuda") and not torch.cuda.is_available():
         print("ishowtts-bench: no CUDA device; use --smoke for the CPU smoke mode", file=sys.stderr)
         return 2
-    from ishowttsd.bench import measure, workload
+    from ishowttsd.bench import measure
 
     if a.warmup_probe:
         print(json.dumps(measure.warmup_probe(plan, lambda s: None)))
@@ -213,7 +213,26 @@ def main(argv: list[str] | None = None) -> int:
         plan.checkpoint = checkpoint
     t0 = time.time()
     b = measure.setup(plan, say)
-    b.out.update(
+    b.out.update(_header(a, plan, b, t0))
+    measure.run_all(b)
+    if a.warm_cache and b.cuda:
+        # the probe must warm up exactly the main variant's shapes (it once ran the default
+        # --main, bf16 with buckets, and so never found the main variant's compiled graphs)
+        argv_probe = ["--size", plan.size, "--device", plan.device, "--nfe", str(plan.nfe),
+                      "--main", plan.main, "--bucket-frames", str(plan.bucket_frames),
+                      "--attn-mode", plan.attn_mode, "--conv-layout", plan.conv_layout,
+                      "--conv-impl", plan.conv_impl]  # fmt: skip
+        measure.guarded(b, "warm_cache", lambda: measure.measure_warm_cache(b, argv_probe, dict(os.environ)))
+    b.out["wall_s"] = time.time() - t0
+    _derive(b.out)
+    return finish(b.out, a)
+
+
+def _header(a: argparse.Namespace, plan: Any, b: Any, t0: float) -> dict[str, Any]:
+    """The record's description of the run: mode, time, variants, model, workload, plan, machine."""
+    from ishowttsd.bench import workload
+
+    return dict(
         mode="smoke" if a.smoke else "gpu",
         timestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
         unix_time=t0,
@@ -246,18 +265,6 @@ def main(argv: list[str] | None = None) -> int:
         },
         **environment(plan.device),
     )
-    measure.run_all(b)
-    if a.warm_cache and b.cuda:
-        # the probe must warm up exactly the main variant's shapes (it once ran the default
-        # --main, bf16 with buckets, and so never found the main variant's compiled graphs)
-        argv_probe = ["--size", plan.size, "--device", plan.device, "--nfe", str(plan.nfe),
-                      "--main", plan.main, "--bucket-frames", str(plan.bucket_frames),
-                      "--attn-mode", plan.attn_mode, "--conv-layout", plan.conv_layout,
-                      "--conv-impl", plan.conv_impl]  # fmt: skip
-        measure.guarded(b, "warm_cache", lambda: measure.measure_warm_cache(b, argv_probe, dict(os.environ)))
-    b.out["wall_s"] = time.time() - t0
-    _derive(b.out)
-    return finish(b.out, a)
 
 
 def _derive(out: dict[str, Any]) -> None:
