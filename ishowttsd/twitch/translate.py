@@ -45,6 +45,11 @@ class Outgoing:
     body: dict[str, Any]
 
 
+def _digits(s: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also accepts "²", which ``int`` refuses."""
+    return s.isascii() and s.isdigit()
+
+
 def parse_emotes(tag: str, text_len: int, shift: int = 0) -> list[list[int]]:
     """Twitch's ``emotes`` tag (``25:0-4,12-16/1902:6-10``) -> sorted ``[[start, end], ...]``.
 
@@ -59,7 +64,7 @@ def parse_emotes(tag: str, text_len: int, shift: int = 0) -> list[list[int]]:
         _, _, ranges = group.rpartition(":")
         for r in ranges.split(","):
             a, sep, b = r.partition("-")
-            if not sep or not a.isdigit() or not b.isdigit() or len(a) > 9 or len(b) > 9:
+            if not sep or not _digits(a) or not _digits(b) or len(a) > 9 or len(b) > 9:
                 continue
             start, end = int(a), int(b)
             if start <= end < text_len:
@@ -71,7 +76,7 @@ def parse_emotes(tag: str, text_len: int, shift: int = 0) -> list[list[int]]:
 
 def _int_tag(tags: dict[str, str] | Any, key: str) -> int | None:
     v = tags.get(key)
-    if v is None or not v.isdigit() or len(v) > 15:
+    if v is None or not _digits(v) or len(v) > 15:
         return None
     return int(v)
 
@@ -137,7 +142,7 @@ def role_facts(tags: dict[str, str] | Any) -> dict[str, Any]:
         out["roles"] = sorted(roles, key=ROLES.index)
     info = parse_badges(tags.get("badge-info", ""))
     months = info.get("subscriber") or info.get("founder")
-    if months and months.isdigit() and len(months) < 6:
+    if months and _digits(months) and len(months) < 6:
         out["months"] = int(months)
     if tags.get("first-msg") == "1":
         out["first_msg"] = True
