@@ -390,26 +390,53 @@ class Command(Event):
 
 
 @dataclass(frozen=True)
-class JournalState(Event):
-    """The journal at start or later: ``journal_damaged`` (salvaged), ``journal_unavailable``
-    (retrying; lines are not crash-safe), ``journal_available`` (opened late)."""
+class JournalDamaged(Event):
+    """At ready: the journal was found damaged at start (random bytes, a cut write-ahead log),
+    moved aside, every readable row salvaged and the waiting jobs replayed (docs/CHAT.md)."""
 
-    details: Mapping[str, Any] = _flat()
-
-
-@dataclass(frozen=True)
-class JournalDamaged(JournalState):
     name = "journal_damaged"
+    problem: str = ""
+    """What the check found."""
+    moved_to: str = ""
+    """Where the damaged file went (``journal.sqlite3.corrupt-<time>``)."""
+    recovered_jobs: int = 0
+    """Waiting (accepted or started) jobs read back."""
+    recovered_rows: int = 0
+    """Job rows read back in all, history included."""
+    unreadable_pages: int = 0
+    """Pages of the file with no readable version: the rows on them are lost."""
+    replayed: int = 0
+    """Recovered jobs queued again (those not past their staleness limit)."""
+    pause_restored: bool = False
+    """Whether the daemon was paused before and is paused again."""
 
 
 @dataclass(frozen=True)
-class JournalUnavailable(JournalState):
+class JournalUnavailable(Event):
+    """At ready: the journal could not be opened (locked); accepted lines are not crash-safe
+    while it is retried, and a pause before the restart was not restored."""
+
     name = "journal_unavailable"
+    unavailable: str = ""
+    """Why (SQLite's or the file system's error)."""
+    retrying: bool = True
+    attempts: int = 0
+    """Opens tried so far."""
+    retry_in_s: float = 0.0
+    """Seconds to the next try (doubling to 30)."""
+    crash_safe: bool = False
+    pause_restored: bool = False
 
 
 @dataclass(frozen=True)
-class JournalAvailable(JournalState):
+class JournalAvailable(Event):
+    """The journal opened after the start: lines are crash-safe again."""
+
     name = "journal_available"
+    replayed: int = 0
+    """Jobs an earlier run left in it, now queued."""
+    journaled: int = 0
+    """Lines accepted while it was unavailable, now journalled."""
 
 
 @dataclass(frozen=True)
@@ -479,7 +506,6 @@ __all__ = [
     "JobEvent",
     "JournalAvailable",
     "JournalDamaged",
-    "JournalState",
     "JournalUnavailable",
     "Moderation",
     "Ok",

@@ -328,8 +328,14 @@ class Admission:
         pause again if the daemon was paused when it stopped."""
         if self.journal is None:
             if self._reopen is not None:
-                details = {**self._reopen.status(), "pause_restored": False}
-                self._to_announce.append(JournalUnavailable(details=details))
+                st = self._reopen.status()
+                self._to_announce.append(
+                    JournalUnavailable(
+                        unavailable=str(st["unavailable"]),
+                        attempts=int(st["attempts"]),
+                        retry_in_s=float(st["retry_in_s"]),
+                    )
+                )
                 _log.warning("pause state not restored: the journal is unavailable")
             return 0
         damage = self.journal.damage
@@ -368,8 +374,18 @@ class Admission:
             _log.warning("paused before the restart: still paused (resume to speak)", waiting=len(r.pending))
         self._paused_kept = self.scheduler.paused
         if damage is not None:
-            details = {**damage.to_json(), "replayed": len(r.pending), "pause_restored": paused}
-            self._to_announce.insert(0, JournalDamaged(details=details))
+            self._to_announce.insert(
+                0,
+                JournalDamaged(
+                    problem=damage.problem,
+                    moved_to=str(damage.moved_to),
+                    recovered_jobs=damage.recovered,
+                    recovered_rows=len(damage.rows),
+                    unreadable_pages=damage.unreadable_pages,
+                    replayed=len(r.pending),
+                    pause_restored=paused,
+                ),
+            )
         return len(r.pending)
 
     def on_ready(self) -> None:
@@ -416,7 +432,7 @@ class Admission:
         _log.info(
             "journal opened; accepted lines are crash-safe again", replayed=replayed, journaled=journaled
         )
-        self._to_announce.append(JournalAvailable(details={"replayed": replayed, "journaled": journaled}))
+        self._to_announce.append(JournalAvailable(replayed=replayed, journaled=journaled))
         if self._ready:
             self.on_ready()
 
