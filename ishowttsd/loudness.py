@@ -128,6 +128,12 @@ class Leveller:
         """Job id -> the limiter's gain at the end of its last chunk."""
         self._lock = threading.Lock()
 
+    def prepare(self) -> None:
+        """Warm-up: load the meter now. Its first import (pyloudnorm → scipy) takes seconds, and on
+        the first chunk of the first line it held the worker long enough to trip the watchdog's
+        stall check and to delay that line's first audio."""
+        integrated_lufs(np.zeros(24_000, dtype=np.int16), 24_000)
+
     def reload(self, settings: LoudnessSettings) -> None:
         """SIGHUP: new target and gains for the next chunks; what was measured is kept."""
         self.settings = settings

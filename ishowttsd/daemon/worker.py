@@ -31,6 +31,7 @@ from typing import Any
 
 from ishowttsd import log
 from ishowttsd.daemon.admission import Admission
+from ishowttsd.daemon.faults import FaultyEngine
 from ishowttsd.daemon.outbox import EventOut, Outbox
 from ishowttsd.daemon.scheduler import Scheduler
 from ishowttsd.daemon.watchdog import Watchdog
@@ -129,8 +130,12 @@ class Worker(threading.Thread):
             if self.stopping.is_set():
                 return  # stopped while loading: skip the warm-up so the daemon can exit promptly
             self.engine.warmup(self._progress)
+            if self.leveller is not None:
+                self.leveller.prepare()
             if self.watchdog is not None:
-                engine = self.engine
+                # The baseline is the healthy engine's speed: the [debug] faults (a simulated slow
+                # GPU) apply to jobs only, or a drill could never drift from its own baseline.
+                engine = self.engine.inner if isinstance(self.engine, FaultyEngine) else self.engine
                 self.watchdog.calibrate(
                     lambda text: engine.synthesize(text, None, CancelToken()), self._on_progress
                 )
@@ -401,6 +406,9 @@ class Worker(threading.Thread):
         fut = self._delivery.submit(functools.partial(_end_sinks, job, sinks))
         fut.add_done_callback(lambda _f: self.scheduler.wake())
         while not fut.done() and not self.scheduler.closed:
+            # Waiting for a line to be heard (real time on the paced PUB, longer when paused) is
+            # progress, not a hang: without this stamp a long or paused line tripped the watchdog.
+            self.heartbeat = self._clock()
             if engine_free and self.reload_requested.is_set():
                 self.reload_requested.clear()
                 self._reload()
