@@ -181,7 +181,9 @@ def main() -> int:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         cfg, _, doc = write_configs(d, base)
-        env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+        # This checkout first, then whatever the caller's PYTHONPATH holds (wheels carried to a GPU box).
+        pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+        env = {**os.environ, "PYTHONPATH": pythonpath, "PYTHONUNBUFFERED": "1"}
         for module in ("ishowttsd.daemon", "ishowttsd.web.cli"):
             log = open(d / f"{module}.log", "wb")  # noqa: SIM115 (closed with the process)
             procs.append(
