@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import unitfiles
 from unitfiles import one, staging_root, unit_items
 
 from ishowttsd import config, paths
@@ -57,13 +58,7 @@ def test_unit_says_what_the_gateway_needs() -> None:
 
 
 def analyze(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["systemd-analyze", *args, f"--root={root}", f"/etc/systemd/system/{UNIT}"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return unitfiles.analyze(root, f"/etc/systemd/system/{UNIT}", *args)
 
 
 @needs_analyze
@@ -81,10 +76,7 @@ def test_unit_and_the_lan_dropin_verify_cleanly(tmp_path: Path) -> None:
 
 @needs_analyze
 def test_security_exposure(tmp_path: Path, record_property: pytest.RecordProperty) -> None:
-    p = analyze(staging_root(tmp_path, ALL_UNITS), "security", "--offline=yes")
-    m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", p.stdout + p.stderr)
-    assert m, p.stdout[-2000:] + p.stderr
-    score = float(m.group(1))
+    score = unitfiles.exposure(staging_root(tmp_path, ALL_UNITS), f"/etc/systemd/system/{UNIT}")
     record_property("exposure", score)
     print(f"systemd-analyze security {UNIT}: exposure {score}")
     assert score <= EXPOSURE_GOAL

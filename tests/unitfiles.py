@@ -3,7 +3,9 @@ unit tests of the daemon, clocks and Twitch bridge units)."""
 
 from __future__ import annotations
 
+import re
 import shutil
+import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -52,3 +54,22 @@ def staging_root(tmp: Path, units: Iterable[str], with_executables: bool = True)
                 stub.write_text("#!/bin/sh\nexit 0\n")
                 stub.chmod(0o755)
     return root
+
+
+def analyze(root: Path, unit: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``systemd-analyze ARGS --root=ROOT UNIT`` (a unit name or a path inside the root)."""
+    return subprocess.run(
+        ["systemd-analyze", *args, f"--root={root}", unit],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def exposure(root: Path, unit: str) -> float:
+    """``systemd-analyze security --offline=yes``'s overall exposure score of ``unit``."""
+    p = analyze(root, unit, "security", "--offline=yes")
+    m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", p.stdout + p.stderr)
+    assert m, p.stdout[-2000:] + p.stderr
+    return float(m.group(1))
