@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from ishowttsd.bench import models, workload
 from ishowttsd.engine.base import float_to_int16
 from ishowttsd.engine.f5 import sampler, upstream
-from ishowttsd.engine.f5.fast import FastJob, FastSampler, Linear, quantize_fp8
+from ishowttsd.engine.f5.fast import FastJob, FastSampler
+from ishowttsd.engine.f5.fused import Linear, quantize_fp8
 from ishowttsd.engine.f5.pipeline import FastPipeline, Vocoder
 from ishowttsd.engine.f5.settings import InferenceConfig
 
@@ -183,12 +184,12 @@ def test_one_compiled_block_graph_serves_every_block(env: dict[str, Any]) -> Non
     import torch._dynamo
     from torch._dynamo.testing import CompileCounter
 
-    from ishowttsd.engine.f5 import fast
+    from ishowttsd.engine.f5 import fused
 
     fs = FastSampler(env["m"].dit, env["cfg"], bucket_frames=0)
     counter = CompileCounter()
     torch._dynamo.reset()
-    fs.fused._block_fn = torch.compile(fast._block, backend=counter, dynamic=False)
+    fs.fused._block_fn = torch.compile(fused._block, backend=counter, dynamic=False)
     job = make_job(env, workload.FIRST_CHUNK, 11)
     out = fs.sample([job])[0]
     assert counter.frame_count == 1, f"{counter.frame_count} graphs for one shape"

@@ -1,0 +1,470 @@
+"""The fused DiT forward of the fast path: f5's DiT re-laid as plain functions over tensors, so
+one torch.compile of ``_block`` serves every block (weights are arguments, not constants) and
+CUDA-graph capture sees no Python state.
+
+* **Fewer, larger kernels.** Q, K and V are one GEMM; attention goes through SDPA
+  (flash/cuDNN); ``torch.compile`` (regional: one transformer block, reused by all blocks)
+  fuses norms, modulation, rotary embedding, gates and residuals.
+* **Low-precision GEMMs** (``quant.py``): fp8 (Hopper) for the QKV projection, whose per-token
+  quantisation rides in the layer-norm/AdaLN kernel in front of it, the bias in the GEMM's
+  epilogue; int8 W8A8 (SmoothQuant, Triton GEMM) for Ampere boards. Measured in
+  docs/PERFORMANCE.md.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ishowttsd import log
+from ishowttsd.engine.f5 import posconv, quant
+
+_log = log.get(__name__)
+
+DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+MASKED_LOGIT = -5000.0
+"""Added to padded keys' logits: exp() of it is 0, and divided by the softmax scale it still fits fp16."""
+
+
+class Linear(NamedTuple):
+    """A linear layer in the fast path's own layout: a weight in the compute dtype, or a
+    quantised one (fp8 or int8, per output channel) with its scales.
+
+    A NamedTuple of tensors, so torch.compile guards on shapes only and one compiled block
+    serves every block's weights.
+    """
+
+    weight: Tensor  # [out, in] in the compute dtype (kept also when quantised, for checks)
+    bias: Tensor | None
+    wq_t: Tensor | None = None  # fp8 e4m3 or int8, [in, out] column-major view of [out, in]
+    w_scale: Tensor | None = None  # fp32 [1, out]
+    inv_smooth: Tensor | None = None  # int8: fp32 [in], 1 / SmoothQuant factor (folded into x)
+    fast_accum: bool = False  # fp8: Hopper's fast accumulation (no periodic fp32 promotion)
+
+
+def _linear(x: Tensor, lin: Linear, gelu: bool = False) -> Tensor:
+    """``x @ W.T + b`` (then tanh-GELU) in the layer's precision. Quantised layers quantise ``x``
+    per token here, in plain tensor code that the compiled block fuses into the kernel producing
+    ``x``; dequantisation, bias (and GELU for int8) run in the GEMM's epilogue."""
+    if lin.wq_t is None:
+        if gelu and lin.bias is not None and x.is_cuda:
+            return linear_gelu(x, lin.weight, lin.bias)
+        y = F.linear(x, lin.weight, lin.bias)
+        return F.gelu(y, approximate="tanh") if gelu else y
+    shape = x.shape
+    x2 = x.reshape(-1, shape[-1])
+    assert lin.w_scale is not None
+    if lin.wq_t.dtype == torch.int8:
+        if _RECORD is not None:
+            raise RuntimeError("calibration runs on the unquantised weights")
+        xq, xs = quant.quantize_rows(x2, "int8", lin.inv_smooth)
+        y = quant.int8_mm(xq, lin.wq_t, xs, lin.w_scale, lin.bias, gelu, x.dtype)
+        return y.reshape(*shape[:-1], y.shape[-1])
+    xq, xs = quant.quantize_rows(x2, "fp8")
+    y = torch._scaled_mm(xq, lin.wq_t, scale_a=xs, scale_b=lin.w_scale, bias=lin.bias,
+                         out_dtype=torch.bfloat16, use_fast_accum=lin.fast_accum)  # fmt: skip
+    if gelu:
+        y = F.gelu(y, approximate="tanh")  # fuses into the next layer's quantisation kernel
+    return y.reshape(*shape[:-1], y.shape[-1])
+
+
+_RECORD: dict[int, Tensor] | None = None
+"""While int8 calibration runs (eagerly): per layer (``id`` of its weight), the running
+per-input-channel ``max |x|``."""
+
+
+def _record(x: Tensor, lin: Linear) -> None:
+    if _RECORD is None:
+        return
+    m = x.detach().reshape(-1, x.shape[-1]).abs().amax(dim=0).float()
+    key = id(lin.weight)
+    prev = _RECORD.get(key)
+    _RECORD[key] = m if prev is None else torch.maximum(prev, m)
+
+
+def quantize_fp8(lin: Linear, fast_accum: bool = False) -> Linear:
+    wq_t, scale = quant.quantize_weight(lin.weight, "fp8")
+    bias = lin.bias.to(torch.bfloat16) if lin.bias is not None else None
+    return Linear(lin.weight, bias, wq_t=wq_t, w_scale=scale, fast_accum=fast_accum)
+
+
+def quantize_int8(lin: Linear, x_absmax: Tensor | None, alpha: float = quant.SMOOTH_ALPHA) -> Linear:
+    """W8A8 with SmoothQuant migration from the calibrated ``max |x|`` per input channel (None:
+    no migration)."""
+    smooth = quant.smooth_factors(x_absmax, lin.weight, alpha) if x_absmax is not None else None
+    wq_t, scale = quant.quantize_weight(lin.weight, "int8", smooth)
+    inv = (1.0 / smooth).float() if smooth is not None else None
+    bias = lin.bias.float() if lin.bias is not None else None
+    return Linear(lin.weight, bias, wq_t=wq_t, w_scale=scale, inv_smooth=inv)
+
+
+@torch.library.custom_op("ishowttsd::linear_gelu", mutates_args=())
+def linear_gelu(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """``gelu(x @ W.T + b, approximate='tanh')`` as one cuBLASLt GEMM with a GELU epilogue.
+
+    A custom op, so torch.compile keeps it whole (inductor would split ``_addmm_activation`` back
+    into a GEMM and a pointwise kernel that re-reads the (rows x 2048) activation)."""
+    y = torch._addmm_activation(bias, x.reshape(-1, x.shape[-1]), weight.t(), use_gelu=True)
+    return y.reshape(*x.shape[:-1], weight.shape[0])
+
+
+@linear_gelu.register_fake
+def _linear_gelu_fake(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    return x.new_empty(*x.shape[:-1], weight.shape[0])
+
+
+def _rope(t: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """x_transformers' interleaved rotary embedding, computed in fp32 like the stock path."""
+    tf = t.float()
+    pairs = tf.unflatten(-1, (-1, 2))
+    rot = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
+    return (tf * cos + rot * sin).to(t.dtype)
+
+
+def _attention(q: Tensor, k: Tensor, v: Tensor, kbias: Tensor | None, mode: str) -> Tensor:
+    """SDPA with padded keys masked out. ``kbias``: [B, N] additive (0 valid, large negative padded).
+
+    ``augment`` appends one channel to q (1) and k (the bias) so the mask rides inside a
+    flash-attention kernel, which takes no mask argument; ``sdpa`` passes it as ``attn_mask``
+    (memory-efficient or cuDNN kernels).
+    """
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    if kbias is None:
+        return F.scaled_dot_product_attention(q, k, v)
+    if mode == "sdpa":
+        mask = kbias[:, None, None, :].to(q.dtype)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    b, h, n, d = q.shape
+    pad = 8  # keeps the head dim a multiple of 8, as flash requires
+    zeros = torch.zeros(b, h, n, pad - 1, dtype=q.dtype, device=q.device)
+    ones = torch.ones(b, h, n, 1, dtype=q.dtype, device=q.device)
+    q2 = torch.cat((q, ones, zeros), dim=-1)
+    kb = (kbias / scale).to(k.dtype)[:, None, :, None].expand(b, h, n, 1)
+    k2 = torch.cat((k, kb, zeros), dim=-1)
+    v2 = torch.cat((v, zeros, torch.zeros_like(ones)), dim=-1)
+    out = F.scaled_dot_product_attention(q2, k2, v2, scale=scale)
+    return out[..., :d]
+
+
+def _block(
+    x: Tensor,
+    mod: Tensor,
+    cos: Tensor,
+    sin: Tensor,
+    kbias: Tensor | None,
+    qkv: Linear,
+    out: Linear,
+    ff1: Linear,
+    ff2: Linear,
+    heads: int,
+    attn_mode: str,
+    gelu_epilogue: bool = False,
+    pending: tuple[Tensor, Tensor] | None = None,
+    defer: bool = True,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One DiT block (``f5_tts.model.modules.DiTBlock``) with precomputed modulation ``mod`` [6, D].
+
+    Returns ``(x, ff, gate)`` with the feed-forward residual ``x + gate * ff`` still to add: the
+    next block adds it as its ``pending`` inside its first layer-norm kernel (one pass over the
+    activations fewer per block), and the caller adds the last block's. ``defer=False``: ``x``
+    comes back with the residual added (the A/B baseline)."""
+    if pending is not None:
+        x = x + pending[1] * pending[0]
+    b, n, d = x.shape
+    sh_msa, sc_msa, g_msa, sh_mlp, sc_mlp, g_mlp = mod.unbind(0)
+    h = F.layer_norm(x, (d,), eps=1e-6) * (1 + sc_msa) + sh_msa
+    _record(h, qkv)
+    q, k, v = _linear(h, qkv).to(x.dtype).view(b, n, 3, heads, d // heads).permute(2, 0, 3, 1, 4).unbind(0)
+    q = _rope(q, cos, sin)
+    k = _rope(k, cos, sin)
+    a = _attention(q, k, v, kbias, attn_mode).transpose(1, 2).reshape(b, n, d)
+    _record(a, out)
+    x = x + g_msa * _linear(a, out).to(x.dtype)
+    h = F.layer_norm(x, (d,), eps=1e-6) * (1 + sc_mlp) + sh_mlp
+    _record(h, ff1)
+    f = _linear(h, ff1, gelu=True) if gelu_epilogue else F.gelu(_linear(h, ff1), approximate="tanh")
+    _record(f, ff2)
+    ff = _linear(f, ff2).to(x.dtype)
+    if defer:
+        return x, ff, g_mlp
+    return x + g_mlp * ff, ff, g_mlp
+
+
+@dataclass
+class BlockWeights:
+    qkv: Linear
+    out: Linear
+    ff1: Linear
+    ff2: Linear
+
+
+def _layers(b: BlockWeights) -> tuple[Linear, Linear, Linear, Linear]:
+    return b.qkv, b.out, b.ff1, b.ff2
+
+
+FP8_LAYERS = ("qkv",)
+"""The linears the fp8 path quantises by default: QKV, whose per-token quantisation rides in the
+layer-norm/AdaLN kernel in front of it. Measured on an H200 in one run (docs/PERFORMANCE.md,
+bench/results/20261202T173104Z-gpu.json): QKV alone 21.86 ms per line against 22.11 ms with
+FF1 and FF2 too (their quantisation adds a GELU+quantise kernel where fp16 has GELU in the GEMM's
+epilogue) and 22.49 ms with the attention output projection as well (a quantise kernel of its own
+after the attention kernel); fp16 22.23 ms."""
+
+
+def _bf16(lin: Linear) -> Linear:
+    return Linear(lin.weight.to(torch.bfloat16), None if lin.bias is None else lin.bias.to(torch.bfloat16))
+
+
+class FusedDiT:
+    """f5's DiT re-laid for the fast path. Reads the weights; never changes the source module."""
+
+    def __init__(
+        self,
+        dit: Any,
+        dtype: torch.dtype,
+        *,
+        fp8: bool = False,
+        attn_mode: str = "augment",
+        conv_impl: str = "auto",
+        gelu_epilogue: bool = False,
+        defer_residual: bool = True,
+        quant_mode: str = "none",
+        fast_accum: bool = False,
+        fp8_layers: Sequence[str] = FP8_LAYERS,
+    ) -> None:
+        """``quant_mode``: 'none', 'fp8' (the transformer blocks' four linears as row-wise fp8
+        GEMMs, bf16 activations) or 'int8' (W8A8 with SmoothQuant; the layers stay in ``dtype``
+        until :meth:`calibrate_int8` has seen a few inputs). ``fp8=True`` means 'fp8'."""
+        self.dit = dit
+        self.dtype = dtype
+        if fp8:
+            quant_mode = "fp8"
+        if quant_mode not in quant.QUANTS:
+            raise ValueError(f"quant must be one of {quant.QUANTS}, got {quant_mode!r}")
+        self.quant = quant_mode
+        self.fast_accum = fast_accum
+        self.calibrated = False
+        self.attn_mode = attn_mode
+        self.device = next(dit.parameters()).device
+        self.heads: int = dit.transformer_blocks[0].attn.heads
+        self.dim: int = dit.dim
+        mel_dim = dit.proj_out.out_features
+        self.mel_dim = mel_dim
+
+        def cast(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.detach().to(dtype)
+
+        w_in = dit.input_embed.proj.weight.detach()
+        self.w_x = w_in[:, :mel_dim].to(dtype)
+        self.conv = dit.input_embed.conv_pos_embed.conv1d
+        self.conv_w = [self.conv[i].weight.detach().to(dtype) for i in (0, 2)]
+        self.conv_b = [cast(self.conv[i].bias) for i in (0, 2)]
+        self.conv_groups: int = self.conv[0].groups
+        self.conv_wp = [posconv.pack_weight(w, self.conv_groups) for w in self.conv_w]
+        self.conv_impl = conv_impl
+        self.defer_residual = defer_residual
+        """Add each block's FF residual inside the next block's first kernel (see ``_block``)."""
+        self.gelu_epilogue = gelu_epilogue and self.device.type == "cuda"
+        """FF GELU in the GEMM's epilogue (cuBLASLt; CUDA only)."""
+        """'auto' (the fused Triton kernel on CUDA where Triton imports), 'triton' or 'cudnn'."""
+        if dit.long_skip_connection is not None:
+            raise ValueError("fast path supports long_skip_connection=False (F5TTS_v1_Base layout)")
+        self.blocks: list[BlockWeights] = []
+        for blk in dit.transformer_blocks:
+            at = blk.attn
+            if at.q_norm is not None or at.processor.pe_attn_head is not None:
+                raise ValueError(
+                    "fast path supports qk_norm=None and pe_attn_head=None (F5TTS_v1_Base layout)"
+                )
+            wqkv = torch.cat([at.to_q.weight, at.to_k.weight, at.to_v.weight]).detach().to(dtype)
+            bqkv = torch.cat([at.to_q.bias, at.to_k.bias, at.to_v.bias]).detach().to(dtype)
+            bw = BlockWeights(
+                qkv=Linear(wqkv, bqkv),
+                out=Linear(at.to_out[0].weight.detach().to(dtype), cast(at.to_out[0].bias)),
+                ff1=Linear(blk.ff.ff[0][0].weight.detach().to(dtype), cast(blk.ff.ff[0][0].bias)),
+                ff2=Linear(blk.ff.ff[2].weight.detach().to(dtype), cast(blk.ff.ff[2].bias)),
+            )
+            if quant_mode == "fp8":
+                names = ("qkv", "out", "ff1", "ff2")
+                bw = BlockWeights(*(
+                    quantize_fp8(lin, fast_accum) if name in fp8_layers else _bf16(lin)
+                    for name, lin in zip(names, _layers(bw), strict=True)
+                ))  # fmt: skip
+            self.blocks.append(bw)
+        self.w_out = dit.proj_out.weight.detach().to(dtype)
+        self.b_out = dit.proj_out.bias.detach().to(dtype)
+        self._block_fn: Callable[..., tuple[Tensor, Tensor, Tensor]] = _block
+        self.conv_contiguous: dict[tuple[int, int], bool] = {}
+        self.compiled = False
+        self._rope_cache: dict[int, tuple[Tensor, Tensor]] = {}
+
+    @property
+    def fp8(self) -> bool:
+        return self.quant == "fp8"
+
+    def calibrate_int8(self, run: Callable[[], Any], alpha: float = quant.SMOOTH_ALPHA) -> None:
+        """Quantise the blocks' linears to int8 (W8A8), SmoothQuant-migrated with the per-channel
+        ``max |x|`` that each layer sees while ``run()`` samples a few real inputs (eagerly, on the
+        unquantised weights). Idempotent: a second call does nothing."""
+        global _RECORD
+        if self.quant != "int8" or self.calibrated:
+            return
+        fn = self._block_fn
+        self._block_fn = _block
+        _RECORD = {}
+        try:
+            run()
+            stats = _RECORD
+        finally:
+            _RECORD = None
+            self._block_fn = fn
+        self.blocks = [
+            BlockWeights(*(quantize_int8(lin, stats.get(id(lin.weight)), alpha) for lin in _layers(b)))
+            for b in self.blocks
+        ]
+        self.calibrated = True
+
+    # ---- per schedule -------------------------------------------------------------------
+    @torch.no_grad()
+    def modulations(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """AdaLN parameters for every step and block: ([S, depth, 6, D], [S, 2, D]) in the model dtype.
+
+        Computed in fp32 from the fp32 schedule (the stock path rounds t to the model dtype first).
+        """
+        dit = self.dit
+
+        def lin(m: Any, x: Tensor) -> Tensor:
+            return F.linear(x, m.weight.float(), m.bias.float())
+
+        tt = t.to(self.device, torch.float32)
+        mlp = dit.time_embed.time_mlp  # Linear, SiLU, Linear
+        temb = lin(mlp[2], F.silu(lin(mlp[0], dit.time_embed.time_embed(tt).float())))
+        silu = F.silu(temb)
+        per_block = [lin(blk.attn_norm.linear, silu).unflatten(-1, (6, -1)) for blk in dit.transformer_blocks]
+        final = lin(dit.norm_out.linear, silu)
+        mods = torch.stack(per_block, dim=1).to(self.dtype)  # [S, depth, 6, D]
+        return mods, final.unflatten(-1, (2, -1)).to(self.dtype)  # AdaLN_Final: (scale, shift)
+
+    def rope(self, n: int) -> tuple[Tensor, Tensor]:
+        if n not in self._rope_cache:
+            freqs, _ = self.dit.rotary_embed.forward_from_seq_len(n)  # [1, n, dh] fp32
+            f = freqs.to(self.device, torch.float32)[:, None]  # [1, 1, n, dh]
+            self._rope_cache[n] = (f.cos(), f.sin())
+        return self._rope_cache[n]
+
+    # ---- per job ------------------------------------------------------------------------
+    @torch.no_grad()
+    def project_conditioning(self, cond_in: Tensor, text_in: Tensor) -> Tensor:
+        """``W_c cond + W_t text + b`` for the (2, N, ·) guided conditioning of the reference
+        sampler's :func:`prepare`, in fp32, then cast: the part of the input projection that is
+        the same at every step."""
+        w = self.dit.input_embed.proj.weight.float()
+        m = self.mel_dim
+        out = F.linear(cond_in.float(), w[:, m : 2 * m]) + F.linear(text_in.float(), w[:, 2 * m :])
+        out = out + self.dit.input_embed.proj.bias.float()
+        return out.to(self.dtype)
+
+    # ---- per step -----------------------------------------------------------------------
+    def velocity(
+        self,
+        x: Tensor,
+        consts: Tensor,
+        kmask: Tensor | None,
+        kbias: Tensor | None,
+        mods: Tensor,
+        final: Tensor,
+        cfg_strength: float,
+        klen: Tensor | None = None,
+    ) -> Tensor:
+        """CFG velocity for state ``x`` [B, N, mel] (fp32). ``consts``: [2B, N, D] (cond halves first).
+
+        ``kmask``: [2B, N] bool valid-frame mask (None: no padding); ``kbias`` its additive form;
+        ``klen`` the same as int32 lengths [2B] (valid frames are always a prefix), which the fused
+        conv takes; None with ``kmask`` None.
+        """
+        if kmask is not None and klen is None:
+            klen = kmask.sum(1, dtype=torch.int32)
+        n = x.shape[1]
+        hx = F.linear(x.to(self.dtype), self.w_x)
+        h = torch.cat((hx, hx)) + consts  # [2B, N, D]
+        # the positional conv: the fused Triton kernels (posconv.py: no transposes, mask and
+        # residual fused) or cuDNN in the layout this shape's plan measured faster
+        impl = "triton" if self.uses_triton_conv(h) else "cudnn"
+        contig = self.conv_contiguous.get((h.shape[0], n), False)
+        g = self.conv_groups
+        w, wp, b = self.conv_w, self.conv_wp, self.conv_b
+        c = posconv.conv_mish(h, wp[0], w[0], b[0], klen, g, impl=impl, contiguous=contig)
+        h = posconv.conv_mish(c, wp[1], w[1], b[1], klen, g, residual=h, impl=impl)
+        cos, sin = self.rope(n)
+        pending: tuple[Tensor, Tensor] | None = None
+        if self.defer_residual:
+            # the first block gets a zero residual rather than None: one compiled graph serves
+            # every block (None vs a tuple doubled the compiles: warm-up 13.1 s vs 8.7 s, H200)
+            pending = (torch.zeros_like(h), torch.zeros_like(mods[0, 0]))
+        for blk, mod in zip(self.blocks, mods.unbind(0), strict=True):
+            h, ff, gate = self._block_fn(
+                h, mod, cos, sin, kbias, blk.qkv, blk.out, blk.ff1, blk.ff2,
+                self.heads, self.attn_mode, self.gelu_epilogue, pending, self.defer_residual,
+            )  # fmt: skip
+            pending = (ff, gate) if self.defer_residual else None
+        if pending is not None:
+            h = h + pending[1] * pending[0]
+        scale, shift = final.unbind(0)
+        h = F.layer_norm(h, (self.dim,), eps=1e-6) * (1 + scale) + shift
+        pred = F.linear(h, self.w_out, self.b_out).float()
+        pc, pu = pred.chunk(2)
+        return pc + (pc - pu) * cfg_strength
+
+    def uses_triton_conv(self, h: Tensor) -> bool:
+        return posconv.use_triton(self.conv_impl, h, self.conv_w[0].shape[1])
+
+    @torch.no_grad()
+    def tune_conv(self, b2: int, n: int, reps: int = 5) -> bool:
+        """Time the positional conv on a transposed view and on a contiguous copy for this
+        shape (CUDA events, median of ``reps``); remember and return whether contiguous won."""
+        key = (b2, n)
+        if key in self.conv_contiguous or self.device.type != "cuda":
+            return self.conv_contiguous.get(key, False)
+        h = torch.randn(b2, n, self.dim, device=self.device, dtype=self.dtype)
+
+        def run(contig: bool) -> None:
+            g = self.conv_groups
+            c = posconv.reference(h, self.conv_w[0], self.conv_b[0], None, g, None, contig)
+            posconv.reference(c, self.conv_w[1], self.conv_b[1], None, g, h)
+
+        times = {}
+        for contig in (False, True):
+            run(contig)  # cudnn.benchmark picks its algorithm here
+            ts = []
+            for _ in range(reps):
+                e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                e0.record()
+                run(contig)
+                e1.record()
+                e1.synchronize()
+                ts.append(e0.elapsed_time(e1))
+            times[contig] = sorted(ts)[len(ts) // 2]
+        self.conv_contiguous[key] = times[True] < times[False]
+        _log.info("positional conv layout", batch2=b2, frames=n, contiguous_ms=round(times[True], 4),
+                  view_ms=round(times[False], 4))  # fmt: skip
+        return self.conv_contiguous[key]
+
+    def compile_blocks(self, mode: str = "default", dynamic: bool | None = None) -> None:
+        """Compile one block function; every block (and every step) reuses it."""
+        import torch._dynamo
+
+        # one static compile per (batch, frames) shape: raise dynamo's recompile limit (default 8)
+        cfg = torch._dynamo.config
+        name = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
+        setattr(cfg, name, max(getattr(cfg, name), 256))
+        kwargs: dict[str, Any] = {"dynamic": dynamic}
+        if mode != "default":
+            kwargs["mode"] = mode
+        self._block_fn = torch.compile(_block, **kwargs)
+        self.compiled = True
