@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def plan_from(a: argparse.Namespace) -> Any:
-    from ishowttsd.bench.measure import Plan
+    from ishowttsd.bench.harness import Plan
 
     smoke = a.smoke
     sweep = tuple(int(x) for x in a.sweep.split(",") if x.strip())
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     if plan.device.startswith("cuda") and not torch.cuda.is_available():
         print("ishowtts-bench: no CUDA device; use --smoke for the CPU smoke mode", file=sys.stderr)
         return 2
-    from ishowttsd.bench import measure
+    from ishowttsd.bench import harness, measure
 
     if a.warmup_probe:
         print(json.dumps(measure.warmup_probe(plan, lambda s: None)))
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
 
         plan.checkpoint = checkpoint
     t0 = time.time()
-    b = measure.setup(plan, say)
+    b = harness.setup(plan, say)
     b.out.update(_header(a, plan, b, t0))
     measure.run_all(b)
     if a.warm_cache and b.cuda:
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
                       "--main", plan.main, "--bucket-frames", str(plan.bucket_frames),
                       "--attn-mode", plan.attn_mode, "--conv-layout", plan.conv_layout,
                       "--conv-impl", plan.conv_impl]  # fmt: skip
-        measure.guarded(b, "warm_cache", lambda: measure.measure_warm_cache(b, argv_probe, dict(os.environ)))
+        harness.guarded(b, "warm_cache", lambda: measure.measure_warm_cache(b, argv_probe, dict(os.environ)))
     b.out["wall_s"] = time.time() - t0
     _derive(b.out)
     return finish(b.out, a)

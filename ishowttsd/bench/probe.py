@@ -91,15 +91,15 @@ def conv(n: int = 1024) -> None:
 
 
 def profile(size: str = "full") -> None:
-    from ishowttsd.bench import measure, workload
+    from ishowttsd.bench import harness, variants, workload
 
-    b = measure.setup(measure.Plan(size=size, device="cuda"), print)
+    b = harness.setup(harness.Plan(size=size, device="cuda"), print)
     for variant, texts in (
         ("bf16", [workload.LINE]),
         ("bf16", [workload.LINE] * 16),
         ("fp8", [workload.LINE]),
     ):
-        fs = measure._fast(b, **measure.variant_options(variant), graph=False)
+        fs = variants.fast_sampler(b, **variants.variant_options(variant), graph=False)
         p = profiled(fs, [b.job(t, i) for i, t in enumerate(texts)])
         print(f"--- profile {variant} x{len(texts)} (one 8-step loop, compiled, no graph)")
         print(p.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=70))
@@ -155,10 +155,10 @@ def replay_ms(fn: Any, reps: int = 20) -> float:
 def matrix(dtype: str = "fp16") -> None:
     """First chunk and line, DiT loop only (graph replay, CUDA events, median of 20): attention
     mask mode x positional-conv layout; then a kernel breakdown of the winner. Prints BEST."""
-    from ishowttsd.bench import measure, workload
+    from ishowttsd.bench import harness, workload
     from ishowttsd.engine.f5.fast import FastSampler
 
-    b = measure.setup(measure.Plan(size="full", device="cuda"), print)
+    b = harness.setup(harness.Plan(size="full", device="cuda"), print)
     cases = {"first_chunk": workload.FIRST_CHUNK, "line": workload.LINE}
     score: dict[tuple[str, bool], float] = {}
     for attn in ("sdpa", "augment"):
@@ -235,10 +235,10 @@ def breakdown(dtype: str = "fp16") -> None:
     """Kernel time by kind for the daemon's defaults (exact shapes, fused conv, GELU epilogue,
     deferred residual): the line, the first chunk, and 16 x the line, one 8-step loop each
     (compiled, no graph, so the profiler sees every kernel)."""
-    from ishowttsd.bench import measure, workload
+    from ishowttsd.bench import harness, variants, workload
 
-    b = measure.setup(measure.Plan(size="full", device="cuda"), print)
-    fs = measure._fast(b, dtype, graph=False, bucket_frames=0)
+    b = harness.setup(harness.Plan(size="full", device="cuda"), print)
+    fs = variants.fast_sampler(b, dtype, graph=False, bucket_frames=0)
     for name, texts in (("line", [workload.LINE]), ("first_chunk", [workload.FIRST_CHUNK]),
                         ("16 x line", [workload.LINE] * 16)):  # fmt: skip
         jobs = [b.job(t, i) for i, t in enumerate(texts)]
@@ -250,7 +250,7 @@ def quant_probe() -> None:
     ``F.linear``, fp8 ``_scaled_mm`` row-wise with bias (fast accumulation on/off), the int8
     Triton kernel (error against ``torch._int_mm``); then kernel time by kind for one 8-step loop
     of the line in fp16, fp8 and int8 (did the quantisation fuse into the producing kernels?)."""
-    from ishowttsd.bench import measure, workload
+    from ishowttsd.bench import harness, variants, workload
     from ishowttsd.engine.f5 import quant
 
     dev = torch.device("cuda")
@@ -281,9 +281,9 @@ def quant_probe() -> None:
                 f"{kk} {v:.4f}" if isinstance(v, float) else f"{kk} {v}" for kk, v in row.items()
             )
             print(f"M={m} {name} {k}->{n}: {cells}", flush=True)
-    b = measure.setup(measure.Plan(size="full", device="cuda"), print)
+    b = harness.setup(harness.Plan(size="full", device="cuda"), print)
     for variant in ("fp16_exact", "fp8_exact", "int8_exact"):
-        fs = measure._fast(b, **measure.variant_options(variant), graph=False)
+        fs = variants.fast_sampler(b, **variants.variant_options(variant), graph=False)
         jobs = [b.job(workload.LINE, 1)]
         print_kinds(profiled(fs, jobs), f"{variant} line ({jobs[0].frames} frames), 8 steps")
         del fs
