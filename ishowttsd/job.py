@@ -10,15 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ishowttsd.chat.text import estimate_seconds
 from ishowttsd.engine.base import CancelToken
-
-CHARS_PER_SECOND = 15.0
-"""Rough English speech rate used to estimate a job's audio length before it is made (the chat
-pipeline's script-aware estimate replaces it for chat lines)."""
-
-
-def estimate_seconds(text: str) -> float:
-    return max(0.3, len(text) / CHARS_PER_SECOND)
 
 
 @dataclass(frozen=True)
@@ -70,8 +63,8 @@ class Job:
     """False: a private job, synthesised for its requester only (never played, published or
     journalled; see :mod:`ishowttsd.daemon.scheduler`)."""
     estimate_s: float | None = None
-    """Estimated seconds of speech when something better than :func:`estimate_seconds` made one
-    (the chat pipeline's, script-aware: CJK, digits, emoji)."""
+    """Estimated seconds of speech at the configured rate (``[chat] chars_per_second``), set by the
+    admission; None: the same estimate at the default rate."""
     journaled: bool = False
     """Whether the journal holds this job (so its outcome is recorded there)."""
     crash_safe: bool = True

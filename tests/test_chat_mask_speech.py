@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from ishowttsd.chat import ChatSettings
+from ishowttsd.chat.settings import ChatSettings
 
 
 @pytest.fixture(scope="module")

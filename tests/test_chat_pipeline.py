@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from ishowttsd import config
-from ishowttsd.chat import Accept, ChatSettings, Drop, Pipeline, parse_chat
+from ishowttsd.chat.pipeline import Accept, Drop, Pipeline
+from ishowttsd.chat.settings import ChatSettings, parse_chat
 from ishowttsd.confread import ConfigError, Table
 from ishowttsd.job import ChatOrigin
 from ishowttsd.protocol import ChatMessage

@@ -7,8 +7,9 @@ import random
 from collections import Counter
 from pathlib import Path
 
-from ishowttsd.chat import Accept, Pipeline, parse_chat
 from ishowttsd.chat.normalize import collapse_stretched, spam_key, user_key
+from ishowttsd.chat.pipeline import Accept, Pipeline
+from ishowttsd.chat.settings import parse_chat
 from ishowttsd.confread import Table
 from ishowttsd.protocol import ChatMessage
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from ishowttsd import events, protocol
-from ishowttsd.chat import DROP_REASONS as PIPELINE_DROP_REASONS
+from ishowttsd.chat.pipeline import DROP_REASONS as PIPELINE_DROP_REASONS
 from ishowttsd.events import Event
 from ishowttsd.job import ChatOrigin, Job
 

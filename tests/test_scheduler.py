@@ -57,9 +57,9 @@ def test_full_of_messages_refuses_new_message_and_loses_nothing() -> None:
 
 def test_audio_seconds_bound() -> None:
     s = Scheduler(Limits(max_jobs=100, max_audio_s=10))
-    s.submit(job("a", text="x" * 75))  # ~5 s
-    s.submit(job("b", text="x" * 75))  # ~10 s
-    dropped = s.submit(job("c", text="x" * 75))
+    s.submit(job("a", text="x" * 70))  # 5 s at 14 characters a second
+    s.submit(job("b", text="x" * 70))  # 10 s queued
+    dropped = s.submit(job("c", text="x" * 70))
     assert [d.id for d in dropped] == ["a"]
     assert sum(j.est_seconds for j in s.queued()) <= 10
 
@@ -110,7 +110,7 @@ def test_closed_scheduler_refuses_and_returns_leftovers() -> None:
 
 def test_queued_seconds_follow_every_way_in_and_out() -> None:
     s = Scheduler(Limits(max_jobs=3, max_audio_s=1000))
-    jobs = [job(f"j{i}", text="x" * (15 * (i + 1))) for i in range(5)]  # 1 s, 2 s, ... 5 s
+    jobs = [job(f"j{i}", text="x" * (14 * (i + 1))) for i in range(5)]  # 1 s, 2 s, ... 5 s
     for j in jobs[:3]:
         s.submit(j)
     assert abs(s.queued_seconds - 6.0) < 1e-9

@@ -14,6 +14,7 @@ from typing import Any
 import regex
 
 from ishowttsd.chat.rules import Rules, parse_rules
+from ishowttsd.chat.text import CHARS_PER_SECOND
 from ishowttsd.confread import Table
 from ishowttsd.protocol import PRIORITIES
 
@@ -55,7 +56,7 @@ class ChatSettings:
     """Code points kept of a line (cut at a word, never inside a character); 0 = no limit."""
     max_seconds: float = 20.0
     """Estimated seconds of speech kept of a line, announce prefix included; 0 = no limit."""
-    chars_per_second: float = 14.0
+    chars_per_second: float = CHARS_PER_SECOND
     """Speaking rate the estimate assumes for alphabetic text (CJK ideographs count ~3 each)."""
     # -- content filters ----------------------------------------------------------------------------
     urls: str = "replace"

@@ -96,8 +96,13 @@ def is_emoji(g: str) -> bool:
     return _EMOJI.match(g) is not None
 
 
-def estimate_seconds(text: str, chars_per_second: float = 14.0) -> float:
-    """A rough duration of ``text`` spoken aloud, for limits and queue bounds (not for timing)."""
+CHARS_PER_SECOND = 14.0
+"""Default speech rate of the one estimate of a text's spoken length (``[chat] chars_per_second``)."""
+
+
+def estimate_seconds(text: str, chars_per_second: float = CHARS_PER_SECOND) -> float:
+    """A rough duration of ``text`` spoken aloud, for limits and queue bounds (not for timing):
+    the one estimator, script-aware (CJK, digits, emoji, silent marks)."""
     return sum(_cost(g) for g in _GRAPHEME.findall(text)) / chars_per_second
 
 
@@ -109,7 +114,7 @@ def _strip_trailing_space(gs: Sequence[str]) -> int:
 
 
 def truncate(
-    text: str, max_chars: int = 0, max_seconds: float = 0.0, chars_per_second: float = 14.0
+    text: str, max_chars: int = 0, max_seconds: float = 0.0, chars_per_second: float = CHARS_PER_SECOND
 ) -> tuple[str, bool]:
     """Cut ``text`` to at most ``max_chars`` code points and ``max_seconds`` of estimated speech.
 

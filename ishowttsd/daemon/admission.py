@@ -25,9 +25,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ishowttsd import log, protocol
-from ishowttsd.chat import Drop, Pipeline
-from ishowttsd.chat.pipeline import Accept, Clock, SystemClock
+from ishowttsd.chat.pipeline import Accept, Clock, Drop, Pipeline, SystemClock
 from ishowttsd.chat.settings import ChatSettings
+from ishowttsd.chat.text import estimate_seconds
 from ishowttsd.chat.voicestore import VoiceStore
 from ishowttsd.config import Settings
 from ishowttsd.daemon.journal import FILENAME as JOURNAL_FILE
@@ -168,6 +168,7 @@ class Admission:
             # A private job's audio has nowhere else to go: it always comes back to a DEALER.
             want_pcm=(req.pcm or not req.play) and not single_reply,
             play=req.play,
+            estimate_s=estimate_seconds(req.text, self.pipeline.settings.chars_per_second),
         )
         self.submit(job)
         return None
@@ -357,6 +358,7 @@ class Admission:
                 journaled=True,
                 expires_wall=e.expires_at,
                 expires_at=None if e.expires_at is None else mono + (e.expires_at - wall),
+                estimate_s=estimate_seconds(e.text, self.pipeline.settings.chars_per_second),
             )
             if self.submit(job):
                 replayed = Replayed(text=job.text, origin=e.source, accepted_at=e.accepted_at)
