@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ishowttsd.bench import workload
-from ishowttsd.bench.models import full_arch
+from ishowttsd.bench.models import FULL_VOCOS, full_arch
 
 LONG_LINE = (
     "Okay chat, quick update before we start the next run: the giveaway winners are announced at the "
@@ -51,8 +51,8 @@ def write_full(out: Path) -> dict[str, Any]:
     voc.mkdir(exist_ok=True)
     if not (voc / "pytorch_model.bin").exists():
         vc = json.loads(json.dumps(tiny.VOCOS_CONFIG))
-        vc["backbone"]["init_args"].update(dim=512, intermediate_dim=1536, num_layers=8)
-        vc["head"]["init_args"].update(dim=512, padding="same")
+        vc["backbone"]["init_args"].update(FULL_VOCOS)
+        vc["head"]["init_args"].update(dim=FULL_VOCOS["dim"], padding="same")
         (voc / "config.yaml").write_text(yaml.safe_dump(vc, sort_keys=False))
         from vocos import Vocos
 

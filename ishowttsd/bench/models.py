@@ -1,10 +1,13 @@
-"""Random-weight models for the bench: the full-size F5TTS_v1_Base architecture, or a tiny one.
+"""Random-weight models for the bench: the full-size F5TTS_v1_Base architecture, or the tiny one
+of ``engine/f5/tiny.py`` (``ishowtts-models tiny``).
 
-Built from f5-tts's own classes (``CFM``, ``DiT``) and f5-tts's bundled architecture config, with
-Vocos from its own classes, so the stock path and the fast path run the real code on identical
-weights. Nothing is downloaded. ``DiT.initialize_weights`` zeroes the AdaLN and output layers
-(a fresh model would predict zero velocity and every path would trivially agree); we
-re-randomise them with PyTorch's default ``Linear`` init.
+Built by ``tiny.build_cfm`` from f5-tts's own classes (``CFM``, ``DiT``) and f5-tts's bundled
+architecture config, with Vocos from its own classes, so the stock path and the fast path run the
+real code on identical weights. Nothing is downloaded. ``DiT.initialize_weights`` zeroes the AdaLN
+and output layers (a fresh model would predict zero velocity and every path would trivially
+agree); the bench re-randomises them with PyTorch's default ``Linear`` init (``tiny.py`` draws
+them from a normal distribution instead; the bench keeps its own draw, the one its records and
+their history were measured with). The bench's vocabulary is its own too, for the same reason.
 """
 
 from __future__ import annotations
@@ -16,17 +19,17 @@ from typing import Any
 import torch
 import yaml  # type: ignore[import-untyped]
 
-from ishowttsd.engine.f5 import upstream
+from ishowttsd.engine.f5 import tiny, upstream
 
 VOCAB_SIZE = 2546
 """Size of F5TTS_v1_Base's ``vocab.txt`` (Emilia ZH+EN pinyin): the embedding table is full size."""
 
-TINY_ARCH: dict[str, Any] = dict(
-    dim=64, depth=2, heads=2, dim_head=32, ff_mult=2, text_dim=32, text_mask_padding=True,
-    qk_norm=None, conv_layers=1, pe_attn_head=None, attn_backend="torch", attn_mask_enabled=False,
-)  # fmt: skip
-TINY_VOCOS: dict[str, int] = dict(dim=32, intermediate_dim=64, num_layers=1)
+TINY_VOCOS: dict[str, int] = {
+    k: tiny.VOCOS_CONFIG["backbone"]["init_args"][k] for k in ("dim", "intermediate_dim", "num_layers")
+}
+"""The tiny Vocos's size, as ``ishowtts-models tiny`` writes it."""
 FULL_VOCOS: dict[str, int] = dict(dim=512, intermediate_dim=1536, num_layers=8)
+"""The full-size Vocos (vocos-mel-24khz)."""
 
 
 @dataclass
@@ -67,28 +70,13 @@ def rerandomise(dit: Any) -> None:
 
 def build(size: str, device: torch.device, seed: int = 0) -> BenchModels:
     """``size``: 'full' (F5TTS_v1_Base, 337 M parameters) or 'tiny'. fp32 weights on ``device``."""
-    m = upstream.modules()
-    torch.manual_seed(seed)
-    arch = full_arch() if size == "full" else dict(TINY_ARCH)
+    arch = full_arch() if size == "full" else dict(tiny.TINY_ARCH)
     voc = vocab()
-    dit = m.DiT(**arch, text_num_embeds=len(voc), mel_dim=100)
-    rerandomise(dit)
-    cfm = m.CFM(
-        transformer=dit,
-        mel_spec_kwargs=dict(
-            n_fft=1024,
-            hop_length=256,
-            win_length=1024,
-            n_mel_channels=100,
-            target_sample_rate=24000,
-            mel_spec_type="vocos",
-        ),
-        odeint_kwargs=dict(method="euler"),
-        vocab_char_map=voc,
-    )
+    cfm = tiny.build_cfm(arch, len(voc), seed, init=rerandomise)
+    cfm.vocab_char_map = voc  # the stock path's ``CFM.sample`` tokenises with it
     cfm = cfm.to(device).eval()
     vocoder = build_vocos(FULL_VOCOS if size == "full" else TINY_VOCOS).to(device).eval()
-    params = sum(p.numel() for p in dit.parameters())
+    params = sum(p.numel() for p in cfm.transformer.parameters())
     name = "F5TTS_v1_Base" if size == "full" else "tiny"
     return BenchModels(cfm=cfm, vocoder=vocoder, vocab=voc, arch_name=name, arch=arch, params=params)
 
