@@ -6,6 +6,7 @@ docs/PERFORMANCE.md), not a record."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -289,19 +290,19 @@ def quant_probe() -> None:
         del fs
 
 
+PROBES: dict[str, Callable[[], None]] = {
+    "matrix": matrix,
+    "attention": attention,
+    "conv": conv,
+    "posconv": posconv_probe,
+    "breakdown": breakdown,
+    "quant": quant_probe,
+    "profile": profile,
+}
+"""The probes by name, in the order they run (whatever the order asked)."""
+
 if __name__ == "__main__":
     what = sys.argv[1:] or ["attention", "conv", "profile"]
-    if "matrix" in what:
-        matrix()
-    if "attention" in what:
-        attention()
-    if "conv" in what:
-        conv()
-    if "posconv" in what:
-        posconv_probe()
-    if "breakdown" in what:
-        breakdown()
-    if "quant" in what:
-        quant_probe()
-    if "profile" in what:
-        profile()
+    for name, probe in PROBES.items():
+        if name in what:
+            probe()
