@@ -232,6 +232,44 @@ def test_int8_path_speaks_like_the_fp32_path(env: dict[str, Any]) -> None:
     assert rel(y, want_y) < 2e-2
 
 
+FP8_BOUND = 2e-2
+"""The issue's fidelity bound for fp8 (relative mel error against the fp32 path)."""
+
+
+def test_fp8_static_path_speaks_like_the_fp32_path(env: dict[str, Any]) -> None:
+    """fp8 with calibrated per-tensor activation scales (QKV, FF1, FF2) through the same fused
+    sampler; on the CPU the GEMM is the fp8 values multiplied in fp32 (on CUDA, cuBLASLt's fp8
+    GEMM): close to fp32, measurably not fp32, and an activation louder than calibration clips
+    instead of overflowing."""
+    from ishowttsd.engine.f5 import quant
+
+    fp = FastSampler(env["m"].dit, env["cfg"], bucket_frames=0)
+    q8 = FastSampler(env["m"].dit, env["cfg"], bucket_frames=0, quant="fp8_static")
+    with pytest.raises(RuntimeError, match="calibrate"):
+        q8.sample([make_job(env, workload.LINE, 11)])
+    q8.calibrate([make_job(env, t, 5) for t in workload.MIXED_LINES[5:8]])
+    blk = q8.fused.blocks[0]
+    for lin in (blk.qkv, blk.ff1, blk.ff2):
+        assert lin.wq_t is not None and lin.wq_t.dtype == torch.float8_e4m3fn
+        assert lin.x_scale is not None and lin.x_scale.dim() == 0 and float(lin.x_scale) > 0
+    assert blk.out.wq_t is None  # the attention output stays in the model dtype
+    for text in (workload.LINE, workload.MIXED_LINES[10]):
+        job = make_job(env, text, 11)
+        want = fp.sample([job])[0][job.ref_frames :]
+        got = q8.sample([make_job(env, text, 11)])[0][job.ref_frames :]
+        err = rel(got, want)
+        assert 1e-6 < err < FP8_BOUND, (text, err)
+    # the GEMM: per-tensor input scale, per-channel weight scale applied after it
+    x, w = torch.randn(40, 64), torch.randn(24, 64) / 8
+    wq, ws = quant.quantize_weight(w, "fp8")
+    xs = quant.static_scale(x.abs().amax(dim=0))
+    xq = (x / xs).clamp(-quant.FP8_MAX, quant.FP8_MAX).to(torch.float8_e4m3fn)
+    y = quant.fp8_mm(xq, wq, xs, torch.ones(()), False).float() * ws
+    assert rel(y, x @ w.T) < 5e-2
+    loud = (x * 10 / xs).clamp(-quant.FP8_MAX, quant.FP8_MAX).to(torch.float8_e4m3fn).float()
+    assert torch.isfinite(loud).all() and loud.abs().max() == quant.FP8_MAX
+
+
 def test_smoothquant_moves_activation_outliers_into_the_weights() -> None:
     """An activation channel 50x larger than the rest: per-token int8 loses the small channels,
     SmoothQuant's migration (alpha 0.5) keeps them, and X W^T is unchanged by the migration."""

@@ -14,7 +14,10 @@ from ishowttsd.engine.f5.settings import InferenceConfig
 
 def variant_options(name: str) -> dict[str, Any]:
     """``bf16``, ``fp16``, ``fp32``, ``fp8`` (bf16 + fp8 GEMMs, quantisation fused, fast
-    accumulation), ``int8`` (fp16 + W8A8 GEMMs, SmoothQuant-calibrated), with optional suffixes:
+    accumulation), ``fp8s`` (fp16 + fp8 GEMMs for QKV, FF1 and FF2 with calibrated per-tensor
+    activation scales),
+    ``int8`` (fp16 + W8A8 GEMMs, SmoothQuant-calibrated), with optional suffixes: ``_bf16``
+    (fp8s in bf16),
     ``_noacc`` (fp8 without fast accumulation), ``_ff`` (fp8 for FF1 and FF2 too, not only QKV),
     ``_all`` (and for the attention output projection),
     ``_sdpa`` (mask through SDPA's attn_mask), ``_exact`` (no length buckets), ``_dyn`` (one
@@ -23,9 +26,9 @@ def variant_options(name: str) -> dict[str, Any]:
     (FF GELU as its own kernel), ``_nodefer`` (each block adds its own FF residual), ``_maxat``
     (compile mode max-autotune-no-cudagraphs). Without suffixes, the daemon's ``[f5.fast]`` defaults."""
     base, *mods = name.split("_")
-    quant = base if base in ("fp8", "int8") else "none"
-    dtype = {"fp8": "bf16", "int8": "fp16"}.get(base, base)
-    opts: dict[str, Any] = {"dtype": dtype, "quant": quant, "fast_accum": quant == "fp8"}
+    quant = {"fp8s": "fp8_static"}.get(base, base if base in ("fp8", "int8") else "none")
+    dtype = {"fp8": "bf16", "int8": "fp16", "fp8s": "fp16"}.get(base, base)
+    opts: dict[str, Any] = {"dtype": dtype, "quant": quant, "fast_accum": quant.startswith("fp8")}
     for m in mods:
         if m == "noacc":
             opts["fast_accum"] = False
@@ -33,6 +36,8 @@ def variant_options(name: str) -> dict[str, Any]:
             opts["fp8_layers"] = ("qkv", "out", "ff1", "ff2")
         elif m == "ff":
             opts["fp8_layers"] = ("qkv", "ff1", "ff2")
+        elif m == "bf16":
+            opts["dtype"] = "bf16"
         elif m == "sdpa":
             opts["attn_mode"] = "sdpa"
         elif m == "exact":
@@ -57,7 +62,7 @@ def variant_options(name: str) -> dict[str, Any]:
 
 
 def fast_sampler(b: Bench, dtype: str, *, quant: str = "none", fast_accum: bool = False, compile: bool = True,
-                 graph: bool = True, fp8_layers: Sequence[str] = ("qkv",),
+                 graph: bool = True, fp8_layers: Sequence[str] | None = None,
                  cfg: InferenceConfig | None = None, fused: Any = None, attn_mode: str | None = None,
                  bucket_frames: int | None = None, compile_dynamic: bool | None = None,
                  conv_impl: str | None = None, gelu_epilogue: bool = True, defer_residual: bool = True,

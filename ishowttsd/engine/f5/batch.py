@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from ishowttsd.confread import Table
 
 ATTN_MODES = ("sdpa", "augment")
-QUANTS = ("none", "fp8", "int8", "auto")
+QUANTS = ("none", "fp8", "fp8_static", "int8", "auto")
 DTYPES = ("bf16", "fp16", "fp32")
 SLOT_SIZES = (1, 2, 4, 8, 16)
 """Batch sizes graphs are captured for; a batch runs in the smallest that holds it."""

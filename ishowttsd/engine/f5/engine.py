@@ -52,7 +52,8 @@ CALIBRATION_TEXTS = (
     "Hello chat, thanks so much for the follow, welcome to the stream!",
     "That boss fight was insane, how many tries did it take?",
 )
-"""What int8's SmoothQuant calibration samples with each voice (``[f5.fast] quant = "int8"``)."""
+"""What the calibrated precisions sample with each voice at load (``[f5.fast] quant = "int8"``:
+SmoothQuant factors; ``"fp8_static"``: the activation scales)."""
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,7 @@ class F5Engine:
         self._fast = pipeline.build_pipeline(
             m.dit, m.vocoder, self._cfg, fs, int16=False, allow_cpu=fs.on_cpu
         )
-        if self._fast is not None and self._fast.fs.fused.quant == "int8":
+        if self._fast is not None and self._fast.fs.fused.quant in ("int8", "fp8_static"):
             with torch.inference_mode():
                 jobs = [self._fast_job(v, t) for v in self._voices.values() for t in CALIBRATION_TEXTS]
                 self._fast.fs.calibrate(jobs[:4])

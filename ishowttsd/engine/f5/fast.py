@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ishowttsd import log
-from ishowttsd.engine.f5.fused import DTYPES, FP8_LAYERS, MASKED_LOGIT, FusedDiT
+from ishowttsd.engine.f5.fused import CALIBRATED, DTYPES, MASKED_LOGIT, FusedDiT
 
 _log = log.get(__name__)
 
@@ -192,12 +192,13 @@ class FastSampler:
         defer_residual: bool = True,
         quant: str = "none",
         fast_accum: bool = False,
-        fp8_layers: Sequence[str] = FP8_LAYERS,
+        fp8_layers: Sequence[str] | None = None,
     ) -> None:
         """``fused``: share another sampler's fused weights (and compiled block), e.g. for a
         different NFE; ``dtype``/``quant``/``compile`` then come from it. ``quant``: 'none',
-        'fp8' (with ``dtype = 'bf16'``; CUDA only) or 'int8' (then :meth:`calibrate` before the
-        first sample; runs on CPU too). ``fp8=True`` means ``quant='fp8'``."""
+        'fp8' (with ``dtype = 'bf16'``; CUDA only), 'fp8_static' or 'int8' (these two need
+        :meth:`calibrate` before the first sample; both run on CPU too). ``fp8=True`` means
+        ``quant='fp8'``."""
         self.device = next(dit.parameters()).device
         if fp8:
             quant = "fp8"
@@ -242,7 +243,7 @@ class FastSampler:
         self.pool = torch.cuda.graph_pool_handle() if cuda_graph else None
         self.options = {
             "dtype": dtype, "fp8": fp8, "quant": quant, "fast_accum": self.fused.fast_accum,
-            "fp8_layers": list(fp8_layers) if fp8 else None,
+            "fp8_layers": list(self.fused.fp8_layers) if quant in ("fp8", "fp8_static") else None,
             "compile": compile_mode if compile else "none",
             "compile_dynamic": compile_dynamic, "cuda_graph": cuda_graph, "bucket_frames": bucket_frames,
             "attn_mode": attn_mode,
@@ -257,8 +258,8 @@ class FastSampler:
         key = (batch, frames, masked)
         p = self.plans.get(key)
         if p is None:
-            if self.fused.quant == "int8" and not self.fused.calibrated:
-                raise RuntimeError("int8 fast path: calibrate() on a few jobs before sampling")
+            if self.fused.quant in CALIBRATED and not self.fused.calibrated:
+                raise RuntimeError(f"{self.fused.quant} fast path: calibrate() on a few jobs before sampling")
             t0 = time.perf_counter()
             p = _Plan(self, batch, frames, masked)
             if self.cuda_graph:
@@ -312,17 +313,18 @@ class FastSampler:
 
     @torch.no_grad()
     def calibrate(self, jobs: Sequence[FastJob]) -> None:
-        """int8: calibrate the SmoothQuant factors on ``jobs`` (each sampled once, eagerly, on the
-        unquantised weights) and quantise. Nothing to do for other precisions or a second time.
+        """int8 and fp8_static: calibrate the activation statistics on ``jobs`` (each sampled
+        once, eagerly, on the unquantised weights) and quantise. Nothing to do for other
+        precisions or a second time.
         Plans captured before this would replay the unquantised weights: call it first."""
-        if self.fused.quant != "int8" or self.fused.calibrated:
+        if self.fused.quant not in CALIBRATED or self.fused.calibrated:
             return
 
         def run() -> None:
             for j in jobs:
                 self.sample([j], eager=True)
 
-        self.fused.calibrate_int8(run)
+        self.fused.calibrate(run)
         self.plans.clear()
 
     @torch.no_grad()

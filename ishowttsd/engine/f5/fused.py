@@ -46,6 +46,8 @@ class Linear(NamedTuple):
     w_scale: Tensor | None = None  # fp32 [1, out]
     inv_smooth: Tensor | None = None  # int8: fp32 [in], 1 / SmoothQuant factor (folded into x)
     fast_accum: bool = False  # fp8: Hopper's fast accumulation (no periodic fp32 promotion)
+    x_scale: Tensor | None = None  # fp8_static: fp32 0-d, the calibrated input scale
+    unit: Tensor | None = None  # fp8_static: fp32 0-d 1.0 (the GEMM's weight-side scale)
 
 
 def _linear(x: Tensor, lin: Linear, gelu: bool = False) -> Tensor:
@@ -60,6 +62,17 @@ def _linear(x: Tensor, lin: Linear, gelu: bool = False) -> Tensor:
     shape = x.shape
     x2 = x.reshape(-1, shape[-1])
     assert lin.w_scale is not None
+    if lin.x_scale is not None:
+        # fp8_static: the quantisation is a multiply and a cast (no row maximum), fused into the
+        # kernel producing x; weight scale, bias (and GELU) fuse into the kernel consuming y
+        assert lin.unit is not None
+        xq = (x2 / lin.x_scale).clamp(-quant.FP8_MAX, quant.FP8_MAX).to(torch.float8_e4m3fn)
+        y = quant.fp8_mm(xq, lin.wq_t, lin.x_scale, lin.unit, lin.fast_accum).float() * lin.w_scale
+        if lin.bias is not None:
+            y = y + lin.bias
+        if gelu:
+            y = F.gelu(y, approximate="tanh")
+        return y.to(x.dtype).reshape(*shape[:-1], y.shape[-1])
     if lin.wq_t.dtype == torch.int8:
         if _RECORD is not None:
             raise RuntimeError("calibration runs on the unquantised weights")
@@ -92,6 +105,15 @@ def quantize_fp8(lin: Linear, fast_accum: bool = False) -> Linear:
     wq_t, scale = quant.quantize_weight(lin.weight, "fp8")
     bias = lin.bias.to(torch.bfloat16) if lin.bias is not None else None
     return Linear(lin.weight, bias, wq_t=wq_t, w_scale=scale, fast_accum=fast_accum)
+
+
+def quantize_fp8_static(lin: Linear, x_absmax: Tensor, fast_accum: bool = False) -> Linear:
+    """fp8 weights per output channel and one calibrated scale for the input (``fp8_static``)."""
+    wq_t, scale = quant.quantize_weight(lin.weight, "fp8")
+    bias = lin.bias.float() if lin.bias is not None else None
+    unit = torch.ones((), dtype=torch.float32, device=lin.weight.device)
+    xs = quant.static_scale(x_absmax).to(lin.weight.device)
+    return Linear(lin.weight, bias, wq_t=wq_t, w_scale=scale, fast_accum=fast_accum, x_scale=xs, unit=unit)
 
 
 def quantize_int8(lin: Linear, x_absmax: Tensor | None, alpha: float = quant.SMOOTH_ALPHA) -> Linear:
@@ -217,6 +239,16 @@ epilogue) and 22.49 ms with the attention output projection as well (a quantise 
 after the attention kernel); fp16 22.23 ms."""
 
 
+FP8_STATIC_LAYERS = ("qkv", "ff1", "ff2")
+"""The linears ``fp8_static`` quantises: with no row reduction, QKV's and FF1's input quantisation
+rides free in the layer-norm/AdaLN kernel and FF2's in the GELU kernel; the attention output
+would need a kernel of its own (cuDNN's attention takes no epilogue), so it stays in the model
+dtype."""
+
+CALIBRATED = ("int8", "fp8_static")
+"""The precisions whose layers are quantised only after :meth:`FusedDiT.calibrate` saw inputs."""
+
+
 def _bf16(lin: Linear) -> Linear:
     return Linear(lin.weight.to(torch.bfloat16), None if lin.bias is None else lin.bias.to(torch.bfloat16))
 
@@ -236,11 +268,13 @@ class FusedDiT:
         defer_residual: bool = True,
         quant_mode: str = "none",
         fast_accum: bool = False,
-        fp8_layers: Sequence[str] = FP8_LAYERS,
+        fp8_layers: Sequence[str] | None = None,
     ) -> None:
-        """``quant_mode``: 'none', 'fp8' (the transformer blocks' four linears as row-wise fp8
-        GEMMs, bf16 activations) or 'int8' (W8A8 with SmoothQuant; the layers stay in ``dtype``
-        until :meth:`calibrate_int8` has seen a few inputs). ``fp8=True`` means 'fp8'."""
+        """``quant_mode``: 'none', 'fp8' (``fp8_layers``, default QKV, as row-wise fp8 GEMMs with
+        per-token activation scales, bf16 activations), 'fp8_static' (``fp8_layers``, default
+        QKV, FF1 and FF2, with calibrated per-tensor activation scales, any ``dtype``) or 'int8'
+        (W8A8 with SmoothQuant). The calibrated precisions keep the layers in ``dtype`` until
+        :meth:`calibrate` has seen a few inputs. ``fp8=True`` means 'fp8'."""
         self.dit = dit
         self.dtype = dtype
         if fp8:
@@ -248,6 +282,9 @@ class FusedDiT:
         if quant_mode not in quant.QUANTS:
             raise ValueError(f"quant must be one of {quant.QUANTS}, got {quant_mode!r}")
         self.quant = quant_mode
+        if fp8_layers is None:
+            fp8_layers = FP8_STATIC_LAYERS if quant_mode == "fp8_static" else FP8_LAYERS
+        self.fp8_layers = tuple(fp8_layers)
         self.fast_accum = fast_accum
         self.calibrated = False
         self.attn_mode = attn_mode
@@ -308,12 +345,13 @@ class FusedDiT:
     def fp8(self) -> bool:
         return self.quant == "fp8"
 
-    def calibrate_int8(self, run: Callable[[], Any], alpha: float = quant.SMOOTH_ALPHA) -> None:
-        """Quantise the blocks' linears to int8 (W8A8), SmoothQuant-migrated with the per-channel
-        ``max |x|`` that each layer sees while ``run()`` samples a few real inputs (eagerly, on the
-        unquantised weights). Idempotent: a second call does nothing."""
+    def calibrate(self, run: Callable[[], Any], alpha: float = quant.SMOOTH_ALPHA) -> None:
+        """Quantise the blocks' linears from the per-channel ``max |x|`` that each layer sees while
+        ``run()`` samples a few real inputs (eagerly, on the unquantised weights): int8 (W8A8),
+        SmoothQuant-migrated, or ``fp8_static`` (one scale per layer input). Idempotent: a second
+        call does nothing, and so does a precision that needs no calibration."""
         global _RECORD
-        if self.quant != "int8" or self.calibrated:
+        if self.quant not in CALIBRATED or self.calibrated:
             return
         fn = self._block_fn
         self._block_fn = _block
@@ -324,11 +362,21 @@ class FusedDiT:
         finally:
             _RECORD = None
             self._block_fn = fn
-        self.blocks = [
-            BlockWeights(*(quantize_int8(lin, stats.get(id(lin.weight)), alpha) for lin in _layers(b)))
-            for b in self.blocks
-        ]
+        if self.quant == "int8":
+            self.blocks = [
+                BlockWeights(*(quantize_int8(lin, stats.get(id(lin.weight)), alpha) for lin in _layers(b)))
+                for b in self.blocks
+            ]
+        else:
+            self.blocks = [self._fp8_static(b, stats) for b in self.blocks]
         self.calibrated = True
+
+    def _fp8_static(self, b: BlockWeights, stats: dict[int, Tensor]) -> BlockWeights:
+        out: list[Linear] = []
+        for name, lin in zip(("qkv", "out", "ff1", "ff2"), _layers(b), strict=True):
+            keep = name not in self.fp8_layers
+            out.append(lin if keep else quantize_fp8_static(lin, stats[id(lin.weight)], self.fast_accum))
+        return BlockWeights(*out)
 
     # ---- per schedule -------------------------------------------------------------------
     @torch.no_grad()

@@ -259,12 +259,15 @@ def build_pipeline(
 def resolve_quant(settings: Any, device: torch.device) -> str:
     """``[f5.fast] quant`` (or the old ``fp8 = true``) for this device: 'auto' is fp8 where the
     GPU has fp8 tensor cores (compute capability 8.9 and later), else none; fp8 elsewhere (an
-    Orin, a CPU) falls back to none with a warning."""
+    Orin, a CPU) falls back to none with a warning; ``fp8_static`` runs on a CPU too (the
+    arithmetic, for tests)."""
     want = "fp8" if settings.fp8 else settings.quant
     fp8_ok = device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
     if want == "auto":
         return "fp8" if fp8_ok else "none"
-    if want == "fp8" and not fp8_ok:
+    if want == "fp8_static" and device.type == "cpu":
+        return want  # the same arithmetic on the CPU (tests; slow)
+    if want in ("fp8", "fp8_static") and not fp8_ok:
         _log.warning("fp8 needs fp8 tensor cores (Hopper/Ada); running without", key="f5.fast.quant")
         return "none"
     return str(want)

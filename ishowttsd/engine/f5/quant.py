@@ -16,6 +16,12 @@ Both keep the same shape of work, so the quantisation costs no pass of its own:
   kernel below (int32 accumulation, then ``acc * s_row * s_col + bias``, optionally GELU, written
   in the activation dtype). Where Triton is missing (CPU in CI, a JetPack torch without it),
   ``torch._int_mm`` and the same epilogue in torch compute the same numbers.
+* **fp8 with static activation scales** (``fp8_static``): one scale per layer input, calibrated
+  on a few real inputs (like int8's smoothing) with headroom, so quantising an activation is a
+  multiply and a cast that fuse into the producing kernel with no row reduction; the GEMM is
+  tensor-wise scaled (cuBLASLt), and the per-output-channel weight scale and the bias are applied
+  in the elementwise code after it, which fuses into the kernel that consumes the output (RoPE,
+  the GELU + next quantisation, the residual).
 * **int8 smoothing** (SmoothQuant, Xiao et al. 2023): per input channel ``j`` a factor
   ``s_j = max|X_j|^a / max|W_j|^(1-a)`` moves activation outliers into the weights
   (``X W^T = (X / s)(W s)^T``); ``max|X_j|`` is calibrated on a few real inputs
@@ -33,7 +39,11 @@ from torch import Tensor
 
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
 INT8_MAX = 127.0
-QUANTS = ("none", "fp8", "int8")
+QUANTS = ("none", "fp8", "fp8_static", "int8")
+STATIC_HEADROOM = 2.0
+"""``fp8_static``: the calibrated activation maximum times this is what maps to 448. e4m3 is a
+float format (3 mantissa bits at every magnitude), so the headroom costs precision only for
+values ~2^15 below the maximum, and a line louder than the calibration lines is not clipped."""
 SMOOTH_ALPHA = 0.5
 """SmoothQuant's migration strength (the paper's default for most models)."""
 
@@ -67,6 +77,23 @@ def quantize_rows(x: Tensor, kind: str, inv_smooth: Tensor | None = None) -> tup
         return (xf * (FP8_MAX / amax)).to(torch.float8_e4m3fn), amax * (1.0 / FP8_MAX)
     q = (xf * (INT8_MAX / amax)).round().clamp(-INT8_MAX, INT8_MAX).to(torch.int8)
     return q, amax * (1.0 / INT8_MAX)
+
+
+def static_scale(x_absmax: Tensor, headroom: float = STATIC_HEADROOM) -> Tensor:
+    """``fp8_static``: one fp32 scale (a 0-d tensor) for a layer's input, from the per-channel
+    ``max |x|`` seen in calibration."""
+    return (x_absmax.float().amax().clamp(min=1e-6) * (headroom / FP8_MAX)).reshape(())
+
+
+def fp8_mm(xq: Tensor, wq_t: Tensor, x_scale: Tensor, unit: Tensor, fast_accum: bool) -> Tensor:
+    """``(xq @ wq_t) * x_scale`` in bf16 with per-tensor scales: on CUDA one cuBLASLt fp8 GEMM
+    (``torch._scaled_mm`` tensor-wise; ``unit`` is the weight side's 1.0, the per-channel weight
+    scales are applied by the caller's fused epilogue code); elsewhere the same arithmetic on the
+    fp8 values in fp32 (CPU tests)."""
+    if xq.is_cuda:
+        return torch._scaled_mm(xq, wq_t, scale_a=x_scale, scale_b=unit, out_dtype=torch.bfloat16,
+                                use_fast_accum=fast_accum)  # fmt: skip
+    return ((xq.float() @ wq_t.float()) * x_scale).to(torch.bfloat16)
 
 
 def smooth_factors(x_absmax: Tensor, w: Tensor, alpha: float = SMOOTH_ALPHA) -> Tensor:
