@@ -1,7 +1,7 @@
 # ruff: noqa: B023  (each lambda is timed at once, inside its loop iteration)
 """Where the fast path's time goes (GPU): attention and conv micro-benchmarks, and a profile of
 one compiled sampling loop. ``python -m ishowttsd.bench.probe``; prints tables (for
-docs/PERFORMANCE.md), not a record."""
+docs/perf-log.md), not a record."""
 
 from __future__ import annotations
 
