@@ -26,16 +26,17 @@ from typing import Any
 
 from ishowttsd import log, protocol
 from ishowttsd.chat.pipeline import Accept, Clock, Drop, Pipeline, SystemClock
+from ishowttsd.chat.rules import Command
 from ishowttsd.chat.settings import ChatSettings
 from ishowttsd.chat.text import estimate_seconds
 from ishowttsd.chat.voicestore import VoiceStore
 from ishowttsd.config import Settings
 from ishowttsd.daemon.journal import FILENAME as JOURNAL_FILE
 from ishowttsd.daemon.journal import Entry, Journal, JournalError, Outcome, Reopener
-from ishowttsd.daemon.moderation import Moderator
+from ishowttsd.daemon.moderation import Moderated, Moderator
 from ishowttsd.daemon.outbox import EventOut, Outbox
 from ishowttsd.daemon.scheduler import QueueFull, Scheduler
-from ishowttsd.daemon.streamer import StreamerControls
+from ishowttsd.daemon.streamer import Effects, StreamerControls
 from ishowttsd.events import (
     Cancelled,
     Done,
@@ -110,16 +111,20 @@ class Admission:
                 _log.error("journal unavailable; accepted lines are not crash-safe until it opens (retrying)",
                            state_dir=str(settings.daemon.state_dir), error=str(e))  # fmt: skip
                 self._reopen = Reopener(lambda: self._open_journal(busy_timeout_s=0.5), self.journal_problem)
-        self.moderator = Moderator(self, scheduler)
-        self.controls = StreamerControls(self, VoiceStore.in_dir(settings.daemon.state_dir), voice_ids)
+        self.moderator = Moderator(scheduler)
+        self.controls = StreamerControls(VoiceStore.in_dir(settings.daemon.state_dir), voice_ids)
         """Read mode, who is read, rewards, chat commands, sticky voices, voice tags, approval."""
 
     # -- in -----------------------------------------------------------------------------------------
     def chat(self, msg: ChatMessage) -> bool:
         """Admit one chat line: queued (True), or dropped with its event sent (False)."""
         job = Job(id=protocol.new_job_id(), text=msg.text, voice=msg.voice, source="chat", origin=msg.origin)
-        read = self.controls.before(msg, job)  # who is read, commands (ishowttsd/daemon/streamer.py)
-        if read is None:
+        read = self.controls.before(msg, job, self.pipeline.settings.rules)  # ishowttsd/daemon/streamer.py
+        if isinstance(read, Command):
+            self._carry_out(self.controls.command(msg, read, self.pipeline.authorised(msg.token)))
+            return False
+        if isinstance(read, Effects):  # refused by the rules
+            self._carry_out(read)
             return False
         msg, verdict = read
         d = self.pipeline.process(msg, commit=False)  # committed once the queue has taken it
@@ -133,7 +138,9 @@ class Admission:
         if d.notes:
             replacements = tuple(n.to_json() for n in d.notes)
             self.emit(job, Filtered(text=d.text, original=d.original, replacements=replacements))
-        if not self.controls.after(msg, job, verdict, d):  # held for approval: its event sent
+        held = self.controls.after(msg, job, verdict, d, self.pipeline.settings)
+        if held is not None:  # held for approval
+            self._carry_out(held)
             return False
         if len(job.text) > self.max_text_chars:
             detail = f"{len(job.text)} characters; limit {self.max_text_chars}"
@@ -291,6 +298,34 @@ class Admission:
         rows.sort(key=lambda o: o.finished_at, reverse=True)
         return rows[:limit]
 
+    def _carry_out(self, o: Effects) -> None:
+        """Do what the streamer controls decided, in the order :class:`Effects` lists it."""
+        if o.cancel_user is not None:
+            user = o.cancel_user
+            jobs = self.scheduler.remove(
+                lambda j: j.source in ("chat", "replay") and (j.user or "").casefold() == user,
+                "cancelled",
+                include_current=False,
+            )
+            self.cancelled(jobs, "cancelled_by_user")
+        for job, event in o.emit:
+            self.emit(job, event)
+        if o.submit is not None:
+            self.submit(o.submit.job, o.submit.accept)
+        if o.moderate is not None:
+            self.moderate(*o.moderate)
+        if o.count is not None:
+            self.counters[o.count] += 1
+        if o.publish is not None:
+            self.publish(o.publish)
+
+    def approval(self, op: str, args: dict[str, Any]) -> Event:
+        """The control ops ``held``, ``approve`` and ``reject``: the reply (the events of what
+        they did are in the outbox first)."""
+        reply, outcome = self.controls.approval_op(op, args, self.pipeline.settings.rules)
+        self._carry_out(outcome)
+        return reply
+
     def cancelled(self, jobs: list[Job], reason: str) -> None:
         """Report jobs taken out of the queue; the worker reports those it holds itself."""
         for j in jobs:
@@ -411,7 +446,7 @@ class Admission:
                 self._reopen = None
                 self._adopt(j)
         self._keep_pause()
-        self.controls.tick()
+        self._carry_out(self.controls.tick(self.pipeline.settings.rules))
 
     def _keep_pause(self) -> None:
         paused = self.scheduler.paused
@@ -438,10 +473,20 @@ class Admission:
         if self._ready:
             self.on_ready()
 
+    def moderation(self, topic: str, body: dict[str, Any]) -> list[Event]:
+        """A moderation topic from the ingest socket or the ``moderate`` op: carried out, the jobs
+        it took out reported; the events to publish (an ``error`` for a bad or unauthorised one)."""
+        return self._moderated(self.moderator.handle(topic, body, self.pipeline))
+
     def moderate(self, topic: str, body: dict[str, Any]) -> None:
         """A moderation topic, already authorised (a moderator's chat command)."""
-        for event in self.moderator.act(topic, body):
+        for event in self._moderated(self.moderator.act(topic, body, self.pipeline)):
             self.publish(event)
+
+    def _moderated(self, m: Moderated) -> list[Event]:
+        self.counters[m.count] += 1
+        self.cancelled(list(m.removed), m.reason)
+        return m.events
 
     def _open_journal(self, busy_timeout_s: float = 5.0) -> Journal:
         c = self.settings.chat

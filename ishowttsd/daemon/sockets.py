@@ -368,7 +368,7 @@ class Sockets:
         if op in ("reload_voices", "default_voice"):
             return self._voice_op(req, peer, env)
         if op in ("held", "approve", "reject"):
-            return self.admission.controls.approval_op(op, dict(req.args))
+            return self.admission.approval(op, dict(req.args))
         return Error(code="unknown_op", reason=f"unknown op {op!r}")
 
     def queue_listing(self) -> QueueListing:
@@ -467,7 +467,7 @@ class Sockets:
     def _moderation(self, topic: str, body: dict[str, Any]) -> bool:
         """Act on one moderation message and publish what it did; True if it was refused."""
         refused = False
-        for event in self.moderator.handle(topic, body):
+        for event in self.admission.moderation(topic, body):
             if isinstance(event, Error):
                 self.counters["bad_messages"] += 1
                 refused = True
