@@ -19,7 +19,7 @@ import contextlib
 import json
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -34,7 +34,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from ishowttsd import log
 from ishowttsd.client.aio import DaemonClient, DaemonError, DaemonUnreachable
 from ishowttsd.client.feed import Feed, FeedEvent, Link, PcmFrame
-from ishowttsd.web.errors import error, unauthorized
+from ishowttsd.web.errors import Refused, error
+from ishowttsd.web.guard import Endpoint, TokenCheck, guarded, read_json
 
 _log = log.get(__name__)
 
@@ -61,23 +62,20 @@ CONTROL: dict[str, tuple[str, dict[str, Any]]] = {
 """``POST /api/control/NAME`` → the control op: skip the line being spoken; stop it and empty the
 queue; clear the queue (the line being spoken goes on); pause; resume."""
 
-TokenCheck = Callable[[str | None], bool]
-"""True for ``Authorization`` header values (or a bare token) that carry the API token."""
-
-
-def api_error(status: int, message: str, code: str | None = None) -> JSONResponse:
-    """The gateway's one error shape (OpenAI's, :mod:`ishowttsd.web.errors`), for these routes too."""
-    return error(status, message, code)
-
 
 def daemon_error(e: DaemonError) -> JSONResponse:
+    """A daemon's refusal or absence in the gateway's error shape (:mod:`ishowttsd.web.errors`)."""
     if isinstance(e, DaemonUnreachable):
-        return api_error(
-            503, "The speech daemon is not answering; is ishowttsd running?", "daemon_unreachable"
-        )
+        return error(503, "The speech daemon is not answering; is ishowttsd running?", "daemon_unreachable")
     if e.code == "not_ready":
-        return api_error(503, "The speech daemon is still warming up; try again in a moment.", e.code)
-    return api_error(400, e.reason, e.code)
+        return error(503, "The speech daemon is still warming up; try again in a moment.", e.code)
+    return error(400, e.reason, e.code)
+
+
+def authorized(check: TokenCheck) -> Callable[[Endpoint], Endpoint]:
+    """The guard of the dashboard's (and the studio's) ``/api`` routes: the token, and a daemon
+    error answered by :func:`daemon_error`."""
+    return guarded(check, {DaemonError: daemon_error})
 
 
 @dataclass
@@ -90,21 +88,6 @@ class Live:
         if ev.get("event") == "done" and isinstance(ev.get("rtf"), (int, float)):
             self.rtf.append({"job": ev.get("job"), "rtf": ev["rtf"], "audio_s": ev.get("audio_s"),
                              "t": time.time()})  # fmt: skip
-
-
-def authorized(check: TokenCheck) -> Callable[[Callable[[Request], Awaitable[Response]]], Any]:
-    def wrap(fn: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
-        async def handler(request: Request) -> Response:
-            if not check(request.headers.get("authorization")):
-                return unauthorized()
-            try:
-                return await fn(request)
-            except DaemonError as e:
-                return daemon_error(e)
-
-        return handler
-
-    return wrap
 
 
 async def snapshot(client: DaemonClient, live: Live, history: bool = True) -> dict[str, Any]:
@@ -121,115 +104,129 @@ async def snapshot(client: DaemonClient, live: Live, history: bool = True) -> di
     return out
 
 
-def routes(client: DaemonClient, feed: Feed | None, check: TokenCheck, live: Live) -> list[BaseRoute]:
-    """The dashboard's pages and ``/api`` control routes, to be mounted at the gateway's root."""
-    auth = authorized(check)
+class Dashboard:
+    """The dashboard's endpoints, one method each: each asks the daemon one thing (the control
+    request a ZeroMQ client would send) and answers its reply. Their checks raise
+    :class:`~ishowttsd.web.errors.Refused`; the guard in :func:`routes` answers it, the token and
+    the daemon's errors."""
 
-    @auth
-    async def control(request: Request) -> Response:
+    def __init__(self, client: DaemonClient, feed: Feed | None, check: TokenCheck, live: Live) -> None:
+        self.client = client
+        self.feed = feed
+        self.check = check
+        self.live = live
+
+    async def control(self, request: Request) -> Response:
         name = request.path_params["action"]
         if name not in CONTROL:
-            return api_error(
-                404, f"Unknown control {name!r}; use one of: {', '.join(CONTROL)}.", "unknown_control"
-            )
+            names = ", ".join(CONTROL)
+            raise Refused(404, f"Unknown control {name!r}; use one of: {names}.", "unknown_control")
         op, fields = CONTROL[name]
-        reply = await client.request(op, **fields)
+        reply = await self.client.request(op, **fields)
         return JSONResponse({"ok": True, "action": name, "jobs": reply.get("jobs", [])})
 
-    @auth
-    async def status(request: Request) -> Response:
-        return JSONResponse(await client.status())
+    async def status(self, request: Request) -> Response:
+        return JSONResponse(await self.client.status())
 
-    @auth
-    async def queue(request: Request) -> Response:
-        return JSONResponse(await client.request("queue"))
+    async def queue(self, request: Request) -> Response:
+        return JSONResponse(await self.client.request("queue"))
 
-    @auth
-    async def history(request: Request) -> Response:
+    async def history(self, request: Request) -> Response:
         raw = request.query_params.get("limit", "50")
         if not raw.isdigit() or not 1 <= int(raw) <= 200:
-            return api_error(400, "'limit' must be a whole number from 1 to 200.", "bad_request")
+            raise Refused(400, "'limit' must be a whole number from 1 to 200.", "bad_request")
         args: dict[str, Any] = {"limit": int(raw)}
-        return JSONResponse(await client.request("history", **args))
+        return JSONResponse(await self.client.request("history", **args))
 
-    @auth
-    async def remove(request: Request) -> Response:
+    async def remove(self, request: Request) -> Response:
         job = request.path_params["job"]
-        reply = await client.request("cancel", id=job)
+        reply = await self.client.request("cancel", id=job)
         if not reply.get("jobs"):
-            return api_error(404, f"No queued or speaking line with id {job!r}.", "unknown_job")
+            raise Refused(404, f"No queued or speaking line with id {job!r}.", "unknown_job")
         return JSONResponse({"ok": True, "jobs": reply["jobs"]})
 
-    @auth
-    async def moderate(request: Request) -> Response:
-        try:
-            body = await request.json()
-        except ValueError:
-            return api_error(400, 'The body must be JSON: {"user": NAME[, "duration_s": N]}.', "bad_json")
-        action = request.path_params["action"]
-        if action not in ("ban", "timeout"):
-            return api_error(404, f"Unknown moderation {action!r}; use ban or timeout.", "unknown_action")
-        user = body.get("user") if isinstance(body, dict) else None
-        if not isinstance(user, str) or not user.strip() or len(user) > 128:
-            return api_error(400, 'Say which user: {"user": NAME}.', "bad_request")
-        fields: dict[str, Any] = {"action": action, "user": user.strip()}
-        if action == "timeout":
-            d = body.get("duration_s", 600)
-            if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 < d <= 14 * 86400:
-                return api_error(
-                    400, "'duration_s' must be seconds, more than 0 and at most 14 days.", "bad_request"
-                )
-            fields["duration_s"] = d
-        await client.request("moderate", **fields)
-        return JSONResponse({"ok": True, "action": action, "user": user.strip()})
+    async def moderate(self, request: Request) -> Response:
+        hint = 'The body must be JSON: {"user": NAME[, "duration_s": N]}.'
+        body = await read_json(request, hint, "bad_json")
+        fields = moderation(request.path_params["action"], body)
+        await self.client.request("moderate", **fields)
+        return JSONResponse({"ok": True, "action": fields["action"], "user": fields["user"]})
 
-    @auth
-    async def held(request: Request) -> Response:
-        return JSONResponse(await client.request("held"))
+    async def held(self, request: Request) -> Response:
+        return JSONResponse(await self.client.request("held"))
 
-    @auth
-    async def decide(request: Request) -> Response:
+    async def decide(self, request: Request) -> Response:
         """Approve or reject a line held for a moderator (``[chat] approval``)."""
         op, job = request.path_params["decision"], request.path_params["job"]
         if op not in ("approve", "reject"):
-            return api_error(404, f"Unknown decision {op!r}; use approve or reject.", "unknown_action")
-        reply = await client.request(op, id=job)
+            raise Refused(404, f"Unknown decision {op!r}; use approve or reject.", "unknown_action")
+        reply = await self.client.request(op, id=job)
         return JSONResponse({"ok": True, "decision": op, "job": reply.get("job", job)})
 
-    async def socket(ws: WebSocket) -> None:
+    async def live_socket(self, ws: WebSocket) -> None:
+        """``/api/live``: the token as the first message, then :func:`_serve_live`."""
         await ws.accept()
-        try:
-            first = await asyncio.wait_for(ws.receive_text(), LOGIN_TIMEOUT_S)
-            token = json.loads(first).get("token")
-        except (asyncio.TimeoutError, ValueError, AttributeError, WebSocketDisconnect, KeyError):
-            token = None
-        if not isinstance(token, str) or not check(f"Bearer {token}"):
+        if not await self._login(ws):
             with contextlib.suppress(Exception):
                 await ws.send_text(json.dumps({"type": "error", "code": "invalid_api_key",
                                                "message": "Wrong token."}))  # fmt: skip
                 await ws.close(code=4401)
             return
-        await _serve_live(ws, client, feed, live)
+        await _serve_live(ws, self.client, self.feed, self.live)
 
-    def page(name: str) -> Callable[[Request], Awaitable[Response]]:
-        async def serve(request: Request) -> Response:
-            return FileResponse(STATIC / name, headers={"Cache-Control": "no-store"})
+    async def _login(self, ws: WebSocket) -> bool:
+        try:
+            first = await asyncio.wait_for(ws.receive_text(), LOGIN_TIMEOUT_S)
+            token = json.loads(first).get("token")
+        except (asyncio.TimeoutError, ValueError, AttributeError, WebSocketDisconnect, KeyError):
+            token = None
+        return isinstance(token, str) and self.check(f"Bearer {token}")
 
-        return serve
 
+def moderation(action: str, body: Any) -> dict[str, Any]:
+    """The ``moderate`` request's fields for ``POST /api/moderate/ACTION`` with this JSON body;
+    :class:`~ishowttsd.web.errors.Refused` says what is wrong."""
+    if action not in ("ban", "timeout"):
+        raise Refused(404, f"Unknown moderation {action!r}; use ban or timeout.", "unknown_action")
+    user = body.get("user") if isinstance(body, dict) else None
+    if not isinstance(user, str) or not user.strip() or len(user) > 128:
+        raise Refused(400, 'Say which user: {"user": NAME}.', "bad_request")
+    fields: dict[str, Any] = {"action": action, "user": user.strip()}
+    if action == "timeout":
+        d = body.get("duration_s", 600)
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 < d <= 14 * 86400:
+            why = "'duration_s' must be seconds, more than 0 and at most 14 days."
+            raise Refused(400, why, "bad_request")
+        fields["duration_s"] = d
+    return fields
+
+
+def page(name: str) -> Endpoint:
+    """A static page, never cached (it has no data in it: the data comes from ``/api``)."""
+
+    async def serve(request: Request) -> Response:
+        return FileResponse(STATIC / name, headers={"Cache-Control": "no-store"})
+
+    return serve
+
+
+def routes(client: DaemonClient, feed: Feed | None, check: TokenCheck, live: Live) -> list[BaseRoute]:
+    """The dashboard's pages and ``/api`` control routes, to be mounted at the gateway's root."""
+    d = Dashboard(client, feed, check, live)
+    auth = authorized(check)
     return [
         Route("/", page("index.html"), methods=["GET"]),
         Route("/studio", page("studio.html"), methods=["GET"]),
         Mount("/static/dashboard", app=StaticFiles(directory=STATIC), name="dashboard-static"),
-        Route("/api/control/{action}", control, methods=["POST"]),
-        Route("/api/status", status, methods=["GET"]),
-        Route("/api/queue", queue, methods=["GET"]),
-        Route("/api/queue/{job}", remove, methods=["DELETE"]),
-        Route("/api/history", history, methods=["GET"]),
-        Route("/api/moderate/{action}", moderate, methods=["POST"]),
-        Route("/api/held", held, methods=["GET"]),
-        Route("/api/held/{job}/{decision}", decide, methods=["POST"]),
-        WebSocketRoute("/api/live", socket),
+        Route("/api/control/{action}", auth(d.control), methods=["POST"]),
+        Route("/api/status", auth(d.status), methods=["GET"]),
+        Route("/api/queue", auth(d.queue), methods=["GET"]),
+        Route("/api/queue/{job}", auth(d.remove), methods=["DELETE"]),
+        Route("/api/history", auth(d.history), methods=["GET"]),
+        Route("/api/moderate/{action}", auth(d.moderate), methods=["POST"]),
+        Route("/api/held", auth(d.held), methods=["GET"]),
+        Route("/api/held/{job}/{decision}", auth(d.decide), methods=["POST"]),
+        WebSocketRoute("/api/live", d.live_socket),
     ]
 
 

@@ -40,6 +40,30 @@ def error(
     return JSONResponse(error_body(status, message, code, param), status_code=status, headers=headers)
 
 
+class Refused(Exception):
+    """A request a route turns down: raised by its checks, answered by the route's guard
+    (:func:`ishowttsd.web.guard.guarded`) with :meth:`response`, so a check can live in a helper
+    instead of returning early from the endpoint."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
+        self.headers = headers
+
+    def response(self) -> JSONResponse:
+        return error(self.status, self.message, self.code, self.param, self.headers)
+
+
 def unauthorized() -> JSONResponse:
     return error(
         401,
@@ -49,4 +73,4 @@ def unauthorized() -> JSONResponse:
     )
 
 
-__all__ = ["error", "error_body", "unauthorized"]
+__all__ = ["Refused", "error", "error_body", "unauthorized"]

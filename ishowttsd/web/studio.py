@@ -30,7 +30,9 @@ from ishowttsd.engine.f5.settings import VoiceSettings
 from ishowttsd.voices import VoiceError
 from ishowttsd.voices.prepare import MAX_UPLOAD_BYTES, Prepared, prepare
 from ishowttsd.voices.store import VoiceStore, check_id, check_language, check_text
-from ishowttsd.web.dashboard import TokenCheck, api_error, authorized
+from ishowttsd.web.dashboard import daemon_error
+from ishowttsd.web.errors import Refused, error
+from ishowttsd.web.guard import TokenCheck, guarded, read_json
 
 _log = log.get(__name__)
 
@@ -52,12 +54,8 @@ NEEDS_F5 = (
 )
 
 
-def _status_for(e: VoiceError) -> int:
-    return 404 if e.code == "unknown_voice" else 400
-
-
 def voice_error(e: VoiceError) -> JSONResponse:
-    return api_error(_status_for(e), e.message, e.code)
+    return error(404 if e.code == "unknown_voice" else 400, e.message, e.code)
 
 
 def _clip_seconds(v: VoiceSettings) -> float | None:
@@ -131,120 +129,69 @@ class Studio:
             return await run_in_threadpool(transcribe, p.samples, p.rate)
 
 
-async def _form(request: Request) -> tuple[dict[str, str], UploadFile | None] | JSONResponse:
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-        size = f"{int(length) / 2**20:.1f} MiB"
-        return api_error(400, f"The file is too large ({size}); the limit is {MAX_UPLOAD_BYTES >> 20} MiB.",
-                         "too_large")  # fmt: skip
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        return api_error(400, "Send the recording as multipart/form-data with a 'file' field.", "bad_request")
-    try:
-        form = await request.form(max_files=1, max_fields=8, max_part_size=16 * 1024)
-    except Exception as e:  # malformed multipart (python-multipart / Starlette raise several types)
-        return api_error(400, f"The upload could not be read as a form: {e}", "bad_request")
-    fields = {k: v for k, v in form.items() if isinstance(v, str)}
-    upload = form.get("file")
-    return fields, upload if isinstance(upload, UploadFile) else None
+class StudioApi:
+    """The studio's endpoints, one method each. Their checks raise
+    :class:`~ishowttsd.web.errors.Refused` or :class:`~ishowttsd.voices.VoiceError`; the guard in
+    :func:`routes` answers both, the token and the daemon's errors."""
 
+    def __init__(self, studio: Studio) -> None:
+        self.studio = studio
+        self.client = studio.client
 
-def routes(studio: Studio, check: TokenCheck) -> list[BaseRoute]:
-    auth = authorized(check)
-    client = studio.client
+    async def listing(self, request: Request) -> Response:
+        return JSONResponse(await self.studio.listing())
 
-    @auth
-    async def listing(request: Request) -> Response:
-        return JSONResponse(await studio.listing())
-
-    @auth
-    async def transcribe(request: Request) -> Response:
+    async def transcribe(self, request: Request) -> Response:
         """Prepare an upload and write its transcript, saving nothing (the page's first step)."""
-        got = await _form(request)
-        if isinstance(got, JSONResponse):
-            return got
-        _fields, upload = got
-        if upload is None:
-            return api_error(400, "No recording: send it in the 'file' field.", "bad_request")
-        try:
-            p = await studio.prepared(upload)
-        except VoiceError as e:
-            return voice_error(e)
-        text = await studio.transcribe(p)
+        _fields, upload = await _form(request)
+        p = await self.studio.prepared(_recording(upload))
+        text = await self.studio.transcribe(p)
         return JSONResponse({"ref_text": text, **_facts(p)})
 
-    @auth
-    async def create(request: Request) -> Response:
-        got = await _form(request)
-        if isinstance(got, JSONResponse):
-            return got
-        fields, upload = got
-        try:
-            vid = check_id(fields.get("id", "").strip())
-            language = check_language(fields.get("language"))
-            if vid in await studio.taken() or studio.store.get(vid) is not None:
-                raise VoiceError("exists", f"A voice named {vid!r} already exists; pick another name.")
-            if upload is None:
-                return api_error(400, "No recording: send it in the 'file' field.", "bad_request")
-            p = await studio.prepared(upload)
-            text = fields.get("ref_text", "").strip()
-            transcribed = not text
-            if transcribed:
-                text = await studio.transcribe(p)
-                if not text:
-                    raise VoiceError(
-                        "bad_text", "Whisper heard no words in the recording; type what it says."
-                    )
-            check_text(text)
-            v = studio.store.save(vid, p.wav_bytes(), text, seconds=p.seconds, language=language,
-                                  transcribed=transcribed, taken=await studio.taken())  # fmt: skip
-        except VoiceError as e:
-            return voice_error(e)
-        reloaded = await _reload(client)
+    async def create(self, request: Request) -> Response:
+        fields, upload = await _form(request)
+        vid = check_id(fields.get("id", "").strip())
+        language = check_language(fields.get("language"))
+        if vid in await self.studio.taken() or self.studio.store.get(vid) is not None:
+            raise VoiceError("exists", f"A voice named {vid!r} already exists; pick another name.")
+        p = await self.studio.prepared(_recording(upload))
+        text, transcribed = await self._ref_text(fields, p)
+        v = self.studio.store.save(vid, p.wav_bytes(), text, seconds=p.seconds, language=language,
+                                   transcribed=transcribed, taken=await self.studio.taken())  # fmt: skip
+        reloaded = await _reload(self.client)
         _log.info("voice saved", voice=vid, seconds=round(p.seconds, 2), transcribed=transcribed)
-        return JSONResponse(
-            {
-                **v.to_json(),
-                **_facts(p),
-                "usable": vid in reloaded.get("voices", []),
-                "voices": reloaded.get("voices"),
-            },
-            status_code=201,
-        )
+        body = {**v.to_json(), **_facts(p), "usable": vid in reloaded.get("voices", []),
+                "voices": reloaded.get("voices")}  # fmt: skip
+        return JSONResponse(body, status_code=201)
 
-    @auth
-    async def delete(request: Request) -> Response:
+    async def _ref_text(self, fields: dict[str, str], p: Prepared) -> tuple[str, bool]:
+        """The transcript the form gave, else Whisper's; and whether it is Whisper's."""
+        text = fields.get("ref_text", "").strip()
+        transcribed = not text
+        if transcribed:
+            text = await self.studio.transcribe(p)
+            if not text:
+                raise VoiceError("bad_text", "Whisper heard no words in the recording; type what it says.")
+        check_text(text)
+        return text, transcribed
+
+    async def delete(self, request: Request) -> Response:
         vid = request.path_params["voice"]
-        if vid in studio.configured:
-            return api_error(400, f"Voice {vid!r} is defined in the configuration file; remove it there.",
-                             "config_voice")  # fmt: skip
-        try:
-            studio.store.delete(vid)
-        except VoiceError as e:
-            return voice_error(e)
-        reloaded = await _reload(client)
+        if vid in self.studio.configured:
+            raise Refused(400, f"Voice {vid!r} is defined in the configuration file; remove it there.",
+                          "config_voice")  # fmt: skip
+        self.studio.store.delete(vid)
+        reloaded = await _reload(self.client)
         return JSONResponse({"ok": True, "deleted": vid, "voices": reloaded.get("voices")})
 
-    @auth
-    async def preview(request: Request) -> Response:
+    async def preview(self, request: Request) -> Response:
         vid = request.path_params["voice"]
-        text = SAMPLE_LINE
-        if await request.body():
-            try:
-                body = await request.json()
-            except ValueError:
-                return api_error(400, 'The body must be JSON: {"text": LINE} (or empty).', "bad_json")
-            t = body.get("text") if isinstance(body, dict) else None
-            if t is not None:
-                if not isinstance(t, str) or not t.strip() or len(t) > MAX_PREVIEW_CHARS:
-                    return api_error(
-                        400, f"'text' must be 1 to {MAX_PREVIEW_CHARS} characters.", "bad_request"
-                    )
-                text = t
-        if studio.store.get(vid) is not None and vid not in {v.id for v in await client.voices()}:
-            return api_error(400, f"Voice {vid!r} is saved but not loaded: {NEEDS_F5}", "needs_f5")
+        text = await _preview_text(request)
+        if self.studio.store.get(vid) is not None and vid not in {v.id for v in await self.client.voices()}:
+            raise Refused(400, f"Voice {vid!r} is saved but not loaded: {NEEDS_F5}", "needs_f5")
         chunks: list[bytes] = []
         rate = 0
-        async with client.say(text, voice=vid, play=False) as speech:
+        async with self.client.say(text, voice=vid, play=False) as speech:
             await speech.accepted()
             async for frame in speech:
                 rate = frame.rate or rate
@@ -252,28 +199,65 @@ def routes(studio: Studio, check: TokenCheck) -> list[BaseRoute]:
         return Response(_wav(b"".join(chunks), rate or 24000), media_type="audio/wav",
                         headers={"Cache-Control": "no-store"})  # fmt: skip
 
-    @auth
-    async def default(request: Request) -> Response:
-        try:
-            body = await request.json()
-        except ValueError:
-            return api_error(
-                400, 'The body must be JSON: {"voice": ID} (null: the configured default).', "bad_json"
-            )
+    async def set_default(self, request: Request) -> Response:
+        hint = 'The body must be JSON: {"voice": ID} (null: the configured default).'
+        body = await read_json(request, hint, "bad_json")
         voice = body.get("voice") if isinstance(body, dict) else None
         if voice is not None and not isinstance(voice, str):
-            return api_error(400, "'voice' must be a voice id or null.", "bad_request")
+            raise Refused(400, "'voice' must be a voice id or null.", "bad_request")
         args: dict[str, Any] = {"voice": voice}
-        reply = await client.request("default_voice", **args)
+        reply = await self.client.request("default_voice", **args)
         return JSONResponse({"ok": True, "default": reply.get("voice")})
 
+
+async def _form(request: Request) -> tuple[dict[str, str], UploadFile | None]:
+    """An upload's form fields and its file (None when the form has none)."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+        size = f"{int(length) / 2**20:.1f} MiB"
+        raise Refused(400, f"The file is too large ({size}); the limit is {MAX_UPLOAD_BYTES >> 20} MiB.",
+                      "too_large")  # fmt: skip
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise Refused(400, "Send the recording as multipart/form-data with a 'file' field.", "bad_request")
+    try:
+        form = await request.form(max_files=1, max_fields=8, max_part_size=16 * 1024)
+    except Exception as e:  # malformed multipart (python-multipart / Starlette raise several types)
+        raise Refused(400, f"The upload could not be read as a form: {e}", "bad_request") from None
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    upload = form.get("file")
+    return fields, upload if isinstance(upload, UploadFile) else None
+
+
+def _recording(upload: UploadFile | None) -> UploadFile:
+    if upload is None:
+        raise Refused(400, "No recording: send it in the 'file' field.", "bad_request")
+    return upload
+
+
+async def _preview_text(request: Request) -> str:
+    """The line a preview speaks: the body's ``text``, or :data:`SAMPLE_LINE` (no body, no text)."""
+    if not await request.body():
+        return SAMPLE_LINE
+    body = await read_json(request, 'The body must be JSON: {"text": LINE} (or empty).', "bad_json")
+    t = body.get("text") if isinstance(body, dict) else None
+    if t is None:
+        return SAMPLE_LINE
+    if not isinstance(t, str) or not t.strip() or len(t) > MAX_PREVIEW_CHARS:
+        raise Refused(400, f"'text' must be 1 to {MAX_PREVIEW_CHARS} characters.", "bad_request")
+    return t
+
+
+def routes(studio: Studio, check: TokenCheck) -> list[BaseRoute]:
+    """The studio's ``/api/voices`` routes, to be mounted at the gateway's root."""
+    api = StudioApi(studio)
+    auth = guarded(check, {DaemonError: daemon_error, VoiceError: voice_error})
     return [
-        Route("/api/voices", listing, methods=["GET"]),
-        Route("/api/voices", create, methods=["POST"]),
-        Route("/api/voices/transcribe", transcribe, methods=["POST"]),
-        Route("/api/voices/default", default, methods=["PUT"]),
-        Route("/api/voices/{voice}", delete, methods=["DELETE"]),
-        Route("/api/voices/{voice}/preview", preview, methods=["POST"]),
+        Route("/api/voices", auth(api.listing), methods=["GET"]),
+        Route("/api/voices", auth(api.create), methods=["POST"]),
+        Route("/api/voices/transcribe", auth(api.transcribe), methods=["POST"]),
+        Route("/api/voices/default", auth(api.set_default), methods=["PUT"]),
+        Route("/api/voices/{voice}", auth(api.delete), methods=["DELETE"]),
+        Route("/api/voices/{voice}/preview", auth(api.preview), methods=["POST"]),
     ]
 
 
