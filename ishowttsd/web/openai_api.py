@@ -30,7 +30,8 @@ from ishowttsd import log
 from ishowttsd.client.aio import DaemonError, DaemonUnreachable, PcmFrame, Speech, Voice
 from ishowttsd.web.app import Gateway
 from ishowttsd.web.audio import FORMATS, Encoder
-from ishowttsd.web.errors import error, unauthorized
+from ishowttsd.web.errors import Refused, error
+from ishowttsd.web.guard import guarded, read_json
 
 _log = log.get(__name__)
 
@@ -78,11 +79,11 @@ STATUS = {
 """Daemon error/drop codes → HTTP status and the request field at fault; others are 500."""
 
 
-class BadRequest(Exception):
+class BadRequest(Refused):
+    """A field of the request is wrong: 400 ``invalid_value`` naming it (``param``)."""
+
     def __init__(self, message: str, param: str | None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
+        super().__init__(400, message, "invalid_value", param)
 
 
 @dataclass(frozen=True)
@@ -157,30 +158,72 @@ def _daemon_error(e: DaemonError) -> Response:
     return error(status, message, e.code, param, headers)
 
 
-def routes(gw: Gateway) -> Sequence[BaseRoute]:
-    voices_cache = _Voices()
-    max_chars = gw.settings.queue.max_text_chars
-    busy = [0]  # speech responses in progress (one event loop: no lock needed)
-    ready_at = [-math.inf]  # when the daemon last said it was ready
+class SpeechApi:
+    """The OpenAI-compatible endpoints, one method each, and what they share: the daemon's voices
+    (reused for a few seconds), its last ``ready`` pong, the count of speech responses in progress
+    (one event loop: no lock needed). Their checks raise :class:`BadRequest` or
+    :class:`~ishowttsd.web.errors.Refused`; the guard in :func:`routes` answers them, the token and
+    the daemon's errors (:func:`_daemon_error`)."""
 
-    async def ready() -> bool:
-        if time.monotonic() - ready_at[0] < READY_TTL_S:
-            return True
-        if (await gw.daemon.ping(PING_TIMEOUT_S)).get("ready"):
-            ready_at[0] = time.monotonic()
-            return True
-        return False
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+        self.daemon = gw.daemon
+        self._voices = _Voices()
+        self._busy = 0
+        self._ready_at = -math.inf
 
-    def release() -> None:
-        busy[0] -= 1
+    async def speech(self, request: Request) -> Response:
+        t0 = time.perf_counter()
+        body = await read_json(request, "the body must be JSON", "invalid_json")
+        p = parse_speech(body, self.gw.settings.queue.max_text_chars)
+        await self._check_ready()
+        voice = await self._resolve_voice(p.voice)
+        self._take_slot()
+        t_prep = time.perf_counter()
+        response = SpeechResponse(
+            self.daemon.say(p.input, voice=voice, play=False),
+            Encoder(p.response_format, p.speed),
+            self._release,
+        )
+        await response.start()
+        # What the gateway spent before the audio, and the wait for it (a client can subtract).
+        t_first = time.perf_counter()
+        response.headers["Server-Timing"] = (
+            f"prep;dur={(t_prep - t0) * 1000:.2f}, first_audio;dur={(t_first - t_prep) * 1000:.2f}"
+        )
+        return response
 
-    async def resolve_voice(name: str | None) -> str | None:
+    async def models(self, request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [_model(m) for m in MODELS]})
+
+    async def model(self, request: Request) -> Response:
+        name = request.path_params["model"]
+        if name not in MODELS:
+            raise Refused(404, f"no model {name!r}; models: {', '.join(MODELS)}", "model_not_found", "model")
+        return JSONResponse(_model(name))
+
+    async def voices(self, request: Request) -> Response:
+        vs = await self._voices.get(self.gw, fresh=True)
+        default = next((v.id for v in vs if v.default), None)
+        return JSONResponse({"voices": [v.id for v in vs], "default": default})
+
+    async def _check_ready(self) -> None:
+        """Refuse (503) while the daemon warms up; a ``ready`` pong is trusted for READY_TTL_S."""
+        if time.monotonic() - self._ready_at < READY_TTL_S:
+            return
+        if not (await self.daemon.ping(PING_TIMEOUT_S)).get("ready"):
+            raise Refused(503, "the speech engine is warming up; try again shortly", "warming_up",
+                          headers={"Retry-After": "5"})  # fmt: skip
+        self._ready_at = time.monotonic()
+
+    async def _resolve_voice(self, name: str | None) -> str | None:
+        """The daemon's voice of that name; None (the default voice) for none or an OpenAI name."""
         if name is None:
             return None
-        voices = await voices_cache.get(gw)
+        voices = await self._voices.get(self.gw)
         ids = {v.id for v in voices}
         if name not in ids:
-            voices = await voices_cache.get(gw, fresh=True)  # a voice added a moment ago
+            voices = await self._voices.get(self.gw, fresh=True)  # a voice added a moment ago
             ids = {v.id for v in voices}
         if name in ids:
             return name
@@ -191,83 +234,27 @@ def routes(gw: Gateway) -> Sequence[BaseRoute]:
             f"unknown voice {name!r}; voices: {known} (OpenAI's names mean the default voice)", "voice"
         )
 
-    async def speech(request: Request) -> Response:
-        t0 = time.perf_counter()
-        if not gw.keys.bearer_ok(request.headers.get("authorization")):
-            return unauthorized()
-        try:
-            body = await request.json()
-        except ValueError:
-            return error(400, "the body must be JSON", "invalid_json")
-        try:
-            p = parse_speech(body, max_chars)
-            if not await ready():
-                return error(503, "the speech engine is warming up; try again shortly", "warming_up",
-                             headers={"Retry-After": "5"})  # fmt: skip
-            voice = await resolve_voice(p.voice)
-        except BadRequest as e:
-            return error(400, e.message, "invalid_value", e.param)
-        except DaemonError as e:
-            return _daemon_error(e)
-        limit = gw.settings.web.max_speech_requests
-        if busy[0] >= limit:
+    def _take_slot(self) -> None:
+        """One of ``[web] max_speech_requests`` responses in progress, or 429."""
+        limit = self.gw.settings.web.max_speech_requests
+        if self._busy >= limit:
             why = f"{limit} speech requests are in progress; try again shortly"
-            return error(429, why, "too_many_requests", headers={"Retry-After": "1"})
-        busy[0] += 1
-        t_prep = time.perf_counter()
-        job = gw.daemon.say(p.input, voice=voice, play=False)
-        response = SpeechResponse(
-            job, Encoder(p.response_format, p.speed), lambda: busy.__setitem__(0, busy[0] - 1)
-        )
-        try:
-            # The status waits for the first audio, so a refusal still gets its own status code.
-            await job.__aenter__()
-            await job.accepted()
-            response.first = await anext(job)
-        except StopAsyncIteration:  # done with no audio at all (cannot happen with real text)
-            await response.cleanup()
-            return error(500, "synthesis produced no audio", "no_audio")
-        except DaemonError as e:
-            await response.cleanup()
-            return _daemon_error(e)
-        except BaseException:
-            await response.cleanup()
-            raise
-        # What the gateway spent before the audio, and the wait for it (a client can subtract).
-        t_first = time.perf_counter()
-        response.headers["Server-Timing"] = (
-            f"prep;dur={(t_prep - t0) * 1000:.2f}, first_audio;dur={(t_first - t_prep) * 1000:.2f}"
-        )
-        return response
+            raise Refused(429, why, "too_many_requests", headers={"Retry-After": "1"})
+        self._busy += 1
 
-    async def models(request: Request) -> Response:
-        if not gw.keys.bearer_ok(request.headers.get("authorization")):
-            return unauthorized()
-        return JSONResponse({"object": "list", "data": [_model(m) for m in MODELS]})
+    def _release(self) -> None:
+        self._busy -= 1
 
-    async def model(request: Request) -> Response:
-        if not gw.keys.bearer_ok(request.headers.get("authorization")):
-            return unauthorized()
-        name = request.path_params["model"]
-        if name not in MODELS:
-            return error(404, f"no model {name!r}; models: {', '.join(MODELS)}", "model_not_found", "model")
-        return JSONResponse(_model(name))
 
-    async def voices(request: Request) -> Response:
-        if not gw.keys.bearer_ok(request.headers.get("authorization")):
-            return unauthorized()
-        try:
-            vs = await voices_cache.get(gw, fresh=True)
-        except DaemonError as e:
-            return _daemon_error(e)
-        default = next((v.id for v in vs if v.default), None)
-        return JSONResponse({"voices": [v.id for v in vs], "default": default})
-
+def routes(gw: Gateway) -> Sequence[BaseRoute]:
+    """The ``/v1`` routes, to be mounted at the gateway's root."""
+    api = SpeechApi(gw)
+    auth = guarded(gw.keys.bearer_ok, {DaemonError: _daemon_error})
     return [
-        Route("/v1/audio/speech", speech, methods=["POST"]),
-        Route("/v1/models", models, methods=["GET"]),
-        Route("/v1/models/{model}", model, methods=["GET"]),
-        Route("/v1/audio/voices", voices, methods=["GET"]),
+        Route("/v1/audio/speech", auth(api.speech), methods=["POST"]),
+        Route("/v1/models", auth(api.models), methods=["GET"]),
+        Route("/v1/models/{model}", auth(api.model), methods=["GET"]),
+        Route("/v1/audio/voices", auth(api.voices), methods=["GET"]),
     ]
 
 
@@ -297,6 +284,20 @@ class SpeechResponse(StreamingResponse):
         finally:
             await self.cleanup()
 
+    async def start(self) -> None:
+        """Send the job and wait for its first audio, so that a refusal still gets its own status
+        code (raised: a :class:`DaemonError`). However it fails, :meth:`cleanup` has run."""
+        try:
+            await self.job.__aenter__()
+            await self.job.accepted()
+            self.first = await anext(self.job)
+        except StopAsyncIteration:  # done with no audio at all (cannot happen with real text)
+            await self.cleanup()
+            raise Refused(500, "synthesis produced no audio", "no_audio") from None
+        except BaseException:
+            await self.cleanup()
+            raise
+
     async def cleanup(self) -> None:
         if self._release is None:
             return
@@ -325,4 +326,4 @@ class SpeechResponse(StreamingResponse):
             raise
 
 
-__all__ = ["MODELS", "OPENAI_VOICES", "BadRequest", "SpeechParams", "parse_speech", "routes"]
+__all__ = ["MODELS", "OPENAI_VOICES", "BadRequest", "SpeechApi", "SpeechParams", "parse_speech", "routes"]
