@@ -23,6 +23,11 @@ import numpy as np
 import tomlkit
 import zmq
 
+try:  # imported both as ``support`` (beside the tests) and as ``tests.support``
+    from waits import wait_until
+except ImportError:  # pragma: no cover
+    from tests.waits import wait_until
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -85,6 +90,23 @@ def base_settings(d: Path) -> dict[str, Any]:
     }
 
 
+PROBE = "join-probe-"
+"""The message id of the probes that show a SUB has joined the daemon's PUB (no chat line has it)."""
+
+
+def wait_joined(pub: zmq.Socket[Any], timeout_s: float = 30.0) -> None:
+    """Wait until a subscriber's subscription has reached this XPUB (again, after a restart).
+
+    A PUB drops what it sends before the subscription arrives (ZeroMQ's slow joiner); an XPUB
+    receives the subscription itself (``\\x01`` + topic; ``\\x00`` when a subscriber went away),
+    so after this, what it sends is delivered."""
+
+    def subscribed() -> bool:
+        return bool(pub.poll(100)) and pub.recv()[:1] == b"\x01"
+
+    wait_until(subscribed, timeout_s, "a subscriber to join this PUB", poll_s=0)
+
+
 @dataclass
 class Events:
     """A SUB on the daemon's PUB socket, collecting events and PCM frames as they arrive."""
@@ -92,6 +114,8 @@ class Events:
     sock: zmq.Socket[Any]
     events: list[dict[str, Any]] = field(default_factory=list)
     pcm: dict[str, list[tuple[dict[str, Any], bytes]]] = field(default_factory=dict)
+    probes: int = 0
+    """Join probes heard (:meth:`Daemon.wait_subscribed`); kept out of :attr:`events`."""
 
     def pump(self, timeout_s: float = 0.05) -> None:
         deadline = time.monotonic() + timeout_s
@@ -105,7 +129,11 @@ class Events:
                 except zmq.Again:
                     break
                 if frames[0] == b"event":
-                    self.events.append(json.loads(frames[1]))
+                    ev = json.loads(frames[1])
+                    if ev.get("event") == "moderation" and str(ev.get("id", "")).startswith(PROBE):
+                        self.probes += 1
+                    else:
+                        self.events.append(ev)
                 elif frames[0].startswith(b"pcm"):
                     hdr = json.loads(frames[1])
                     self.pcm.setdefault(hdr["job"], []).append((hdr, frames[2]))
@@ -157,14 +185,49 @@ class Daemon:
             )
 
     # -- sockets ------------------------------------------------------------------------------------
-    def subscribe(self, topic: bytes = b"") -> Events:
+    def subscribe(self, topic: bytes = b"", joined: bool = True) -> Events:
+        """A SUB on the PUB; with ``joined``, it hears everything the daemon publishes from now on."""
         s = self.ctx.socket(zmq.SUB)
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.RCVHWM, 0)
         s.setsockopt(zmq.SUBSCRIBE, topic)
         s.connect(self.pcm_endpoint)
         self._socks.append(s)
-        return Events(s)
+        ev = Events(s)
+        if joined:
+            self.wait_subscribed(ev, topic)
+        return ev
+
+    def wait_subscribed(self, ev: Events, topic: bytes = b"", timeout_s: float = 30.0) -> None:
+        """Wait until ``ev``'s subscription has reached the daemon's PUB (after a connect or a restart).
+
+        A SUB hears nothing published before its subscription arrives (ZeroMQ's slow joiner). The
+        daemon publishes a ``moderation`` event for a moderator's delete, even of a message id that
+        no chat line has: send such probes until this SUB hears one. It touches no job; the probes
+        are kept out of ``ev.events``."""
+        extra = not b"event".startswith(topic)  # a pcm-only SUB hears the probe on "event" meanwhile
+        if extra:
+            ev.sock.setsockopt(zmq.SUBSCRIBE, b"event")
+        ctl = self.dealer()
+        heard = ev.probes
+        sent = 0
+
+        def probe_heard() -> bool:
+            nonlocal sent
+            ctl.send(json.dumps({"op": "moderate", "action": "delete", "id": f"{PROBE}{sent}"}).encode())
+            sent += 1
+            until = time.monotonic() + 0.1
+            while ev.probes == heard and time.monotonic() < until:
+                ev.pump(0.005)
+            while ctl.poll(0):
+                ctl.recv_multipart()
+            return ev.probes > heard
+
+        wait_until(
+            probe_heard, timeout_s, "a SUB to join the daemon's PUB", lambda: self.log_text()[-3000:], 0
+        )
+        if extra:
+            ev.sock.setsockopt(zmq.UNSUBSCRIBE, b"event")
 
     def dealer(self) -> zmq.Socket[Any]:
         s = self.ctx.socket(zmq.DEALER)
@@ -173,13 +236,17 @@ class Daemon:
         self._socks.append(s)
         return s
 
-    def bot(self) -> zmq.Socket[Any]:
-        """A chat bot's PUB, connected to our ingest SUB."""
-        s = self.ctx.socket(zmq.PUB)
+    def bot(self, joined: bool = True) -> zmq.Socket[Any]:
+        """A chat bot's PUB, connected to our ingest SUB; with ``joined``, once the daemon's
+        subscription has reached it (it is an XPUB, which sees that: :func:`wait_joined`)."""
+        s = self.ctx.socket(zmq.XPUB)
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.SNDHWM, 0)
+        s.setsockopt(zmq.XPUB_VERBOSE, 1)  # a restarted daemon's subscription is seen again
         s.connect(self.ingest)
         self._socks.append(s)
+        if joined:
+            wait_joined(s)
         return s
 
     def request(
@@ -194,21 +261,30 @@ class Daemon:
         return reply
 
     def wait_ready(self, timeout_s: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout_s
         s = self.dealer()
-        while time.monotonic() < deadline:
+
+        def ready() -> bool:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise AssertionError(f"daemon exited {self.proc.returncode}; log:\n{self.log_text()[-3000:]}")
             s.send(b'{"op": "ping"}')
-            if s.poll(500):
-                if json.loads(s.recv_multipart()[0]).get("ready"):
-                    return
-                time.sleep(0.1)
-        raise AssertionError(f"daemon not ready within {timeout_s}s; log:\n{self.log_text()[-3000:]}")
+            return bool(s.poll(500)) and bool(json.loads(s.recv_multipart()[0]).get("ready"))
+
+        wait_until(
+            ready, timeout_s, "the daemon to be ready", lambda: f"log:\n{self.log_text()[-3000:]}", 0.1
+        )
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def wait_log(self, needle: str, timeout_s: float = 10.0, count: int = 1) -> None:
+        """Wait until the daemon's log holds ``needle`` (at least ``count`` times)."""
+        wait_until(
+            lambda: self.log_text().count(needle) >= count,
+            timeout_s,
+            f"{needle!r} in the daemon log" + (f" {count} times" if count > 1 else ""),
+            lambda: self.log_text()[-3000:],
+        )
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None
