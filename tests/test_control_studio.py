@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from support import Daemon, collect_until_terminal, running_daemon
+from waits import wait_until
 
 SLOW = {"debug": {"chunk_delay_s": 1.0}, "queue": {"max_per_user": 10}}
 LONG = " ".join(f"Sentence {i} keeps the speaker busy for a while." for i in range(4))
@@ -18,21 +18,19 @@ def chat(bot: Any, text: str, user: str, mid: str) -> None:
 
 
 def wait_queue(d: Daemon, pred: Any, timeout_s: float = 20.0) -> dict[str, Any]:
-    end = time.monotonic() + timeout_s
-    q: dict[str, Any] = {}
-    while time.monotonic() < end:
-        q = d.request({"op": "queue"})
-        if pred(q):
-            return q
-        time.sleep(0.1)
-    raise AssertionError(f"queue never matched: {q}")
+    last: list[dict[str, Any]] = [{}]
+
+    def matched() -> dict[str, Any] | None:
+        last[0] = d.request({"op": "queue"})
+        return last[0] if pred(last[0]) else None
+
+    return wait_until(matched, timeout_s, "the queue to match", lambda: last[0], 0.1)
 
 
 def test_queue_clear_ban_history_and_default_voice() -> None:
     with running_daemon(SLOW) as d:
         ev = d.subscribe(b"event")
         bot = d.bot()
-        time.sleep(0.3)
         chat(bot, LONG, "alice", "m0")
         for i in range(3):
             chat(bot, f"Line number {i} from bob.", "bob", f"b{i}")
@@ -99,7 +97,6 @@ def test_queue_clear_ban_history_and_default_voice() -> None:
 def test_history_survives_a_restart_and_reload_does_not_disturb_speech() -> None:
     with running_daemon(SLOW) as d:
         ev = d.subscribe(b"event")
-        time.sleep(0.3)
         s = d.dealer()
         s.send(json.dumps({"op": "say", "text": LONG, "id": "long1"}).encode())
         ev.wait_for(lambda e: e.get("event") == "started" and e.get("job") == "long1")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 from asr import transcribe, wer
@@ -20,7 +19,6 @@ def test_chat_over_pub_comes_back_as_pcm_and_whisper_understands_it() -> None:
     with running_daemon() as d:
         ev = d.subscribe()
         bot = d.bot()
-        time.sleep(0.3)  # PUB/SUB joins are asynchronous: let both subscriptions settle
         for i, text in enumerate(SENTENCES):
             bot.send_multipart(
                 [b"chat", json.dumps({"text": text, "user": f"viewer{i}", "id": f"m{i}"}).encode()]

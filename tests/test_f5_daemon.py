@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from f5tiny import f5_doc
 from support import collect_until_terminal, running_daemon, short_tmpdir
+from waits import wait_until
 
 from ishowttsd import config
 from ishowttsd.engine.base import CancelToken
@@ -50,7 +51,6 @@ def test_f5_daemon_speaks_chat_lines_in_order_with_smooth_seams() -> None:
         assert [v["id"] for v in voices] == ["tiny", "tiny2"]
         ev = d.subscribe()
         bot = d.bot()
-        time.sleep(0.3)  # PUB/SUB joins are asynchronous
         for i, text in enumerate(LINES):
             bot.send_multipart([b"chat", json.dumps({"text": text, "user": f"v{i}", "id": f"m{i}"}).encode()])
         for text in LINES:
@@ -79,7 +79,6 @@ def test_f5_per_request_voice_and_stop_within_one_chunk() -> None:
     text = " ".join(f"Sentence number {i} is here to make this a long line." for i in range(20))
     with running_daemon(ov) as d:
         ev = d.subscribe()
-        time.sleep(0.3)
         s = d.dealer()
         s.send(json.dumps({"op": "say", "text": text, "voice": "tiny2", "id": "long"}).encode())
         started = ev.wait_for(lambda e: e.get("event") == "started" and e.get("job") == "long", 60)
@@ -128,14 +127,16 @@ def test_sighup_adds_a_voice_without_reloading_the_model() -> None:
         new["voices"] = [*ov["voices"], dict(ov["voices"][0], id="tiny3", ref_text="A third one.")]
         d.config.write_text(tomlkit.dumps(new))
         d.signal(signal.SIGHUP)
-        deadline = time.monotonic() + 30
-        ids: list[str] = []
-        while time.monotonic() < deadline:
+
+        def voices_with_tiny3() -> list[str] | None:
             ids = [v["id"] for v in d.request({"op": "voices"})["voices"]]
-            if "tiny3" in ids:
-                break
-            time.sleep(0.2)
-        assert ids == ["tiny", "tiny2", "tiny3"]
+            return ids if "tiny3" in ids else None
+
+        assert wait_until(voices_with_tiny3, 30, "the voice added by SIGHUP", poll_s=0.2) == [
+            "tiny",
+            "tiny2",
+            "tiny3",
+        ]
         s = d.dealer()
         s.send(json.dumps({"op": "say", "text": "New voice here.", "voice": "tiny3"}).encode())
         assert collect_until_terminal(s, 60)[-1]["event"] == "done"

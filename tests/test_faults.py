@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,6 +31,7 @@ from support import (
     running_daemon,
     short_tmpdir,
 )
+from waits import wait_until
 
 MARKERS = {"fail_marker": "FAILNOW", "oom_marker": "OOMNOW", "host_oom_marker": "HOSTOOM"}
 
@@ -58,13 +60,24 @@ def _pcm_complete(ev: Events, job: str) -> tuple[int, bool]:
     return len(frames), final and seqs == list(range(len(seqs)))
 
 
+def _wait_stream_closed(d: Daemon, out: Path) -> None:
+    """Wait until the daemon has closed its audio stream: ALSA's file plugin holds ``out`` open
+    while the stream is open and writes the last of it on close."""
+    assert d.proc is not None
+    fds = Path(f"/proc/{d.proc.pid}/fd")
+
+    def closed() -> bool:
+        return not any(os.path.realpath(f) == str(out) for f in fds.iterdir())
+
+    wait_until(closed, 10, f"the daemon to close its audio stream (writing {out})")
+
+
 # -- engine faults ---------------------------------------------------------------------------------
 
 
 def test_engine_exception_and_out_of_memory_fail_only_their_job() -> None:
     with running_daemon({"debug": MARKERS}) as d:
         ev = d.subscribe()
-        time.sleep(0.3)
         s = d.dealer()
         cases = [
             ("f1", "First sentence. FAILNOW is in this one.", "engine_error"),
@@ -117,7 +130,6 @@ def test_erroring_audio_device_fails_jobs_but_pcm_and_control_go_on() -> None:
     d0 = short_tmpdir()
     with running_daemon({"audio": {"sinks": ["alsa", "pcm"]}}, env=alsa_file_env(d0, "/dev/full"), d=d0) as d:
         ev = d.subscribe()
-        time.sleep(0.3)
         s = d.dealer()
         for i in range(3):
             _say(s, f"Line {i} for a broken speaker.", f"a{i}")
@@ -145,7 +157,7 @@ def test_audio_device_vanishing_then_returning() -> None:
         s = d.dealer()
         _say(s, "The speaker works.", "v1")
         assert _terminal_by_job(s, {"v1"})["v1"]["event"] == "done"
-        time.sleep(0.6)  # idle: the stream closes
+        _wait_stream_closed(d, out)  # idle_close_s
         assert out.stat().st_size > 0
         shutil.rmtree(dev)  # unplugged
         _say(s, "Nobody hears this.", "v2")
@@ -156,7 +168,7 @@ def test_audio_device_vanishing_then_returning() -> None:
         _say(s, "The speaker is back.", "v3")
         back = _terminal_by_job(s, {"v3"})["v3"]
         assert back["event"] == "done", back
-        time.sleep(0.6)
+        _wait_stream_closed(d, out)  # all it played is in the file
         played = out.stat().st_size // 2
         assert played >= int(back["audio_s"] * 22050 * 0.99), (played, back["audio_s"])
     record("audio_device_vanishes", missing_job=gone["code"], next_job="done", samples_played_after=played)
@@ -182,9 +194,9 @@ def test_pcm_subscribers_that_never_read_cost_bounded_memory() -> None:
             sub.setsockopt(zmq.RCVBUF, 4096)
             sub.setsockopt(zmq.SUBSCRIBE, b"pcm")
             sub.connect(d.pcm_endpoint)
+            d.wait_subscribed(Events(sub), b"pcm")
             stalled.append(sub)
         reader = d.subscribe(b"pcm")
-        time.sleep(0.5)
         s = d.dealer()
         text = " ".join(f"This is sentence number {i} of a long announcement." for i in range(6))
         rss: list[int] = []
@@ -309,9 +321,7 @@ def test_sigterm_during_startup_exits_cleanly_and_keeps_accepted_jobs(phase: str
         assert s.poll(5000)
         assert json.loads(s.recv_multipart()[0])["event"] == "queued"
         if phase == "warm-up":
-            while "debug warm-up delay" not in daemon.log_text():
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+            daemon.wait_log("debug warm-up delay", max(0.0, deadline - time.monotonic()))
         t0 = time.monotonic()
         daemon.signal(signal.SIGTERM)
         assert daemon.proc is not None

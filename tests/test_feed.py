@@ -4,10 +4,12 @@ keeps working across a daemon restart (real daemon, real ZeroMQ)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import time
 
 from ishowttsd.client.feed import Feed, FeedEvent, FeedItem, Link, PcmFrame, Subscription
-from tests.support import running_daemon
+from tests.support import PROBE, Daemon, running_daemon
 
 
 async def _until(sub: Subscription, pred: object, timeout_s: float = 30.0) -> list[FeedItem]:
@@ -19,6 +21,23 @@ async def _until(sub: Subscription, pred: object, timeout_s: float = 30.0) -> li
         got.append(item)
         if pred(item):  # type: ignore[operator]
             return got
+
+
+async def _joined(d: Daemon, reader: Subscription, timeout_s: float = 10.0) -> list[FeedItem]:
+    """Wait until the feed's subscription has reached the daemon's PUB (a SUB hears nothing sent
+    before it arrives): publish probes (a moderator's delete of an id no line has) until one is
+    heard; return everything read meanwhile."""
+    got: list[FeedItem] = []
+    deadline = time.monotonic() + timeout_s
+    probes = itertools.count()
+    while True:
+        assert time.monotonic() < deadline, f"the feed did not hear the daemon's PUB: {got}"
+        d.request({"op": "moderate", "action": "delete", "id": f"{PROBE}{next(probes)}"})
+        with contextlib.suppress(TimeoutError):
+            while True:
+                got.append(item := await asyncio.wait_for(reader.get(), 0.1))
+                if isinstance(item, FeedEvent) and item.name == "moderation":
+                    return got
 
 
 def _done(job: str) -> object:
@@ -33,7 +52,7 @@ def test_fan_out_bounded_and_across_a_daemon_restart() -> None:
                 reader = feed.subscribe()
                 stuck = feed.subscribe(maxsize=4)  # a consumer that never reads
                 seen = len(await _until(reader, lambda i: isinstance(i, Link) and i.up, 10))
-                await asyncio.sleep(0.3)  # the subscription reaches the PUB
+                seen += len(await _joined(d, reader))
                 job = d.request({"op": "say", "text": "One, two, three. Four, five, six."})["job"]
                 got = await _until(reader, _done(job))
                 frames = [i for i in got if isinstance(i, PcmFrame) and i.job == job]
@@ -55,7 +74,7 @@ def test_fan_out_bounded_and_across_a_daemon_restart() -> None:
                 d.start()
                 await _until(reader, lambda i: isinstance(i, Link) and i.up, 30)
                 d.wait_ready()
-                await asyncio.sleep(0.3)
+                await _joined(d, reader)
                 job = d.request({"op": "say", "text": "Back again."})["job"]
                 got = await _until(reader, _done(job))
                 assert any(isinstance(i, PcmFrame) and i.job == job and i.samples for i in got)

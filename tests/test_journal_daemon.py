@@ -17,6 +17,7 @@ from typing import Any
 
 from robust import record
 from support import Daemon, base_settings, deep_merge, short_tmpdir
+from waits import wait_until
 
 from ishowttsd.daemon.journal import Entry, Journal
 
@@ -66,7 +67,7 @@ def test_pause_queue_5_kill_9_damage_restart_speaks_what_was_recovered() -> None
     damaged_bytes = _damage_past_header(state / "journal.sqlite3", seed=16)
 
     second = Daemon(d, settings)
-    events = second.subscribe()
+    events = second.subscribe(joined=False)  # before the start: it hears the daemon's first events
     second.start()
     try:
         second.wait_ready()
@@ -112,7 +113,7 @@ def test_a_journal_locked_at_start_is_retried_and_lines_say_they_are_not_crash_s
     lock.execute("PRAGMA journal_mode=DELETE")  # a backup tool's exclusive lock, held across the start
     lock.execute("BEGIN EXCLUSIVE")
     daemon = Daemon(d, settings)
-    events = daemon.subscribe()
+    events = daemon.subscribe(joined=False)  # before the start: it hears the daemon's first events
     daemon.start()
     try:
         daemon.wait_ready()
@@ -136,6 +137,16 @@ def test_a_journal_locked_at_start_is_retried_and_lines_say_they_are_not_crash_s
         shutil.rmtree(d, ignore_errors=True)
 
 
+def _kept_pause(state: Path) -> str | None:
+    """The pause the journal keeps for the next start, read as the next start reads it."""
+    db = sqlite3.connect(f"file:{state / 'journal.sqlite3'}?mode=ro", uri=True)
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key = 'paused'").fetchone()
+    finally:
+        db.close()
+    return None if row is None else str(row[0])
+
+
 def test_pause_survives_a_clean_restart_and_resume_is_kept_too() -> None:
     d = short_tmpdir()
     settings = deep_merge(base_settings(d), SETTINGS)
@@ -145,11 +156,14 @@ def test_pause_survives_a_clean_restart_and_resume_is_kept_too() -> None:
         try:
             daemon.wait_ready()
             daemon.request({"op": "pause" if paused else "resume"})
-            time.sleep(0.6)  # the main loop writes the state within a turn (250 ms)
+            want = "1" if paused else "0"  # the main loop writes it within a turn (250 ms)
+            wait_until(
+                lambda want=want: _kept_pause(d / "state") == want, 10, f"paused={want} in the journal"
+            )
         finally:
             daemon.close()
         again = Daemon(d, settings)
-        events = again.subscribe()
+        events = again.subscribe(joined=False)  # before the start: it hears the daemon's first events
         again.start()
         try:
             again.wait_ready()

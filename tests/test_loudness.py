@@ -4,7 +4,6 @@ the keys, and the daemon's PCM at the target (``-s`` prints the measured figures
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import numpy as np
@@ -127,7 +126,6 @@ def test_the_daemon_publishes_levelled_speech_and_reports_it() -> None:
     with running_daemon({"audio": {"target_lufs": -23.0}}) as d:
         ev = d.subscribe()
         bot = d.bot()
-        time.sleep(0.3)
         bot.send_multipart([b"chat", json.dumps({"text": LINES[0], "user": "v", "id": "m1"}).encode()])
         done = ev.wait_for(lambda e: e.get("event") == "done", 60)
         ev.pump(0.3)

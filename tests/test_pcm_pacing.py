@@ -54,7 +54,6 @@ def timed(d: Daemon) -> Timed:
     ev = d.subscribe()
     t = Timed(ev.sock)
     t.arrivals = {}
-    time.sleep(0.3)  # the subscription reaches the PUB
     return t
 
 
@@ -95,7 +94,6 @@ def test_audio_leaves_in_real_time_and_done_means_heard(daemon: Daemon) -> None:
 def test_delete_while_queued_never_sounds_and_skip_cuts_at_once(daemon: Daemon) -> None:
     ev = timed(daemon)
     bot = daemon.bot()
-    time.sleep(0.5)  # slow joiner: the daemon's SUB subscribes to our PUB
     bot.send_multipart([b"chat", json.dumps({"text": LINE, "user": "first", "id": "m-1"}).encode()])
     bot.send_multipart(
         [b"chat", json.dumps({"text": "I must never be heard.", "user": "x", "id": "m-2"}).encode()]

@@ -78,7 +78,6 @@ def _control_jobs(events: list[dict[str, Any]], name: str) -> list[dict[str, Any
 def _speak_file(text: str, overrides: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     with running_daemon(overrides) as d:
         sub = d.subscribe(b"event")
-        time.sleep(0.3)  # the SUB's subscription reaches the daemon
         out = d.dir / "book.wav"
         cmd = [sys.executable, "-m", "ishowttsd.cli.say", "--endpoint", d.control, "--wait", "-o", str(out)]
         t0 = time.monotonic()
