@@ -66,7 +66,9 @@ def test_quant_resolves_per_device() -> None:
     assert resolve_quant(FastSettings(quant="fp8"), cpu) == "none"
     assert resolve_quant(FastSettings(fp8=True, dtype="bf16"), cpu) == "none"
     assert resolve_quant(FastSettings(quant="int8"), cpu) == "int8"
-    assert resolve_quant(FastSettings(quant="fp8_static"), cpu) == "fp8_static"  # the CPU arithmetic, for tests
+    assert (
+        resolve_quant(FastSettings(quant="fp8_static"), cpu) == "fp8_static"
+    )  # the CPU arithmetic, for tests
 
 
 @pytest.mark.parametrize(
