@@ -14,10 +14,9 @@ from ishowttsd.engine.f5.settings import InferenceConfig
 
 def variant_options(name: str) -> dict[str, Any]:
     """``bf16``, ``fp16``, ``fp32``, ``fp8`` (bf16 + fp8 GEMMs, quantisation fused, fast
-    accumulation), ``fp8s`` (fp16 + fp8 GEMMs for QKV, FF1 and FF2 with calibrated per-tensor
+    accumulation), ``fp8s`` (bf16 + fp8 GEMMs for QKV, FF1 and FF2 with calibrated per-tensor
     activation scales),
-    ``int8`` (fp16 + W8A8 GEMMs, SmoothQuant-calibrated), with optional suffixes: ``_bf16``
-    (fp8s in bf16),
+    ``int8`` (fp16 + W8A8 GEMMs, SmoothQuant-calibrated), with optional suffixes:
     ``_noacc`` (fp8 without fast accumulation), ``_ff`` (fp8 for FF1 and FF2 too, not only QKV),
     ``_all`` (and for the attention output projection),
     ``_sdpa`` (mask through SDPA's attn_mask), ``_exact`` (no length buckets), ``_dyn`` (one
@@ -27,7 +26,7 @@ def variant_options(name: str) -> dict[str, Any]:
     (compile mode max-autotune-no-cudagraphs). Without suffixes, the daemon's ``[f5.fast]`` defaults."""
     base, *mods = name.split("_")
     quant = {"fp8s": "fp8_static"}.get(base, base if base in ("fp8", "int8") else "none")
-    dtype = {"fp8": "bf16", "int8": "fp16", "fp8s": "fp16"}.get(base, base)
+    dtype = {"fp8": "bf16", "int8": "fp16", "fp8s": "bf16"}.get(base, base)
     opts: dict[str, Any] = {"dtype": dtype, "quant": quant, "fast_accum": quant.startswith("fp8")}
     for m in mods:
         if m == "noacc":
@@ -36,8 +35,6 @@ def variant_options(name: str) -> dict[str, Any]:
             opts["fp8_layers"] = ("qkv", "out", "ff1", "ff2")
         elif m == "ff":
             opts["fp8_layers"] = ("qkv", "ff1", "ff2")
-        elif m == "bf16":
-            opts["dtype"] = "bf16"
         elif m == "sdpa":
             opts["attn_mode"] = "sdpa"
         elif m == "exact":

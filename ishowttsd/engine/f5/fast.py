@@ -207,7 +207,7 @@ class FastSampler:
             if quant == "fp8":
                 quant = "none"
         fp8 = quant == "fp8"
-        if fp8 and dtype != "bf16":
+        if (fp8 or quant == "fp8_static") and dtype != "bf16" and self.device.type == "cuda":
             raise ValueError("fp8 matmuls write bf16: set dtype = 'bf16' with fp8 = true")
         self.cfg = cfg
         if conv_layout not in ("view", "contiguous", "auto"):

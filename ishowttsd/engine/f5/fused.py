@@ -47,7 +47,8 @@ class Linear(NamedTuple):
     inv_smooth: Tensor | None = None  # int8: fp32 [in], 1 / SmoothQuant factor (folded into x)
     fast_accum: bool = False  # fp8: Hopper's fast accumulation (no periodic fp32 promotion)
     x_scale: Tensor | None = None  # fp8_static: fp32 0-d, the calibrated input scale
-    unit: Tensor | None = None  # fp8_static: fp32 0-d 1.0 (the GEMM's weight-side scale)
+    w_global: Tensor | None = None  # fp8_static: fp32 0-d, the largest weight scale (``w_scale``
+    # is then per channel relative to it, <= 1, and the GEMM's raw output stays near true size)
 
 
 def _linear(x: Tensor, lin: Linear, gelu: bool = False) -> Tensor:
@@ -63,11 +64,7 @@ def _linear(x: Tensor, lin: Linear, gelu: bool = False) -> Tensor:
     x2 = x.reshape(-1, shape[-1])
     assert lin.w_scale is not None
     if lin.x_scale is not None:
-        # fp8_static: the quantisation is a multiply and a cast (no row maximum), fused into the
-        # kernel producing x; weight scale, bias (and GELU) fuse into the kernel consuming y
-        assert lin.unit is not None
-        xq = (x2 / lin.x_scale).clamp(-quant.FP8_MAX, quant.FP8_MAX).to(torch.float8_e4m3fn)
-        y = quant.fp8_mm(xq, lin.wq_t, lin.x_scale, lin.unit, lin.fast_accum).float() * lin.w_scale
+        y = _fp8_static_raw(x2, lin).float() * lin.w_scale
         if lin.bias is not None:
             y = y + lin.bias
         if gelu:
@@ -85,6 +82,27 @@ def _linear(x: Tensor, lin: Linear, gelu: bool = False) -> Tensor:
     if gelu:
         y = F.gelu(y, approximate="tanh")  # fuses into the next layer's quantisation kernel
     return y.reshape(*shape[:-1], y.shape[-1])
+
+
+def _fp8_static_raw(x2: Tensor, lin: Linear) -> Tensor:
+    """fp8_static: the GEMM alone, ``x @ W.T`` divided per output channel by ``lin.w_scale``,
+    in ``x``'s dtype. Quantising ``x`` is a multiply and a cast (no row maximum), fused into the
+    kernel producing it; the caller applies the per-channel scale and the bias where it is cheapest
+    (in the kernel that consumes the output, or folded into the next layer's weights)."""
+    assert lin.wq_t is not None and lin.x_scale is not None and lin.w_global is not None
+    xq = (x2 / lin.x_scale).clamp(-quant.FP8_MAX, quant.FP8_MAX).to(torch.float8_e4m3fn)
+    return quant.fp8_mm(xq, lin.wq_t, lin.x_scale, lin.w_global, lin.fast_accum, x2.dtype)
+
+
+def _affine(y: Tensor, lin: Linear) -> Tensor:
+    """What :func:`_fp8_static_raw` left out: ``y * w_scale + bias`` (nothing for other layers)."""
+    if lin.x_scale is None:
+        return y
+    assert lin.w_scale is not None
+    out = y.float() * lin.w_scale.reshape(y.shape[-1])
+    if lin.bias is not None:
+        out = out + lin.bias
+    return out.to(y.dtype)
 
 
 _RECORD: dict[int, Tensor] | None = None
@@ -111,9 +129,10 @@ def quantize_fp8_static(lin: Linear, x_absmax: Tensor, fast_accum: bool = False)
     """fp8 weights per output channel and one calibrated scale for the input (``fp8_static``)."""
     wq_t, scale = quant.quantize_weight(lin.weight, "fp8")
     bias = lin.bias.float() if lin.bias is not None else None
-    unit = torch.ones((), dtype=torch.float32, device=lin.weight.device)
+    w_global = scale.amax().reshape(())
     xs = quant.static_scale(x_absmax).to(lin.weight.device)
-    return Linear(lin.weight, bias, wq_t=wq_t, w_scale=scale, fast_accum=fast_accum, x_scale=xs, unit=unit)
+    return Linear(lin.weight, bias, wq_t=wq_t, w_scale=scale / w_global, fast_accum=fast_accum, x_scale=xs,
+                  w_global=w_global)  # fmt: skip
 
 
 def quantize_int8(lin: Linear, x_absmax: Tensor | None, alpha: float = quant.SMOOTH_ALPHA) -> Linear:
@@ -187,22 +206,35 @@ def _block(
     heads: int,
     attn_mode: str,
     gelu_epilogue: bool = False,
-    pending: tuple[Tensor, Tensor] | None = None,
+    pending: tuple[Tensor, ...] | None = None,
     defer: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One DiT block (``f5_tts.model.modules.DiTBlock``) with precomputed modulation ``mod`` [6, D].
 
     Returns ``(x, ff, gate)`` with the feed-forward residual ``x + gate * ff`` still to add: the
     next block adds it as its ``pending`` inside its first layer-norm kernel (one pass over the
-    activations fewer per block), and the caller adds the last block's. ``defer=False``: ``x``
-    comes back with the residual added (the A/B baseline)."""
+    activations fewer per block), and the caller adds the last block's. With an ``fp8_static``
+    FF2, ``ff`` is the GEMM's raw output and ``pending`` carries FF2's scale and bias too
+    (``(ff, gate, w_scale, bias)``), applied in that same kernel. ``defer=False``: ``x`` comes
+    back with the residual added (the A/B baseline)."""
     if pending is not None:
-        x = x + pending[1] * pending[0]
+        x = x + pending[1] * _pending_ff(pending)
     b, n, d = x.shape
+    dh = d // heads
     sh_msa, sc_msa, g_msa, sh_mlp, sc_mlp, g_mlp = mod.unbind(0)
     h = F.layer_norm(x, (d,), eps=1e-6) * (1 + sc_msa) + sh_msa
     _record(h, qkv)
-    q, k, v = _linear(h, qkv).to(x.dtype).view(b, n, 3, heads, d // heads).permute(2, 0, 3, 1, 4).unbind(0)
+    if qkv.x_scale is not None:
+        # fp8_static: q and k get their scale and bias in the RoPE kernel; v's are folded into
+        # the output projection (softmax rows sum to 1), so v stays a view of the GEMM output
+        y = _fp8_static_raw(h.reshape(b * n, d), qkv).view(b, n, 3, heads, dh)
+        q, k, v = y.permute(2, 0, 3, 1, 4).unbind(0)
+        assert qkv.w_scale is not None and qkv.bias is not None
+        r, c = qkv.w_scale.view(3, heads, 1, dh), qkv.bias.view(3, heads, 1, dh)
+        q = (q.float() * r[0] + c[0]).to(x.dtype)
+        k = (k.float() * r[1] + c[1]).to(x.dtype)
+    else:
+        q, k, v = _linear(h, qkv).to(x.dtype).view(b, n, 3, heads, dh).permute(2, 0, 3, 1, 4).unbind(0)
     q = _rope(q, cos, sin)
     k = _rope(k, cos, sin)
     a = _attention(q, k, v, kbias, attn_mode).transpose(1, 2).reshape(b, n, d)
@@ -212,10 +244,29 @@ def _block(
     _record(h, ff1)
     f = _linear(h, ff1, gelu=True) if gelu_epilogue else F.gelu(_linear(h, ff1), approximate="tanh")
     _record(f, ff2)
-    ff = _linear(f, ff2).to(x.dtype)
+    if ff2.x_scale is not None:
+        ff = _fp8_static_raw(f.reshape(b * n, -1), ff2).view(b, n, d)
+    else:
+        ff = _linear(f, ff2).to(x.dtype)
     if defer:
         return x, ff, g_mlp
-    return x + g_mlp * ff, ff, g_mlp
+    return x + g_mlp * _affine(ff, ff2), ff, g_mlp
+
+
+def _deferred(ff: Tensor, gate: Tensor, ff2: Linear) -> tuple[Tensor, ...]:
+    """The ``pending`` residual a block hands to the next (see :func:`_block`)."""
+    if ff2.x_scale is None:
+        return ff, gate
+    assert ff2.w_scale is not None and ff2.bias is not None
+    return ff, gate, ff2.w_scale, ff2.bias
+
+
+def _pending_ff(pending: tuple[Tensor, ...]) -> Tensor:
+    """The feed-forward output a deferred residual adds: ``pending[0]``, or for an fp8_static FF2
+    its raw GEMM output times ``pending[2]`` plus ``pending[3]``."""
+    if len(pending) == 2:
+        return pending[0]
+    return (pending[0].float() * pending[2] + pending[3]).to(pending[0].dtype)
 
 
 @dataclass
@@ -285,6 +336,8 @@ class FusedDiT:
         if fp8_layers is None:
             fp8_layers = FP8_STATIC_LAYERS if quant_mode == "fp8_static" else FP8_LAYERS
         self.fp8_layers = tuple(fp8_layers)
+        if quant_mode == "fp8_static" and "out" in self.fp8_layers:
+            raise ValueError("fp8_static folds v's scale into the output projection: it stays unquantised")
         self.fast_accum = fast_accum
         self.calibrated = False
         self.attn_mode = attn_mode
@@ -372,11 +425,21 @@ class FusedDiT:
         self.calibrated = True
 
     def _fp8_static(self, b: BlockWeights, stats: dict[int, Tensor]) -> BlockWeights:
-        out: list[Linear] = []
+        q: list[Linear] = []
         for name, lin in zip(("qkv", "out", "ff1", "ff2"), _layers(b), strict=True):
             keep = name not in self.fp8_layers
-            out.append(lin if keep else quantize_fp8_static(lin, stats[id(lin.weight)], self.fast_accum))
-        return BlockWeights(*out)
+            q.append(lin if keep else quantize_fp8_static(lin, stats[id(lin.weight)], self.fast_accum))
+        qkv, out, ff1, ff2 = q
+        if qkv.x_scale is not None:
+            # v leaves the QKV GEMM unscaled (see _block): its per-channel scale and bias move
+            # into the output projection, exactly, as attention averages v's rows
+            assert qkv.w_scale is not None and qkv.bias is not None
+            d = self.dim
+            r_v, b_v = qkv.w_scale.reshape(-1)[2 * d :], qkv.bias[2 * d :]
+            w = out.weight.float()
+            bias = out.bias.float() if out.bias is not None else torch.zeros(d, device=w.device)
+            out = Linear((w * r_v[None, :]).to(self.dtype), (bias + w @ b_v).to(self.dtype))
+        return BlockWeights(qkv, out, ff1, ff2)
 
     # ---- per schedule -------------------------------------------------------------------
     @torch.no_grad()
@@ -450,19 +513,19 @@ class FusedDiT:
         c = posconv.conv_mish(h, wp[0], w[0], b[0], klen, g, impl=impl, contiguous=contig)
         h = posconv.conv_mish(c, wp[1], w[1], b[1], klen, g, residual=h, impl=impl)
         cos, sin = self.rope(n)
-        pending: tuple[Tensor, Tensor] | None = None
+        pending: tuple[Tensor, ...] | None = None
         if self.defer_residual:
             # the first block gets a zero residual rather than None: one compiled graph serves
             # every block (None vs a tuple doubled the compiles: warm-up 13.1 s vs 8.7 s, H200)
-            pending = (torch.zeros_like(h), torch.zeros_like(mods[0, 0]))
+            pending = _deferred(torch.zeros_like(h), torch.zeros_like(mods[0, 0]), self.blocks[0].ff2)
         for blk, mod in zip(self.blocks, mods.unbind(0), strict=True):
             h, ff, gate = self._block_fn(
                 h, mod, cos, sin, kbias, blk.qkv, blk.out, blk.ff1, blk.ff2,
                 self.heads, self.attn_mode, self.gelu_epilogue, pending, self.defer_residual,
             )  # fmt: skip
-            pending = (ff, gate) if self.defer_residual else None
+            pending = _deferred(ff, gate, blk.ff2) if self.defer_residual else None
         if pending is not None:
-            h = h + pending[1] * pending[0]
+            h = h + pending[1] * _pending_ff(pending)
         scale, shift = final.unbind(0)
         h = F.layer_norm(h, (self.dim,), eps=1e-6) * (1 + scale) + shift
         pred = F.linear(h, self.w_out, self.b_out).float()

@@ -242,7 +242,7 @@ def build_pipeline(
         )
     quant = resolve_quant(settings, device)
     fs = FastSampler(
-        dit, cfg, dtype="bf16" if quant == "fp8" else settings.dtype, quant=quant,
+        dit, cfg, dtype="bf16" if quant in ("fp8", "fp8_static") else settings.dtype, quant=quant,
         fast_accum=settings.fast_accum, compile=compile_,
         # torch.compile's default (automatic dynamic: static first, dynamic from the second length
         # on), not the bench's static shapes: measured on the full-size engine (H200), the same

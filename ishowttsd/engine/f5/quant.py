@@ -85,15 +85,17 @@ def static_scale(x_absmax: Tensor, headroom: float = STATIC_HEADROOM) -> Tensor:
     return (x_absmax.float().amax().clamp(min=1e-6) * (headroom / FP8_MAX)).reshape(())
 
 
-def fp8_mm(xq: Tensor, wq_t: Tensor, x_scale: Tensor, unit: Tensor, fast_accum: bool) -> Tensor:
-    """``(xq @ wq_t) * x_scale`` in bf16 with per-tensor scales: on CUDA one cuBLASLt fp8 GEMM
-    (``torch._scaled_mm`` tensor-wise; ``unit`` is the weight side's 1.0, the per-channel weight
-    scales are applied by the caller's fused epilogue code); elsewhere the same arithmetic on the
-    fp8 values in fp32 (CPU tests)."""
+def fp8_mm(
+    xq: Tensor, wq_t: Tensor, x_scale: Tensor, w_scale: Tensor, fast_accum: bool, out_dtype: torch.dtype
+) -> Tensor:
+    """``(xq @ wq_t) * x_scale * w_scale`` with per-tensor (0-d) scales, in ``out_dtype``: on CUDA
+    one cuBLASLt fp8 GEMM (``torch._scaled_mm`` tensor-wise; the per-channel part of the weight
+    scale is the caller's, in fused elementwise code); elsewhere the same arithmetic on the fp8
+    values in fp32 (CPU tests)."""
     if xq.is_cuda:
-        return torch._scaled_mm(xq, wq_t, scale_a=x_scale, scale_b=unit, out_dtype=torch.bfloat16,
+        return torch._scaled_mm(xq, wq_t, scale_a=x_scale, scale_b=w_scale, out_dtype=out_dtype,
                                 use_fast_accum=fast_accum)  # fmt: skip
-    return ((xq.float() @ wq_t.float()) * x_scale).to(torch.bfloat16)
+    return ((xq.float() @ wq_t.float()) * (x_scale * w_scale)).to(out_dtype)
 
 
 def smooth_factors(x_absmax: Tensor, w: Tensor, alpha: float = SMOOTH_ALPHA) -> Tensor:
