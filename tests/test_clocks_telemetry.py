@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+
+from waits import wait_until
 
 from ishowttsd.jetson import telemetry
 from ishowttsd.jetson.telemetry import Telemetry, read_sysfs
@@ -115,13 +116,11 @@ class FakeJtop:
 
 
 def wait_source(t: Telemetry, source: str, timeout_s: float = 5.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def read() -> dict[str, Any] | None:
         got = t.read()
-        if got.get("source") == source:
-            return got
-        time.sleep(0.02)
-    raise AssertionError(f"source never became {source}")
+        return got if got.get("source") == source else None
+
+    return wait_until(read, timeout_s, f"the telemetry source to become {source}", poll_s=0.02)
 
 
 def test_jtop_preferred_when_its_socket_exists(tmp_path: Path) -> None:
@@ -159,10 +158,7 @@ def test_jtop_failure_falls_back_and_retries_later(tmp_path: Path) -> None:
 
     t = Telemetry(root, jtop_factory=factory, clock=lambda: now[0])
     assert t.read()["source"] == "sysfs"  # starts the first (failing) attempt, answers at once
-    deadline = time.monotonic() + 5
-    while len(tries) < 1 or t._connecting:  # the failed attempt has finished
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_until(lambda: tries and not t._connecting, 5, "the failed attempt to finish", poll_s=0.01)
     for _ in range(5):
         assert t.read()["source"] == "sysfs"
     assert len(tries) == 1  # no retry before JTOP_RETRY_S

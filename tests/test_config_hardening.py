@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import soundfile as sf
 import tomlkit
 import zmq
 from support import base_settings, deep_merge, short_tmpdir
+from waits import wait_until
 
 from ishowttsd import config
 from ishowttsd.paths import IPC_PATH_MAX
@@ -151,10 +151,12 @@ def test_pid_file_is_written_and_removed_on_a_clean_stop() -> None:
     with open(d / "log", "wb") as out:
         proc = subprocess.Popen([*DAEMON, "--config", str(cfg), "--pid-file", str(pid_file)], stdout=out,
                                 stderr=subprocess.STDOUT, cwd=d)  # fmt: skip
-    deadline = time.monotonic() + 30
-    while not pid_file.exists():
-        assert time.monotonic() < deadline and proc.poll() is None, (d / "log").read_text()[-2000:]
-        time.sleep(0.05)
+
+    def written() -> bool:
+        assert proc.poll() is None, (d / "log").read_text()[-2000:]
+        return pid_file.exists()
+
+    wait_until(written, 30, "the pid file", lambda: (d / "log").read_text()[-2000:])
     assert pid_file.read_text().strip() == str(proc.pid)
     ctx: zmq.Context[Any] = zmq.Context()
     dealer = ctx.socket(zmq.DEALER)

@@ -145,7 +145,7 @@ def test_stop_cancel_and_moderation_reach_a_batchs_waiting_jobs(
     ev.wait_for(lambda e: e.get("job") == "A" and e["event"] == "started", 60)
     # Paused while A speaks: A holds after a chunk (it has eight), the batch's others wait.
     d.request({"op": "pause"})
-    time.sleep(0.5)
+    time.sleep(0.5)  # paused for a couple of chunks: nothing of the batch may move on meanwhile
     st = d.request({"op": "status"})
     assert st["current"]["job"] == "A" and st["queue"]["in_flight"] == 4 and st["queue"]["jobs"] == 0
     bot.send_multipart([b"delete", json.dumps({"id": "c1"}).encode()])
@@ -154,7 +154,7 @@ def test_stop_cancel_and_moderation_reach_a_batchs_waiting_jobs(
     assert d.request({"op": "cancel", "id": "B"})["jobs"] == ["B"]
     assert d.request({"op": "stop"})["jobs"] == ["A"]
     assert outcome(ev, "A")["reason"] == "stopped"
-    time.sleep(0.3)
+    time.sleep(0.3)  # time in which D must not start: the daemon is still paused
     ev.pump(0.1)
     assert not [e for e in ev.events if e.get("job") == "D" and e["event"] != "queued"]  # still paused
     d.request({"op": "resume"})

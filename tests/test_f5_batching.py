@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import zmq
 from f5tiny import f5_doc
+from waits import wait_until
 
 from ishowttsd import config
 from ishowttsd.config import DebugSettings
@@ -177,14 +178,11 @@ class Harness:
                     self.published.add(item.job)
 
     def wait_for(self, pred: Callable[[dict[str, Any]], bool], timeout_s: float = 60) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        def match() -> dict[str, Any] | None:
             self.pump()
-            for ev in self.events:
-                if pred(ev):
-                    return ev
-            time.sleep(0.01)
-        raise AssertionError(f"no matching event in {timeout_s} s; events: {self.events}")
+            return next((ev for ev in self.events if pred(ev)), None)
+
+        return wait_until(match, timeout_s, "a matching event", lambda: f"events: {self.events}", 0.01)
 
     def outcome(self, job: str) -> dict[str, Any]:
         return self.wait_for(
@@ -208,9 +206,12 @@ class Harness:
 
 def first_audio(h: Harness, job: str) -> None:
     h.wait_for(lambda e: e["job"] == job and e["event"] == "started")
-    while not h.pcm.get(job):
+
+    def arrived() -> bool:
         h.pump()
-        time.sleep(0.01)
+        return bool(h.pcm.get(job))
+
+    wait_until(arrived, 60, f"the first audio of {job}", poll_s=0.01)
 
 
 def test_worker_speaks_a_batch_in_order_and_lets_urgent_stop_and_remove_through(fast: F5Engine) -> None:
@@ -279,7 +280,7 @@ def test_pause_holds_a_batchs_next_job_after_the_speaking_one_is_stopped() -> No
         h.scheduler.pause()
         h.scheduler.stop_current("skipped")
         assert h.outcome("j0")["reason"] == "skipped"
-        time.sleep(0.8)
+        time.sleep(0.8)  # four chunks' time, in which the next job must not start
         h.pump()
         assert h.of("j1") == []  # paused: the next one does not start, though its audio is made
         assert time.monotonic() - h.worker.heartbeat < 1.5  # a pause is not a hang
@@ -300,10 +301,7 @@ def test_shutdown_lets_the_speaking_job_finish_and_cancels_the_batchs_others(fas
         assert h.outcome("s0")["event"] == "done"
         for j in ("s1", "s2"):  # as if still queued: cancelled, replayed by the journal next start
             assert h.outcome(j)["reason"] == "shutdown" and h.of(j) == ["cancelled"]
-        deadline = time.monotonic() + 5
-        while h.scheduler.busy and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert not h.scheduler.busy
+        wait_until(lambda: not h.scheduler.busy, 5, "the scheduler to be idle", poll_s=0.01)
     finally:
         h.close()
     assert steps(h.audio("s0"), alone(fast, LONG)) <= TOL
@@ -335,10 +333,11 @@ def test_a_closed_scheduler_does_not_make_the_worker_spin() -> None:
     (it would burn a core through the whole shutdown drain)."""
     h = Harness()
     try:
+        t_close = time.monotonic()
         h.scheduler.close()
-        time.sleep(0.3)  # the worker sees the close
+        wait_until(lambda: h.worker.heartbeat > t_close, 5, "the worker to go round its loop after the close")
         cpu0, wall0 = time.process_time(), time.monotonic()
-        time.sleep(1.0)
+        time.sleep(1.0)  # the window in which the CPU it burns is measured
         cpu = time.process_time() - cpu0
         assert h.worker.is_alive()
         assert cpu < 0.3 * (time.monotonic() - wall0), f"{cpu:.2f} s of CPU in 1 s with nothing to do"

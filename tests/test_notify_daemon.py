@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from support import running_daemon, short_tmpdir
+from waits import wait_until
 
 
 class SystemdSide:
@@ -57,13 +58,11 @@ class SystemdSide:
             return list(self.messages)
 
     def wait_for(self, pred: Callable[[dict[str, str]], bool], timeout_s: float = 30.0) -> float:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for t, m in self.snapshot():
-                if pred(m):
-                    return t
-            time.sleep(0.05)
-        raise AssertionError(f"no matching notify message in {timeout_s}s: {self.snapshot()[-8:]}")
+        def match() -> tuple[float, dict[str, str]] | None:
+            return next(((t, m) for t, m in self.snapshot() if pred(m)), None)
+
+        found = wait_until(match, timeout_s, "a matching notify message", lambda: self.snapshot()[-8:])
+        return found[0]
 
     def pings(self, since: float = 0.0) -> list[float]:
         return [t for t, m in self.snapshot() if m.get("WATCHDOG") == "1" and t >= since]
@@ -107,10 +106,13 @@ def test_ready_only_after_warmup_then_pings_at_half_watchdog_usec(systemd: tuple
         assert t_ready >= 1.5
         ready_msg = next(m for t, m in side.snapshot() if m.get("READY") == "1")
         assert ready_msg["STATUS"].startswith("ready: piper")
-        time.sleep(5.5)
-        pings = side.pings(since=t_ready)
-        # Half of WATCHDOG_USEC = 1 s; the main loop ticks every <= 0.25 s.
-        assert len(pings) >= 4, pings
+        # Half of WATCHDOG_USEC = 1 s; the main loop ticks every <= 0.25 s: 4 pings within 5.5 s.
+        pings = wait_until(
+            lambda: p if len(p := side.pings(since=t_ready)) >= 4 else None,
+            5.5,
+            "4 watchdog pings after READY",
+            lambda: side.pings(since=t_ready),
+        )
         gaps = [b - a for a, b in itertools.pairwise(pings)]
         assert all(0.95 <= g < 1.9 for g in gaps), gaps
         assert pings[0] - t_ready < 1.5  # promptly after READY (the loop ticks every <= 0.25 s)
@@ -141,13 +143,12 @@ def test_stuck_worker_stops_pings_and_sigterm_sends_stopping(systemd: tuple[Syst
     }
     with running_daemon(overrides, env=env_for(side, 1_000_000), d=d) as daemon:
         events = daemon.subscribe(b"event")
-        time.sleep(0.5)
         say(daemon, "Hello there. HANG right here.", "stuck")
         events.wait_for(lambda e: e.get("event") == "started" and e.get("job") == "stuck", timeout_s=30)
         t_started = time.monotonic() - side.t0
         side.wait_for(lambda m: m.get("STATUS", "").startswith("worker stalled"), timeout_s=10)
         t_stall = time.monotonic() - side.t0
-        time.sleep(3.0)
+        time.sleep(3.0)  # no ping for 6 ping intervals: an absence takes a while to show
         # Pings went on while the heartbeat was fresh, then stopped for good.
         assert side.pings(since=t_started - 2.0), "pings before the hang"
         assert side.pings(since=t_stall) == []
@@ -186,7 +187,7 @@ def test_rtf_drift_sends_watchdog_trigger(systemd: tuple[SystemdSide, Path]) -> 
         assert st["watchdog"]["phase"] == "triggered"
         assert st["jobs"]["done"] >= 2
         assert "rtf watchdog trigger" in daemon.log_text()
-        time.sleep(1.0)
+        time.sleep(1.0)  # two ping intervals, in which no ping may come
         assert side.pings(since=t_trig) == []  # no pings after the trigger
         # Once only, and the trigger's reason stays in STATUS (no later job line replaces it).
         assert sum(1 for _, m in side.snapshot() if m.get("WATCHDOG") == "trigger") == 1
@@ -197,7 +198,6 @@ def test_emoji_status_line_arrives_intact(systemd: tuple[SystemdSide, Path]) -> 
     text = "Thanks 🦄 Ünïcørn for the raid 👋 こんにちは"
     with running_daemon(env=env_for(side, 0), d=d) as daemon:
         events = daemon.subscribe(b"event")
-        time.sleep(0.3)
         say(daemon, text, "emoji")
         events.wait_for(lambda e: e.get("event") == "done" and e.get("job") == "emoji", timeout_s=30)
         side.wait_for(lambda m: "STATUS" in m and "Ünïcørn" in m["STATUS"], timeout_s=5)
@@ -210,7 +210,6 @@ def test_emoji_status_line_arrives_intact(systemd: tuple[SystemdSide, Path]) -> 
 
         # A chat line: the user's name (with its emoji) is in the STATUS line too.
         bot = daemon.bot()
-        time.sleep(0.5)  # PUB/SUB: let the connection settle before publishing
         user = "💜xX_Ðark_Ünicorn_Xx💜"
         bot.send_multipart([b"chat", json.dumps({"user": user, "text": "hello streamer"}).encode()])
         started = events.wait_for(
@@ -228,12 +227,11 @@ def test_pause_mid_job_is_not_a_hang(systemd: tuple[SystemdSide, Path]) -> None:
     overrides = {"watchdog": {"stall_s": 1.5}, "debug": {"chunk_delay_s": 0.3}}
     with running_daemon(overrides, env=env_for(side, 1_000_000), d=d) as daemon:
         events = daemon.subscribe(b"event")
-        time.sleep(0.3)
         say(daemon, "First sentence here. Second sentence there. Third one too.", "paused")
         events.wait_for(lambda e: e.get("event") == "started" and e.get("job") == "paused", timeout_s=30)
         assert daemon.request({"op": "pause"})["event"] != "error"
         t_pause = time.monotonic() - side.t0
-        time.sleep(4.0)  # well past stall_s
+        time.sleep(4.0)  # paused well past stall_s: the thing under test
         pings = side.pings(since=t_pause + 1.0)
         assert len(pings) >= 4, pings
         assert not any(m.get("STATUS", "").startswith("worker stalled") for _, m in side.snapshot())

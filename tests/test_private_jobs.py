@@ -31,6 +31,7 @@ from ishowttsd.engine.piper_engine import PiperEngine
 from ishowttsd.job import Job
 from tests import asr
 from tests.support import Daemon, running_daemon
+from tests.waits import wait_until
 from tests.websupport import chat_lines
 
 LINE = "Thanks for the follow, and welcome to the stream."
@@ -98,11 +99,13 @@ class SlowDevice:
         self.speed = speed
         self.seconds: dict[str, float] = {}
         self.played: list[str] = []
+        self.playing: str | None = None
 
     def write(self, job: Job, chunk: AudioChunk) -> None:
         self.seconds[job.id] = self.seconds.get(job.id, 0.0) + chunk.seconds
 
     def end(self, job: Job) -> None:
+        self.playing = job.id
         job.cancel.wait(self.seconds.pop(job.id, 0.0) / self.speed)
         self.played.append(job.id)
 
@@ -128,14 +131,24 @@ class Harness:
         assert self.worker.ready.wait(60) and self.worker.startup_error is None
 
     def wait_for(self, event: str, job: str, timeout_s: float = 30.0) -> EventOut:
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
+        def match() -> EventOut | None:
             self.items.extend(self.outbox.drain())
-            for it in self.items:
-                if isinstance(it, EventOut) and it.payload["event"] == event and it.payload["job"] == job:
-                    return it
-            time.sleep(0.01)
-        raise AssertionError(f"no {event} for {job}: {[getattr(i, 'payload', None) for i in self.items]}")
+            return next(
+                (
+                    it
+                    for it in self.items
+                    if isinstance(it, EventOut) and it.payload["event"] == event and it.payload["job"] == job
+                ),
+                None,
+            )
+
+        return wait_until(
+            match,
+            timeout_s,
+            f"{event} for {job}",
+            lambda: [getattr(i, "payload", None) for i in self.items],
+            0.01,
+        )
 
     def close(self) -> None:
         self.scheduler.close()
@@ -159,7 +172,7 @@ def test_private_job_is_made_while_a_line_plays(harness: Harness) -> None:
     for j in speaker:
         harness.scheduler.submit(j)
     harness.wait_for("started", "chat0")
-    time.sleep(0.3)  # chat0 is made in ~0.1 s and is now playing
+    wait_until(lambda: harness.device.playing == "chat0", 10, "chat0 to play")
     private = Job(id="api1", text=LINE, play=False, peer=b"client", want_pcm=True)
     harness.scheduler.submit(private)
     done = harness.wait_for("done", "api1")
@@ -195,7 +208,6 @@ async def _say_private(client: DaemonClient, text: str, **kw: Any) -> tuple[list
 def test_private_say_completes_while_100_chat_lines_are_spoken(daemon: Daemon) -> None:
     sub = daemon.subscribe()
     bot = daemon.bot()
-    time.sleep(0.3)  # slow joiners: let the subscriptions reach the PUBs
 
     async def run() -> tuple[list[PcmFrame], dict[str, Any], dict[str, Any], dict[str, Any]]:
         async with DaemonClient(daemon.control, timeout=20) as client:

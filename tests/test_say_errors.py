@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from support import running_daemon
+from waits import wait_until
 
 SAY = [sys.executable, "-m", "ishowttsd.cli.say"]
 
@@ -128,13 +129,11 @@ def _start_slow_say(d: Any, out: Path) -> subprocess.Popen[bytes]:
 
 
 def _wait_for_audio(out: Path, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if out.exists() and out.stat().st_size > 44 + 22050:  # header + half a second of audio
-            return
+    def arrived() -> bool:
         assert proc.poll() is None, proc.communicate()
-        time.sleep(0.1)
-    raise AssertionError("no audio arrived")
+        return out.exists() and out.stat().st_size > 44 + 22050  # header + half a second of audio
+
+    wait_until(arrived, 60, "audio in the output file", poll_s=0.1)
 
 
 @pytest.mark.parametrize("how", ["killed", "hung"])

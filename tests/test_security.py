@@ -20,6 +20,7 @@ import zmq
 import zmq.auth
 from robust import record
 from support import REPO, Daemon, base_settings, deep_merge, short_tmpdir
+from waits import wait_until
 
 from ishowttsd.security import CurveKeys, apply_client
 
@@ -247,7 +248,7 @@ def test_clients_without_an_authorised_key_get_no_service(curve_daemon: CurveDae
         while time.monotonic() < deadline:
             bot.send_multipart([b"chat", json.dumps({"text": "hello", "user": f"u{n}"}).encode()])
             n += 1
-            time.sleep(0.1)
+            time.sleep(0.1)  # a bot's pace; an unheard bot is tried for 1.5 s
             st = cd.ask(cd.good, {"op": "status"})
             assert st is not None
             if st["counters"]["chat_in"] > st0["counters"]["chat_in"]:
@@ -258,10 +259,14 @@ def test_clients_without_an_authorised_key_get_no_service(curve_daemon: CurveDae
     # pcm: a subscriber without a key hears nothing.
     plain_sub = cd.sock(zmq.SUB, "pcm", None)
     good_sub = cd.sock(zmq.SUB, "pcm", cd.good)
-    time.sleep(0.5)
-    assert cd.ask(cd.good, {"op": "pause"}) is not None  # publishes a 'paused' event
-    assert cd.ask(cd.good, {"op": "resume"}) is not None
-    assert good_sub.poll(3000)
+    probes = iter(range(1000))
+
+    def good_sub_hears() -> bool:  # each probe publishes a 'moderation' event
+        probe = {"op": "moderate", "action": "delete", "id": f"probe-{next(probes)}"}
+        assert cd.ask(cd.good, probe) is not None
+        return bool(good_sub.poll(100))
+
+    wait_until(good_sub_hears, 10, "the keyed subscriber to hear the PUB")
     assert not plain_sub.poll(500)
     plain_sub.close(0)
     good_sub.close(0)
@@ -303,6 +308,7 @@ def test_say_cli_with_and_without_keys(curve_daemon: CurveDaemon) -> None:
 
 def test_revoked_key_is_refused_after_reload(curve_daemon: CurveDaemon) -> None:
     cd = curve_daemon
+    reloads = cd.daemon.log_text().count("CURVE clients authorised")
     assert _keys(cd.keys, "client", "temp").returncode == 0
     cd.daemon.signal(signal.SIGHUP)
     temp = _client_keys(cd.keys, "temp")
@@ -311,7 +317,7 @@ def test_revoked_key_is_refused_after_reload(curve_daemon: CurveDaemon) -> None:
         assert time.monotonic() < deadline, "a newly authorised key was not admitted after SIGHUP"
     assert _keys(cd.keys, "revoke", "temp").returncode == 0
     cd.daemon.signal(signal.SIGHUP)
-    time.sleep(1.0)
+    cd.daemon.wait_log("CURVE clients authorised", count=reloads + 2)  # the keys read again
     assert cd.ask(temp, {"op": "ping"}) is None
     assert cd.ask(cd.good, {"op": "ping"}) is not None
 

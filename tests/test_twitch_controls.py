@@ -23,6 +23,7 @@ from test_twitch_bridge import (  # noqa: F401  (cert, server and work are fixtu
     server,
     work,
 )
+from waits import wait_until
 
 TOKEN = "twitch-bridge-mod-token-0123456789"
 
@@ -88,10 +89,7 @@ class Run:
         self.d.config.write_text(tomlkit.dumps(settings))
         self.reloads += 1
         self.d.signal(signal.SIGHUP)
-        deadline = time.monotonic() + 20
-        while self.d.log_text().count("chat filters reloaded") < self.reloads:
-            assert time.monotonic() < deadline, self.d.log_text()[-2000:]
-            time.sleep(0.05)
+        self.d.wait_log("chat filters reloaded", 20, count=self.reloads)
 
 
 def bridge_for(work: Path, srv: IrcServer, ca: Path, d: Daemon) -> Bridge:  # noqa: F811
@@ -188,11 +186,13 @@ def phases(run: Run, d: Daemon, bridge: Bridge) -> None:
     connects = bridge.text().count("daemon connected")
     d.start()
     d.wait_ready(90)
-    deadline = time.monotonic() + 20
-    while bridge.text().count("daemon connected") <= connects:  # the bridge sees the new daemon
-        assert time.monotonic() < deadline, bridge.text()[-2000:]
-        time.sleep(0.05)
-    time.sleep(0.5)  # the event SUB reconnects too
+    wait_until(
+        lambda: bridge.text().count("daemon connected") > connects,
+        20,
+        "the bridge to see the new daemon",
+        lambda: bridge.text()[-2000:],
+    )
+    d.wait_subscribed(run.ev, b"event")  # our event SUB has reconnected too
     (again,) = run.send(line("still my voice after a restart", "Picker"))
     assert run.spoken(again)["voice"] == "tiny2"
     (other,) = run.send(line("someone else", "Other"))

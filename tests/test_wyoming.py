@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from asr import transcribe, wer
 from support import Daemon, running_daemon
+from waits import wait_until
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
@@ -59,13 +60,14 @@ class Server:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()
+
+        def listening() -> bool:
+            assert self.proc is not None and self.proc.poll() is None, self.log.read_text()
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
-                return
-            time.sleep(0.05)
-        raise AssertionError("ishowtts-wyoming did not listen: " + self.log.read_text())
+                return True
+            return False
+
+        wait_until(listening, 30, "ishowtts-wyoming to listen", self.log.read_text)
 
     def client(self) -> AsyncTcpClient:
         return AsyncTcpClient("127.0.0.1", self.port)
@@ -229,11 +231,14 @@ def test_a_client_that_leaves_mid_stream_cancels_its_job() -> None:
                 await c.disconnect()
 
             _run(go())
-            deadline = time.monotonic() + 20
-            while slow.request({"op": "status"})["jobs"]["cancelled"] == before["cancelled"]:
-                assert time.monotonic() < deadline, slow.request({"op": "status"})
-                time.sleep(0.1)
-            time.sleep(4.0)  # longer than a chunk: the second sentence must not start
+            wait_until(
+                lambda: slow.request({"op": "status"})["jobs"]["cancelled"] > before["cancelled"],
+                20,
+                "the job to be cancelled",
+                lambda: slow.request({"op": "status"}),
+                0.1,
+            )
+            time.sleep(4.0)  # longer than a chunk (3 s): time for the second sentence not to start
             after = slow.request({"op": "status"})
             assert after["jobs"]["cancelled"] == before["cancelled"] + 1, (before, after)
             assert after["jobs"]["done"] == before["done"], (before, after)
