@@ -3,8 +3,8 @@
 Each class is one ``event`` name on the wire (docs/PROTOCOL.md, docs/CHAT.md); :meth:`Event.to_json`
 makes its JSON object. Job events (:class:`JobEvent`) carry the job's fields (``job``, ``priority``,
 ``source``, the chat origin, ``voice``, ``req``); they leave through one door,
-:meth:`ishowttsd.daemon.admission.Admission.emit`, which also keeps the job's journal row and the
-counters. Other events are published or replied by the I/O loop (:mod:`ishowttsd.daemon.sockets`).
+:meth:`ishowttsd.daemon.report.Report.emit`, which also keeps the job's journal row and the
+drop counters. Other events are published or replied by the I/O loop (:mod:`ishowttsd.daemon.sockets`).
 
 Optional fields marked ``omit`` are left out of the JSON when None (as the wire has always done);
 other fields are always sent, None as ``null``.

@@ -38,6 +38,24 @@ class ChatOrigin:
         return out
 
 
+@dataclass(frozen=True)
+class Announce:
+    """How a chat line is introduced when it is spoken (``[chat] announce``), worked out when the
+    line is accepted; its turn (:mod:`ishowttsd.daemon.turn`) adds it or, when the same user spoke
+    last and :attr:`skip_same_user`, leaves it out."""
+
+    template: str
+    """``[chat] announce``: ``{user}``, ``{text}``, ``{channel}``, ``{platform}``."""
+    user: str
+    """The user's name as it is spoken (underscores as spaces, blocked words masked, lexicon)."""
+    channel: str = ""
+    platform: str = ""
+    skip_same_user: bool = True
+
+    def format(self, text: str) -> str:
+        return self.template.format(user=self.user, text=text, channel=self.channel, platform=self.platform)
+
+
 @dataclass(eq=False)
 class Job:
     """One piece of text to speak, with where it came from and who to tell about it."""
@@ -71,6 +89,8 @@ class Job:
     """False: accepted while the journal could not be written (said in its ``queued`` event)."""
     segments: tuple[tuple[str | None, str], ...] | None = None
     """Voice tags: (voice, text) spoken back to back in one job (``text`` is their join)."""
+    announce: Announce | None = None
+    """A chat line's announce, added at its turn (None: not announced)."""
     expires_wall: float | None = None
     """Unix seconds after which the job is stale (kept in the journal across restarts)."""
     accepted_at: float = 0.0

@@ -10,7 +10,9 @@ from ishowttsd import config
 from ishowttsd.chat.pipeline import Accept, Drop, Pipeline
 from ishowttsd.chat.settings import ChatSettings, parse_chat
 from ishowttsd.confread import ConfigError, Table
-from ishowttsd.job import ChatOrigin
+from ishowttsd.daemon.turn import Turn
+from ishowttsd.events import Dropped
+from ishowttsd.job import ChatOrigin, Job
 from ishowttsd.protocol import ChatMessage
 
 T0 = 1_700_000_000.0
@@ -43,6 +45,20 @@ def make(clock: FakeClock | None = None, **chat_keys: Any) -> Pipeline:
 def accept(d: Accept | Drop) -> Accept:
     assert isinstance(d, Accept), d
     return d
+
+
+def queued(d: Accept, mono: float) -> Job:
+    """The job the admission makes of ``d``: a monotonic deadline ``ttl_s`` after ``mono``."""
+    expires_at = None if d.ttl_s is None else mono + d.ttl_s
+    return Job(id="j", text=d.text, priority=d.priority, source="chat", origin=d.origin, announce=d.announce,
+               expires_at=expires_at)  # fmt: skip
+
+
+def spoken(p: Pipeline, turn: Turn, text: str, origin: ChatOrigin | None) -> str:
+    """What ``turn`` speaks of a line with ``origin``: the pipeline's announce added, or not."""
+    job = Job(id="j", text=text, source="chat", origin=origin, announce=p.announce(origin))
+    assert turn.at_turn(job) is None
+    return job.text
 
 
 def drop(d: Accept | Drop, reason: str) -> Drop:
@@ -182,9 +198,9 @@ def test_wall_clock_step_does_not_make_the_queue_stale() -> None:
     clock = FakeClock()
     p = make(clock, stale_after_s=60)
     d = accept(p.process(chat("hello")))
-    deadline = p.deadline(d.ttl_s)
+    job = queued(d, clock.monotonic())
     clock.wall += 86400 * 200  # NTP fixes a board that booted in the past
-    assert p.at_turn(d.text, d.origin, deadline=deadline) == "hello"
+    assert Turn(clock.monotonic).at_turn(job) is None and job.text == "hello"
 
 
 def test_stale_at_intake_and_at_turn() -> None:
@@ -198,32 +214,38 @@ def test_stale_at_intake_and_at_turn() -> None:
     paid = accept(p.process(chat("paid line", kind="paid")))
     assert m.expires_at == T0 + 300 and paid.expires_at is None
     assert d.ttl_s == 30 and paid.ttl_s is None
-    deadline = p.deadline(d.ttl_s)
+    turn = Turn(clock.monotonic)
+    line, again, paid_job = (
+        queued(d, clock.monotonic()),
+        queued(d, clock.monotonic()),
+        queued(paid, clock.monotonic()),
+    )
     clock.advance(29)
-    assert p.at_turn(d.text, d.origin, deadline=deadline) == "recent"
+    assert turn.at_turn(line) is None and line.text == "recent"
     clock.advance(2)
-    turn = p.at_turn(d.text, d.origin, deadline=deadline)
-    assert isinstance(turn, Drop) and turn.reason == "stale"
-    assert p.counters["dropped.stale"] == 2
-    assert p.at_turn(paid.text, paid.origin, deadline=p.deadline(paid.ttl_s)) == "paid line"
+    end = turn.at_turn(again)
+    assert isinstance(end, Dropped) and end.reason == "stale"
+    # The intake's drop; the turn's is counted from its ``dropped`` event (daemon/report.py).
+    assert p.counters["dropped.stale"] == 1
+    assert turn.at_turn(paid_job) is None and paid_job.text == "paid line"
     clock.advance(10_000)
-    assert p.at_turn(paid.text, paid.origin, deadline=None) == "paid line"
+    assert turn.at_turn(paid_job) is None and paid_job.text == "paid line"
 
 
 def test_announce_and_skip_same_user() -> None:
-    p = make(announce="{user} says: {text}")
-    assert p.at_turn("hi", ChatOrigin(user="Cool_Cat_99"), deadline=None) == "Cool Cat 99 says: hi"
-    assert p.at_turn("again", ChatOrigin(user="cool_cat_99"), deadline=None) == "again"
-    assert p.at_turn("me", ChatOrigin(user="bob"), deadline=None) == "bob says: me"
-    assert p.at_turn("no user", None, deadline=None) == "no user"
-    q = make(announce="{user} in {channel}: {text}", announce_skip_same_user=False)
-    assert q.at_turn("a", ChatOrigin(user="bob", channel="#x"), deadline=None) == "bob in #x: a"
-    assert q.at_turn("b", ChatOrigin(user="bob", channel="#x"), deadline=None) == "bob in #x: b"
+    p, turn = make(announce="{user} says: {text}"), Turn()
+    assert spoken(p, turn, "hi", ChatOrigin(user="Cool_Cat_99")) == "Cool Cat 99 says: hi"
+    assert spoken(p, turn, "again", ChatOrigin(user="cool_cat_99")) == "again"
+    assert spoken(p, turn, "me", ChatOrigin(user="bob")) == "bob says: me"
+    assert spoken(p, turn, "no user", None) == "no user"
+    q, turn = make(announce="{user} in {channel}: {text}", announce_skip_same_user=False), Turn()
+    assert spoken(q, turn, "a", ChatOrigin(user="bob", channel="#x")) == "bob in #x: a"
+    assert spoken(q, turn, "b", ChatOrigin(user="bob", channel="#x")) == "bob in #x: b"
 
 
 def test_blocked_word_in_a_user_name_is_masked_in_the_announce() -> None:
     p = make(announce="{user} says: {text}", blocklist=[{"words": ["heck"], "action": "mask"}])
-    assert p.at_turn("hi", ChatOrigin(user="heck_lord"), deadline=None) == "⁎⁎⁎⁎ lord says: hi"
+    assert spoken(p, Turn(), "hi", ChatOrigin(user="heck_lord")) == "⁎⁎⁎⁎ lord says: hi"
 
 
 def test_voice_map_overrides_bot_voice() -> None:
@@ -239,8 +261,8 @@ def test_truncation_reserves_the_announce() -> None:
     d = accept(p.process(chat(long, user="someone")))
     assert any(n.step == "truncated" for n in d.notes)
     assert d.seconds <= 5.0 + 1e-6
-    final = p.at_turn(d.text, d.origin, deadline=None)
-    assert isinstance(final, str) and final.startswith("someone says: this is")
+    final = spoken(p, Turn(), d.text, d.origin)
+    assert final.startswith("someone says: this is")
 
 
 def test_ten_thousand_char_line_through_everything() -> None:
@@ -277,7 +299,8 @@ def test_reload_keeps_state() -> None:
     clock = FakeClock()
     p = make(clock, user_cooldown_s=30, announce="{user}: {text}")
     accept(p.process(chat("one", user="a")))
-    p.at_turn("one", ChatOrigin(user="a"), deadline=None)
+    turn = Turn()  # the worker's: a reload builds a new pipeline, not a new turn
+    spoken(p, turn, "one", ChatOrigin(user="a"))
     q = Pipeline(
         parse_chat(Table({"user_cooldown_s": 30, "announce": "{user} said {text}"}, "chat", None)),
         state=p.state,
@@ -285,7 +308,7 @@ def test_reload_keeps_state() -> None:
     )
     drop(q.process(chat("two", user="a")), "cooldown")
     drop(q.process(chat("one", user="b")), "duplicate")
-    assert q.at_turn("x", ChatOrigin(user="a"), deadline=None) == "x"  # a spoke last, across the reload
+    assert spoken(q, turn, "x", ChatOrigin(user="a")) == "x"  # a spoke last, across the reload
     assert q.counters["accepted"] == 1 and q.counters["dropped.cooldown"] == 1
 
 
@@ -383,5 +406,5 @@ def test_any_line_gets_a_sane_decision(
     if secs:
         assert d.seconds <= max(secs, estimate_seconds("someone 1 says: ", 14.0) + 1 / 14) + 1e-6
     assert regex.search(r"(?<!\w)heck(?!\w)", skeleton(d.text)[0]) is None
-    final = p.at_turn(d.text, d.origin, deadline=None)
-    assert isinstance(final, str) and final.endswith(d.text)
+    final = spoken(p, Turn(), d.text, d.origin)
+    assert final.endswith(d.text)

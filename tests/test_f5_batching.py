@@ -18,8 +18,8 @@ from waits import wait_until
 from ishowttsd import config
 from ishowttsd.config import DebugSettings
 from ishowttsd.daemon import faults
-from ishowttsd.daemon.admission import Admission
 from ishowttsd.daemon.outbox import EventOut, Outbox
+from ishowttsd.daemon.report import Report
 from ishowttsd.daemon.scheduler import Limits, Scheduler
 from ishowttsd.daemon.worker import Worker
 from ishowttsd.engine.base import BatchingEngine, CancelToken, SynthRequest, UnknownVoice
@@ -151,10 +151,10 @@ class Harness:
         self.outbox = Outbox(self.ctx)
         self.scheduler = Scheduler(Limits())
         sink = PcmSink(self.outbox, publish=True)
-        admission = Admission(config.parse({"chat": {"journal": False}}, None), self.scheduler, self.outbox)
+        report = Report(self.outbox)  # no journal: the events go straight to the outbox
         stopping = threading.Event()
         engine = faults.wrap(self.engine, debug or DebugSettings(), stopping)
-        self.worker = Worker(engine, self.scheduler, [sink], self.outbox, admission, print, stopping=stopping)
+        self.worker = Worker(engine, self.scheduler, [sink], self.outbox, report, print, stopping=stopping)
         self.events: list[dict[str, Any]] = []
         self.pcm: dict[str, list[tuple[dict[str, Any], bytes]]] = {}
         self.published: set[str] = set()

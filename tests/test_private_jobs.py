@@ -13,7 +13,6 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -22,8 +21,8 @@ import zmq
 
 from ishowttsd import config
 from ishowttsd.client.aio import DaemonClient, DaemonError, PcmFrame
-from ishowttsd.daemon.admission import Admission
 from ishowttsd.daemon.outbox import EventOut, Outbox, PcmOut
+from ishowttsd.daemon.report import Report
 from ishowttsd.daemon.scheduler import Limits, QueueFull, Scheduler
 from ishowttsd.daemon.worker import Worker
 from ishowttsd.engine.base import AudioChunk
@@ -120,11 +119,9 @@ class Harness:
         self.outbox = Outbox(self.ctx)
         self.scheduler = Scheduler(Limits())
         self.device = SlowDevice(speed=0.5)  # a ~3 s line holds it ~6 s: room for a busy CI box
-        admission = Admission(
-            replace(settings, chat=replace(settings.chat, journal=False)), self.scheduler, self.outbox
-        )
+        report = Report(self.outbox)  # no journal: the events go straight to the outbox
         self.worker = Worker(
-            PiperEngine(settings.piper), self.scheduler, [self.device], self.outbox, admission, lambda _: None
+            PiperEngine(settings.piper), self.scheduler, [self.device], self.outbox, report, lambda _: None
         )
         self.items: list[EventOut | PcmOut] = []
         self.worker.start()

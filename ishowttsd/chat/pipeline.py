@@ -20,8 +20,9 @@ when its setting is (docs/CHAT.md lists the keys):
     ``duplicate_window_s``), ``cooldown`` (per user), ``rate_limited`` (global window).
 12. truncation to ``max_chars`` and ``max_seconds`` (the announce prefix counted), at a word.
 
-The announce prefix and the staleness check at the job's turn are applied by :meth:`Pipeline.at_turn`,
-which the worker calls just before speaking: only then is "the same user spoke last" known.
+An accepted line carries its :class:`~ishowttsd.job.Announce` (the announce with the user's
+spoken name); the job's turn (:mod:`ishowttsd.daemon.turn`) adds it, since only then is "the
+same user spoke last" known, and judges staleness again.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from ishowttsd.chat.speakable import speakable
 from ishowttsd.chat.state import ChatState
 from ishowttsd.chat.text import estimate_seconds, skeleton, truncate
 from ishowttsd.chat.words import WordMatcher, mask
-from ishowttsd.job import ChatOrigin
+from ishowttsd.job import Announce, ChatOrigin
 from ishowttsd.protocol import ChatMessage
 
 _log = log.get(__name__)
@@ -106,7 +107,7 @@ class Note:
 @dataclass(frozen=True)
 class Accept:
     text: str
-    """The line to speak (announce prefix not yet added: see :meth:`Pipeline.at_turn`)."""
+    """The line to speak (the announce not yet added: see :attr:`announce`)."""
     priority: str
     voice: str | None
     origin: ChatOrigin
@@ -123,6 +124,8 @@ class Accept:
     notes: tuple[Note, ...] = ()
     dup_key: tuple[str, str] = ("", "")
     """(channel, normalised text): what :meth:`Pipeline.commit` remembers for duplicates."""
+    announce: Announce | None = None
+    """How the line is introduced at its turn (None: ``[chat] announce`` off, or no user)."""
 
     accepted = True
 
@@ -237,7 +240,8 @@ class Pipeline:
             limited = self._limits(msg, user, dup_key, mono)
             if limited is not None:
                 return drop(limited, text)
-        text, reserve = self._fit(msg, text, notes)
+        announce = self.announce(msg.origin)
+        text, reserve = self._fit(text, notes, announce)
         return Accept(
             text=text,
             priority=prio,
@@ -250,6 +254,7 @@ class Pipeline:
             original=msg.text,
             notes=tuple(notes),
             dup_key=dup_key,
+            announce=announce,
         )
 
     def _gate(
@@ -352,11 +357,12 @@ class Pipeline:
                 )
         return None
 
-    def _fit(self, msg: ChatMessage, text: str, notes: list[Note]) -> tuple[str, float]:
+    def _fit(self, text: str, notes: list[Note], announce: Announce | None) -> tuple[str, float]:
         """Step 12: truncation to ``max_chars`` and ``max_seconds``, the announce prefix counted;
         returns the text and the prefix's estimated seconds."""
         s = self.settings
-        reserve = estimate_seconds(self._prefix(msg.user, msg.channel, msg.platform), s.chars_per_second)
+        prefix = announce.format("") if announce is not None else ""
+        reserve = estimate_seconds(prefix, s.chars_per_second)
         max_seconds = max(s.max_seconds - reserve, 1.0 / s.chars_per_second) if s.max_seconds > 0 else 0.0
         text, cut = truncate(text, s.max_chars, max_seconds, s.chars_per_second)
         if cut:
@@ -382,7 +388,7 @@ class Pipeline:
         if s.rate_limit_messages > 0:
             self.state.note_accept(mono)
 
-    # -- at the job's turn -----------------------------------------------------------------------------------
+    # -- staleness and the announce ---------------------------------------------------------------------
     def stale_limit(self, priority: str) -> float:
         """Seconds a line of ``priority`` may wait; 0: forever (paid lines are never dropped for age)."""
         if priority == "text":
@@ -391,40 +397,18 @@ class Pipeline:
             return self.settings.stale_after_message_s
         return 0.0
 
-    def deadline(self, ttl_s: float | None) -> float | None:
-        """A monotonic deadline ``ttl_s`` from now (the form :meth:`at_turn` takes)."""
-        return None if ttl_s is None else self.clock.monotonic() + ttl_s
-
-    def is_stale(self, deadline: float | None) -> bool:
-        """Whether a monotonic ``deadline`` (see :meth:`deadline`) has passed."""
-        return deadline is not None and self.clock.monotonic() > deadline
-
-    def at_turn(
-        self, text: str, origin: ChatOrigin | None, *, deadline: float | None, priority: str = "text"
-    ) -> str | Drop:
-        """Call when a job is about to be spoken: the final text, or a ``stale`` :class:`Drop`.
-
-        ``deadline`` is monotonic (a wall-clock step, such as NTP fixing a Jetson's clock after
-        boot, must not make the whole queue stale at once).
-        """
-        if deadline is not None and self.is_stale(deadline):
-            self.counters["dropped.stale"] += 1
-            return Drop(
-                "stale",
-                f"waited {self.clock.monotonic() - deadline:.0f} s past its staleness limit",
-                text,
-                priority,
-                origin,
-            )
-        o = origin or ChatOrigin()
-        user = o.user
-        key = user.casefold() if user else None
-        same = key is not None and key == self.state.last_speaker
-        self.state.last_speaker = key
-        if not self.settings.announce or not user or (same and self.settings.announce_skip_same_user):
-            return text
-        return self.settings.announce.format(
-            user=self._speakable_user(user), text=text, channel=o.channel or "", platform=o.platform or ""
+    def announce(self, origin: ChatOrigin | None) -> Announce | None:
+        """How a line of ``origin`` is introduced at its turn; None: ``[chat] announce`` is off or
+        the line has no user. (The admission asks again for a replayed chat line.)"""
+        user = origin.user if origin is not None else None
+        if not self.settings.announce or origin is None or not user:
+            return None
+        return Announce(
+            self.settings.announce,
+            self._speakable_user(user),
+            origin.channel or "",
+            origin.platform or "",
+            self.settings.announce_skip_same_user,
         )
 
     def _speakable_user(self, user: str) -> str:
@@ -437,13 +421,6 @@ class Pipeline:
         if self._lexicon:
             name, _ = self._lexicon.sub(name, lambda _span, say: say)
         return name
-
-    def _prefix(self, user: str | None, channel: str | None, platform: str | None) -> str:
-        if not self.settings.announce or not user:
-            return ""
-        return self.settings.announce.format(
-            user=self._speakable_user(user), text="", channel=channel or "", platform=platform or ""
-        )
 
     # -- moderation ------------------------------------------------------------------------------------------
     def authorised(self, token: object) -> bool:

@@ -22,8 +22,6 @@ class ChatState:
         """(channel, normalised text) -> when it was last accepted (oldest first)."""
         self.muted: dict[str, float] = {}
         """User -> until when their lines are dropped (ban: infinity; timeout: its end)."""
-        self.last_speaker: str | None = None
-        """Whose line was spoken last (for "skip the announce when the same user spoke last")."""
         self.counters: Counter[str] = Counter()
         """``accepted``, ``dropped.<reason>``, ``replaced.<step>`` since start (for ``status``)."""
 

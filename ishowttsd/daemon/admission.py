@@ -1,5 +1,5 @@
-"""Admission: how a chat line or a ``say`` request becomes a queued job, and how every job event
-leaves. Plain calls, in order, on the I/O thread; the worker calls :meth:`Admission.at_turn`.
+"""Admission: how a chat line or a ``say`` request becomes a queued job. Plain calls, in order,
+on the I/O thread; the worker never calls in here.
 
 A chat line (:meth:`Admission.chat`)::
 
@@ -10,17 +10,18 @@ A ``say`` request (:meth:`Admission.say`)::
 
     checks (empty, voice, duplicate id) → journal → scheduler.submit → queued
 
-At the job's turn (:meth:`Admission.at_turn`): cancelled? stale? then the chat announce prefix.
-Every job event goes out through :meth:`Admission.emit`, which first moves the job's journal row
-along (``done`` is recorded before the event leaves: spoken once, never replayed) and counts drops.
+The pipeline is called twice on purpose, as two steps of that list: ``process(commit=False)``
+decides, and ``commit`` counts the line against the viewer's limits only once the journal and
+the queue have taken it (a line they refuse must not make its later copies "duplicates").
+Every job event goes out through :meth:`Report.emit <ishowttsd.daemon.report.Report.emit>`,
+which the worker is given too; the job's turn is :mod:`ishowttsd.daemon.turn`'s.
 """
 
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -32,40 +33,29 @@ from ishowttsd.chat.text import estimate_seconds
 from ishowttsd.chat.voicestore import VoiceStore
 from ishowttsd.config import Settings
 from ishowttsd.daemon.journal import FILENAME as JOURNAL_FILE
-from ishowttsd.daemon.journal import Entry, Journal, JournalError, Outcome, Reopener
+from ishowttsd.daemon.journal import Entry, Journal, JournalError, Reopener
 from ishowttsd.daemon.moderation import Moderated, Moderator
-from ishowttsd.daemon.outbox import EventOut, Outbox
+from ishowttsd.daemon.report import HISTORY_ROWS, Report
 from ishowttsd.daemon.scheduler import QueueFull, Scheduler
 from ishowttsd.daemon.streamer import Effects, StreamerControls
 from ishowttsd.events import (
     Cancelled,
-    Done,
     Dropped,
     Error,
     Event,
     Filtered,
     JobError,
-    JobEvent,
     JournalAvailable,
     JournalDamaged,
     JournalUnavailable,
     PausedAtRestart,
     Queued,
     Replayed,
-    Started,
 )
-from ishowttsd.job import ChatOrigin, Job
+from ishowttsd.job import Job
 from ishowttsd.protocol import ChatMessage, Request
 
 _log = log.get(__name__)
-
-PRUNE_EVERY = 100
-"""Finished journal rows are deleted every this many finished jobs (and at start)."""
-HISTORY_ROWS = 200
-"""Finished and dropped jobs kept in the journal as the history (``history`` control op)."""
-UNJOURNALED_DROPS = 100
-"""Lines dropped before they were accepted (filters, limits) are never journalled: the newest
-this many are remembered in memory for the history."""
 
 
 class Admission:
@@ -73,33 +63,30 @@ class Admission:
         self,
         settings: Settings,
         scheduler: Scheduler,
-        outbox: Outbox,
+        report: Report,
         voice_ids: Callable[[], set[str] | None] = lambda: None,
         clock: Clock | None = None,
     ) -> None:
         self.scheduler = scheduler
-        self.outbox = outbox
+        self.report = report
+        """Every job event leaves through it (journal row first), from here and from the worker."""
         self._voice_ids = voice_ids
         """Known voice ids, or None while warming up (a voice can't be checked yet)."""
         self.max_text_chars = settings.queue.max_text_chars
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.pipeline = Pipeline(settings.chat, clock=self.clock)
         self.counters: Counter[str] = Counter()
-        """Chat counters for the ``status`` reply: ``dropped.<reason>``, ``refused.<code>``,
-        ``moderation.<topic>``, ``replayed``."""
+        """Chat counters for the ``status`` reply (I/O thread): ``refused.<code>``,
+        ``moderation.<topic>``, ``commands.<name>``, ``replayed``; the drops are the report's."""
         self.queue_counters = {"rejected": 0, "dropped": 0}
         """Jobs the queue or journal refused; queued jobs dropped to make room."""
-        self._count_lock = threading.Lock()  # events come from the I/O thread and the worker
         self.settings = settings
-        self.journal: Journal | None = None
         self.journal_problem: str | None = None
         self._reopen: Reopener | None = None
         self._paused_kept: bool | None = None
         """The pause state last written to the journal (None: not yet)."""
         self._ready = False
-        self._finished_since_prune = 0
         self._to_announce: list[Event] = []
-        self._unjournaled: deque[Outcome] = deque(maxlen=UNJOURNALED_DROPS)
         self.default_voice: str | None = None
         """A default voice chosen at run time (``default_voice`` op): given to jobs without one."""
         if settings.chat.journal:
@@ -114,6 +101,15 @@ class Admission:
         self.moderator = Moderator(scheduler)
         self.controls = StreamerControls(VoiceStore.in_dir(settings.daemon.state_dir), voice_ids)
         """Read mode, who is read, rewards, chat commands, sticky voices, voice tags, approval."""
+
+    @property
+    def journal(self) -> Journal | None:
+        """The journal (None: off, or not open yet); the report moves its rows along."""
+        return self.report.journal
+
+    @journal.setter
+    def journal(self, journal: Journal | None) -> None:
+        self.report.journal = journal
 
     # -- in -----------------------------------------------------------------------------------------
     def chat(self, msg: ChatMessage) -> bool:
@@ -130,21 +126,22 @@ class Admission:
         d = self.pipeline.process(msg, commit=False)  # committed once the queue has taken it
         job.priority = d.priority
         if isinstance(d, Drop):
-            self.emit(job, Dropped(reason=d.reason, detail=d.detail, text=d.text))
+            self.report.emit(job, Dropped(reason=d.reason, detail=d.detail, text=d.text))
             return False
         job.text, job.voice, job.estimate_s, job.expires_wall = d.text, d.voice, d.seconds, d.expires_at
+        job.announce = d.announce
         if d.ttl_s is not None:
             job.expires_at = time.monotonic() + d.ttl_s  # the worker's clock
         if d.notes:
             replacements = tuple(n.to_json() for n in d.notes)
-            self.emit(job, Filtered(text=d.text, original=d.original, replacements=replacements))
+            self.report.emit(job, Filtered(text=d.text, original=d.original, replacements=replacements))
         held = self.controls.after(msg, job, verdict, d, self.pipeline.settings)
         if held is not None:  # held for approval
             self._carry_out(held)
             return False
         if len(job.text) > self.max_text_chars:
             detail = f"{len(job.text)} characters; limit {self.max_text_chars}"
-            self.emit(job, Dropped(reason="text_too_long", detail=detail))
+            self.report.emit(job, Dropped(reason="text_too_long", detail=detail))
             return False
         known = self._voice_ids()
         if job.voice is not None and known is not None and job.voice not in known:
@@ -189,7 +186,7 @@ class Admission:
             self.pipeline.commit(accept)
         # A job accepted while the journal cannot be written says so: it would not survive a crash.
         safe = None if job.crash_safe else False
-        self.emit(job, Queued(position=self.scheduler.position(job), text=job.text, crash_safe=safe))
+        self.report.emit(job, Queued(position=self.scheduler.position(job), text=job.text, crash_safe=safe))
         return True
 
     def _submit(self, job: Job) -> bool:
@@ -201,18 +198,18 @@ class Admission:
         refusal = self._journal(job)
         if refusal is not None:
             self.queue_counters["rejected"] += 1
-            self.emit(job, JobError(code=refusal.code, reason=str(refusal), text=job.text))
+            self.report.emit(job, JobError(code=refusal.code, reason=str(refusal), text=job.text))
             return False
         try:
             made_room = self.scheduler.submit(job)
         except QueueFull as e:
             self.queue_counters["rejected"] += 1
-            self.emit(job, Dropped(reason=e.code, detail=e.reason, text=job.text))
+            self.report.emit(job, Dropped(reason=e.code, detail=e.reason, text=job.text))
             return False
         for victim in made_room:
             self.queue_counters["dropped"] += 1
             detail = "made room for newer speech"
-            self.emit(victim, Dropped(reason="queue_full", detail=detail, text=victim.text))
+            self.report.emit(victim, Dropped(reason="queue_full", detail=detail, text=victim.text))
         return True
 
     def _journal(self, job: Job) -> JournalError | None:
@@ -243,61 +240,6 @@ class Admission:
         job.journaled = True
         return None
 
-    # -- out ----------------------------------------------------------------------------------------
-    def emit(self, job: Job, event: JobEvent) -> None:
-        """Send one job event (from any thread), after moving the job's journal row along."""
-        if isinstance(event, Dropped):
-            with self._count_lock:
-                self.counters[f"dropped.{event.reason}"] += 1
-        if self.journal is not None and job.journaled:
-            self._record(job, event)
-        elif isinstance(event, (Dropped, JobError)) and job.source != "replay":
-            self._remember(job, event)
-        ev = event.for_job(job)
-        out = EventOut(ev.to_json(), job.peer, job.single_reply, ev.terminal, wait=job.wait, publish=job.play)
-        self.outbox.put(out)
-
-    def _record(self, job: Job, event: JobEvent) -> None:
-        assert self.journal is not None
-        if isinstance(event, Started):
-            self.journal.started(job.id)
-        elif isinstance(event, Done):
-            self.journal.finished(job.id)  # before the event leaves: spoken once, never replayed
-            self._finished_since_prune += 1
-            if self._finished_since_prune >= PRUNE_EVERY:
-                self._finished_since_prune = 0
-                self.journal.prune(keep_last=HISTORY_ROWS)
-        elif isinstance(event, Cancelled) and event.reason == "shutdown":
-            return  # a restart is not a reason to lose accepted speech: replayed next start
-        elif isinstance(event, JobError):
-            self.journal.dropped(job.id, event.code or event.reason or "error", event.name)
-        elif isinstance(event, (Dropped, Cancelled)):
-            self.journal.dropped(job.id, event.reason or event.name, event.name)
-
-    def _remember(self, job: Job, event: Dropped | JobError) -> None:
-        """A line that ended before the journal had it, for the history (memory only)."""
-        now = self.clock.time()
-        o = job.origin or ChatOrigin()
-        reason = event.reason if isinstance(event, Dropped) else event.code
-        text = event.text if event.text is not None else job.text
-        with self._count_lock:
-            self._unjournaled.append(
-                Outcome(
-                    job=job.id, text=text, priority=job.priority, source=job.source, outcome=event.name,
-                    reason=reason, accepted_at=now, finished_at=now, voice=job.voice, user=o.user,
-                    channel=o.channel, platform=o.platform,
-                )
-            )  # fmt: skip
-
-    def history(self, limit: int) -> list[Outcome]:
-        """The newest ``limit`` lines that are over, newest first: the journal's, and the lines
-        dropped before they were accepted (remembered in memory only)."""
-        rows = self.journal.history(limit) if self.journal is not None else []
-        with self._count_lock:
-            rows.extend(self._unjournaled)
-        rows.sort(key=lambda o: o.finished_at, reverse=True)
-        return rows[:limit]
-
     def _carry_out(self, o: Effects) -> None:
         """Do what the streamer controls decided, in the order :class:`Effects` lists it."""
         if o.cancel_user is not None:
@@ -309,7 +251,7 @@ class Admission:
             )
             self.cancelled(jobs, "cancelled_by_user")
         for job, event in o.emit:
-            self.emit(job, event)
+            self.report.emit(job, event)
         if o.submit is not None:
             self.submit(o.submit.job, o.submit.accept)
         if o.moderate is not None:
@@ -317,7 +259,7 @@ class Admission:
         if o.count is not None:
             self.counters[o.count] += 1
         if o.publish is not None:
-            self.publish(o.publish)
+            self.report.publish(o.publish)
 
     def approval(self, op: str, args: dict[str, Any]) -> Event:
         """The control ops ``held``, ``approve`` and ``reject``: the reply (the events of what
@@ -330,33 +272,7 @@ class Admission:
         """Report jobs taken out of the queue; the worker reports those it holds itself."""
         for j in jobs:
             if not self.scheduler.in_flight(j):
-                self.emit(j, Cancelled(reason=reason))
-
-    # -- the job's turn (worker thread) --------------------------------------------------------------------
-    def still_wanted(self, job: Job) -> JobEvent | None:
-        """Cancelled or stale: the event that ends ``job`` instead of speaking it."""
-        if job.cancel.cancelled:
-            return Cancelled(reason=job.cancel.reason or "cancelled")
-        if job.expires_at is not None and time.monotonic() > job.expires_at:
-            return Dropped(reason="stale", text=job.text)
-        return None
-
-    def at_turn(self, job: Job) -> JobEvent | None:
-        """Just before ``job`` is spoken: :meth:`still_wanted`, then a chat line gets its
-        announce prefix (only now is "the same user spoke last" known)."""
-        end = self.still_wanted(job)
-        if end is not None or not job.from_chat:
-            return end
-        segments = job.segments
-        text = segments[0][1] if segments else job.text
-        r = self.pipeline.at_turn(text, job.origin, deadline=None, priority=job.priority)  # stale: above
-        if isinstance(r, Drop):
-            return Dropped(reason=r.reason, text=job.text)
-        if segments:  # the announce prefix goes with the first voice-tag segment
-            job.segments = ((segments[0][0], r), *segments[1:])
-            r = " ".join(t for _, t in job.segments)
-        job.text = r
-        return None
+                self.report.emit(j, Cancelled(reason=reason))
 
     # -- restarts -----------------------------------------------------------------------------------
     def replay(self, restore_pause: bool = True) -> int:
@@ -394,6 +310,7 @@ class Admission:
                 expires_wall=e.expires_at,
                 expires_at=None if e.expires_at is None else mono + (e.expires_at - wall),
                 estimate_s=estimate_seconds(e.text, self.pipeline.settings.chars_per_second),
+                announce=self.pipeline.announce(e.origin) if e.source == "chat" else None,
             )
             if self.submit(job):
                 replayed = Replayed(text=job.text, origin=e.source, accepted_at=e.accepted_at)
@@ -430,12 +347,8 @@ class Admission:
         have had the warm-up to connect."""
         self._ready = True
         for ev in self._to_announce:
-            self.publish(ev)
+            self.report.publish(ev)
         self._to_announce.clear()
-
-    def publish(self, event: Event) -> None:
-        """An event that is not about one job, on the PUB ``event`` topic (through the outbox)."""
-        self.outbox.put(EventOut(event.to_json()))
 
     def tick(self) -> None:
         """Main loop, every turn: take a journal that opened late; keep the pause state; held lines
@@ -481,7 +394,7 @@ class Admission:
     def moderate(self, topic: str, body: dict[str, Any]) -> None:
         """A moderation topic, already authorised (a moderator's chat command)."""
         for event in self._moderated(self.moderator.act(topic, body, self.pipeline)):
-            self.publish(event)
+            self.report.publish(event)
 
     def _moderated(self, m: Moderated) -> list[Event]:
         self.counters[m.count] += 1
@@ -512,8 +425,8 @@ class Admission:
         # Drops are counted from the events (every drop has one, wherever it happened); the
         # pipeline's own drop counts would count its drops twice.
         mine = Counter({k: n for k, n in self.pipeline.counters.items() if not k.startswith("dropped.")})
-        with self._count_lock:
-            mine.update(self.counters)
+        mine.update(self.counters)
+        mine.update(self.report.drops())
         for key, n in sorted(mine.items()):
             head, _, tail = key.partition(".")
             if tail:

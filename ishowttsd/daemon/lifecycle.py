@@ -26,6 +26,7 @@ from ishowttsd.config import ConfigError, Settings, replace
 from ishowttsd.daemon import faults
 from ishowttsd.daemon.admission import Admission
 from ishowttsd.daemon.outbox import EventOut, Outbox
+from ishowttsd.daemon.report import Report
 from ishowttsd.daemon.scheduler import Limits, Scheduler
 from ishowttsd.daemon.sockets import Sockets
 from ishowttsd.daemon.watchdog import Watchdog
@@ -116,13 +117,15 @@ class Daemon:
         self.watchdog = Watchdog(settings.watchdog, self.notifier, engine=self.engine.name)
         self.telemetry = Telemetry()
         self.leveller = Leveller(settings.audio.loudness)
-        self.admission = Admission(settings, self.scheduler, self.outbox, voice_ids=self._voice_ids)
+        self.report = Report(self.outbox)
+        """Every job event leaves through it (journal row first): the admission's and the worker's."""
+        self.admission = Admission(settings, self.scheduler, self.report, voice_ids=self._voice_ids)
         self.worker = Worker(
             self.engine,
             self.scheduler,
             self.sinks,
             self.outbox,
-            self.admission,
+            self.report,
             self._warmup_progress,
             watchdog=self.watchdog,
             stopping=stopping,
@@ -312,7 +315,7 @@ class Daemon:
         left = self.scheduler.close()
         for job in left:
             job.cancel.cancel("shutdown")
-            self.admission.emit(job, Cancelled(reason="shutdown"))
+            self.report.emit(job, Cancelled(reason="shutdown"))
         # ``busy``, not ``current``: a batch's other jobs (cancelled by close()) are reported by
         # the worker after the speaking one, and their events must leave before we exit.
         deadline = time.monotonic() + self.settings.daemon.drain_timeout_s

@@ -60,8 +60,8 @@ INGEST_SLICE_S = 0.01
 class Sockets:
     """Owns the sockets. ``handle_*`` methods are the whole protocol; ``poll_once`` drives them.
 
-    Chat lines and ``say`` requests go to :class:`~ishowttsd.daemon.admission.Admission`, the
-    moderation topics to :class:`~ishowttsd.daemon.moderation.Moderator`; every job event they
+    Chat lines, ``say`` requests and the moderation topics go to
+    :class:`~ishowttsd.daemon.admission.Admission`; every job event they
     make goes through the outbox, which this loop flushes before any direct reply or publish, so
     the wire carries them in the order they were made."""
 
@@ -396,7 +396,7 @@ class Sockets:
             limit = -1
         if isinstance(raw, bool) or not 0 < limit <= protocol.MAX_HISTORY:
             return _bad_request(f"field 'limit' must be a number from 1 to {protocol.MAX_HISTORY}")
-        return History(lines=tuple(o.to_json() for o in self.admission.history(limit)))
+        return History(lines=tuple(o.to_json() for o in self.admission.report.history(limit)))
 
     def _moderate(self, req: Request) -> Event:
         """The ingest moderation topics for control clients (already trusted: socket access)."""

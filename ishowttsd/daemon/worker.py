@@ -30,10 +30,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ishowttsd import log
-from ishowttsd.daemon.admission import Admission
 from ishowttsd.daemon.faults import FaultyEngine
 from ishowttsd.daemon.outbox import EventOut, Outbox
+from ishowttsd.daemon.report import Report
 from ishowttsd.daemon.scheduler import Scheduler
+from ishowttsd.daemon.turn import Turn
 from ishowttsd.daemon.watchdog import Watchdog
 from ishowttsd.engine.base import (
     AudioChunk,
@@ -79,7 +80,7 @@ class Worker(threading.Thread):
         scheduler: Scheduler,
         sinks: Sequence[Sink],
         outbox: Outbox,
-        admission: Admission,
+        report: Report,
         on_progress: Callable[[str], None],
         clock: Callable[[], float] = time.monotonic,
         watchdog: Watchdog | None = None,
@@ -90,7 +91,10 @@ class Worker(threading.Thread):
         self.scheduler = scheduler
         self.sinks = list(sinks)
         self.outbox = outbox
-        self.admission = admission
+        self.report = report
+        """Every job event leaves through it (journal row first), as the admission's do."""
+        self.turn = Turn()
+        """The checks at a job's turn (cancelled, stale; a chat line's announce)."""
         self.watchdog = watchdog
         """Told of the warm-up (calibration) and of every finished job (the RTF monitor)."""
         self._on_progress = on_progress
@@ -120,7 +124,7 @@ class Worker(threading.Thread):
     def _report(self, job: Job, event: JobEvent) -> None:
         if event.terminal and event.name in self.counters:
             self.counters[event.name] += 1
-        self.admission.emit(job, event)
+        self.report.emit(job, event)
 
     # -- thread ------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -223,13 +227,13 @@ class Worker(threading.Thread):
 
     def _admit(self, job: Job) -> bool:
         """The checks at a job's turn (cancelled, stale; a chat line's announce); False once reported."""
-        end = self.admission.at_turn(job)
+        end = self.turn.at_turn(job)
         if end is not None:
             self._report(job, end)
         return end is None
 
     def _still_wanted(self, job: Job) -> bool:
-        end = self.admission.still_wanted(job)
+        end = self.turn.still_wanted(job)
         if end is not None:
             self._report(job, end)
         return end is None
