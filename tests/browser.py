@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from waits import wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -37,23 +37,25 @@ def wait(
     cond: Callable[[], Any], timeout_s: float = 20.0, what: str = "condition", driver: Any = None
 ) -> Any:
     """Poll ``cond`` until it returns something truthy (exceptions count as not yet)."""
-    end = time.monotonic() + timeout_s
-    last: BaseException | None = None
-    while time.monotonic() < end:
+    last: list[BaseException | None] = [None]
+
+    def tolerant() -> Any:
         try:
-            v = cond()
-            if v:
-                return v
+            return cond()
         except Exception as e:  # stale elements while the page re-renders
-            last = e
-        time.sleep(0.1)
-    logs = ""
-    if driver is not None:
-        try:
-            logs = "\n".join(str(x) for x in driver.get_log("browser")[-10:])
-        except Exception:
-            pass
-    raise AssertionError(f"timed out waiting for {what} ({last!r})\n{logs}")
+            last[0] = e
+            return None
+
+    def detail() -> str:
+        logs = ""
+        if driver is not None:
+            try:
+                logs = "\n".join(str(x) for x in driver.get_log("browser")[-10:])
+            except Exception:
+                pass
+        return f"({last[0]!r})\n{logs}"
+
+    return wait_until(tolerant, timeout_s, what, detail, 0.1)
 
 
 def login(driver: Any, url: str, token: str) -> None:

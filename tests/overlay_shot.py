@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from tests.overlay_support import Gateway, chromium, wait_js
@@ -31,11 +30,12 @@ def main() -> None:
             driver.switch_to.frame(0)
             wait_js(driver, "window.__overlay && window.__overlay.connected")
             bot = d.bot()
-            time.sleep(0.5)
             text = "Thanks for the raid, everyone! Welcome to the stream <3"
             bot.send_multipart([b"chat", json.dumps({"text": text, "user": "PixelPanda"}).encode()])
             wait_js(driver, "document.querySelector('.caption')", 30)
-            time.sleep(0.5)  # the fade-in
+            wait_js(
+                driver, "getComputedStyle(document.querySelector('.caption')).opacity === '1'", 5
+            )  # faded in
             driver.switch_to.default_content()
             driver.save_screenshot(str(out))
             print(out)

@@ -12,7 +12,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from typing import Any
 
@@ -20,6 +19,7 @@ import numpy as np
 import tomlkit
 
 from tests.support import REPO, Daemon
+from tests.waits import wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -76,17 +76,20 @@ class Gateway:
                 cwd=REPO,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
-        deadline = time.monotonic() + timeout_s
-        while True:
+
+        def serving() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"gateway exited; log:\n{self.log.read_text()[-3000:]}")
             try:
                 with urllib.request.urlopen(f"{self.base}/overlay/static/overlay.css", timeout=1) as r:
-                    if r.status == 200:
-                        return
+                    return r.status == 200
             except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"gateway did not start; log:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.1)
+                return False
+
+        wait_until(
+            serving, timeout_s, "the gateway to serve", lambda: f"log:\n{self.log.read_text()[-3000:]}", 0.1
+        )
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -119,14 +122,13 @@ def chromium() -> Any:
 
 
 def wait_js(driver: Any, expr: str, timeout_s: float = 20.0, poll_s: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        v = driver.execute_script(f"return {expr}")
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {expr}; page log tail: {page_log(driver)[-10:]}")
-        time.sleep(poll_s)
+    return wait_until(
+        lambda: driver.execute_script(f"return {expr}"),
+        timeout_s,
+        expr,
+        lambda: f"page log tail: {page_log(driver)[-10:]}",
+        poll_s,
+    )
 
 
 def page_log(driver: Any) -> list[dict[str, Any]]:

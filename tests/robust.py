@@ -168,13 +168,13 @@ def bot_process(endpoint: str, bot: int, rate: float, seconds: float, start_at: 
     pub.connect(endpoint)
     total = int(rate * seconds)
     lines = [json.dumps(chat_line(bot, k, rng)).encode() for k in range(total)]
-    time.sleep(max(0.0, start_at - time.time()))
+    time.sleep(max(0.0, start_at - time.time()))  # all bots start together
     t0 = time.monotonic()
     for k, body in enumerate(lines):
         due = t0 + k / rate
         delay = due - time.monotonic()
         if delay > 0.002:
-            time.sleep(delay)
+            time.sleep(delay)  # the bot's rate
         pub.send_multipart([b"chat", body])
     taken = time.monotonic() - t0
     pub.close()

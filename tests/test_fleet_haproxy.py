@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 import pytest
 from support import REPO, Daemon, base_settings, short_tmpdir
+from waits import wait_until
 
 HAPROXY = shutil.which("haproxy") or ("/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None)
 pytestmark = pytest.mark.skipif(
@@ -54,14 +55,13 @@ def _free_port() -> int:
 
 
 def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def healthy() -> bool:
         assert proc.poll() is None, log.read_text()[-3000:]
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"{url} not healthy in {timeout_s}s: {log.read_text()[-3000:]}")
+            return httpx.get(url, timeout=1.0).status_code == 200
+        return False
+
+    wait_until(healthy, timeout_s, f"{url} to be healthy", lambda: log.read_text()[-3000:], 0.1)
 
 
 class Box:
@@ -152,15 +152,14 @@ class HAProxy:
         return {r["svname"]: r for r in rows if r["pxname"] == "gateways" and r["svname"].startswith("box-")}
 
     def wait_up(self, names: set[str], timeout_s: float = 30) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        def up() -> bool:
             assert self.proc.poll() is None, self.log.read_text()
             with contextlib.suppress(OSError):
                 st = self.server_stats()
-                if all(st.get(n, {}).get("status", "").startswith("UP") for n in names):
-                    return
-            time.sleep(0.2)
-        raise AssertionError(f"backends not UP: {self.server_stats()}")
+                return all(st.get(n, {}).get("status", "").startswith("UP") for n in names)
+            return False
+
+        wait_until(up, timeout_s, f"backends {sorted(names)} UP", self.server_stats, 0.2)
 
     def close(self) -> None:
         self.proc.terminate()
@@ -219,7 +218,7 @@ def _client(client: httpx.Client, url: str, c: int) -> list[tuple[str, Any, floa
     out = []
     for i in range(c, REQUESTS, CLIENTS):
         out.append(_speak(client, url, i))
-        time.sleep(THINK_S)
+        time.sleep(THINK_S)  # a client's think time: the traffic spans the kill and restart
     return out
 
 
@@ -232,7 +231,7 @@ def test_haproxy_spreads_requests_and_survives_a_box_dying(fleet: tuple[list[Box
         # Each client sends its share one request at a time with a short think time, so the
         # traffic spans the kill, the restart and the box's return to the pool.
         futures = [pool.submit(_client, client, url, c) for c in range(CLIENTS)]
-        time.sleep(KILL_AFTER_S)
+        time.sleep(KILL_AFTER_S)  # the kill lands mid-traffic
         boxes[0].kill()
         t_kill = time.monotonic()
         restart = threading.Timer(RESTART_AFTER_S, boxes[0].start)

@@ -69,7 +69,7 @@ class ControlClient(threading.Thread):
                 key = f"{ev['event']}:{ev.get('reason', '')}".rstrip(":")
                 self.answers[key] = self.answers.get(key, 0) + 1
             i += 1
-            time.sleep(0.02)
+            time.sleep(0.02)  # a control client's pace
 
 
 def _warm_engine(s: zmq.Socket[Any], lines: int) -> None:
@@ -104,7 +104,7 @@ def _run_load(seconds: float, speak: bool, warm_lines: int) -> dict[str, Any]:
         ]
         for p in procs:
             p.start()
-        time.sleep(max(0.0, start_at - time.time()))
+        time.sleep(max(0.0, start_at - time.time()))  # bots and clients start together
         until = time.monotonic() + seconds
         clients = [ControlClient(d, f"client{i}", until) for i in range(2)]
         for c in clients:
@@ -112,7 +112,7 @@ def _run_load(seconds: float, speak: bool, warm_lines: int) -> dict[str, Any]:
         rss_samples = []
         while time.monotonic() < until:
             rss_samples.append(rss_kb(pid))
-            time.sleep(0.1)
+            time.sleep(0.1)  # RSS sampled through the load
         for c in clients:
             c.join(10)
         results = [out.get(timeout=30) for _ in procs]

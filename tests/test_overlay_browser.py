@@ -20,7 +20,8 @@ import pytest
 
 from tests.asr import transcribe, wer
 from tests.overlay_support import Gateway, chromium, page_log, take_capture, wait_js
-from tests.support import Daemon, Events, running_daemon
+from tests.support import Daemon, Events, running_daemon, wait_joined
+from tests.waits import wait_until
 
 MOD_TOKEN = "moderator-token-0123456789"
 RATE = 22050
@@ -59,14 +60,12 @@ def page(gateway: Gateway) -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def bot(daemon: Daemon) -> Any:
     sock = daemon.bot()
-    time.sleep(0.5)  # slow joiner: the daemon's SUB subscribes to this PUB
     return sock
 
 
 @pytest.fixture()
 def pub(daemon: Daemon) -> Iterator[Events]:
     ev = daemon.subscribe()
-    time.sleep(0.3)
     yield ev
     ev.close()
 
@@ -86,6 +85,25 @@ def entries(driver: Any, kind: str, job: str) -> list[dict[str, Any]]:
 def captions(driver: Any) -> list[str]:
     return list(
         driver.execute_script("return [...document.querySelectorAll('.caption')].map(e => e.textContent)")
+    )
+
+
+def wait_gateway_hears_daemon(page: Any, daemon: Daemon) -> None:
+    """Wait until the gateway's SUB has joined the daemon's PUB (after a restart of either): a
+    pause and a resume make the daemon publish ``paused`` and ``resumed``, which the gateway passes
+    on to the page; with nothing playing they change nothing else."""
+    t0 = time.time() * 1000
+
+    def heard() -> bool:
+        daemon.request({"op": "pause"})
+        daemon.request({"op": "resume"})
+        with contextlib.suppress(AssertionError):
+            wait_js(page, f"window.__overlay.log.some(e => e.event === 'resumed' && e.wall >= {t0})", 0.3)
+            return True
+        return False
+
+    wait_until(
+        heard, 15, "the page to hear the daemon's events through the gateway", lambda: page_log(page)[-10:]
     )
 
 
@@ -140,17 +158,19 @@ def test_captions_follow_the_audio_which_is_gapless_and_transcribes(
         shown = captions(page)
         if playing in seen:
             seen[playing].update(shown)
-        time.sleep(0.1)
+        time.sleep(0.1)  # captions sampled while the lines play
     for (user, text, _), job in zip(lines, jobs, strict=True):
         assert f"{user}{text}" in seen[job] or f"{user}: {text}" in seen[job], seen
         assert entries(page, "caption", job) and entries(page, "uncaption", job)
-    time.sleep(0.2)
-    assert captions(page) == []
+    wait_js(page, "document.querySelectorAll('.caption').length === 0", 2)  # gone after its line
 
     # (2) what the worklet rendered: each line's samples exactly as the daemon made them, back to
     # back with no underrun, and Whisper hears the words
     pub.pump(0.5)
-    time.sleep(0.5)  # the worklet posts its capture in blocks
+    # the worklet posts its capture in blocks: wait until the block with the last line's end is in
+    last_end = entries(page, "end", jobs[1])[0]["frame"]
+    captured_to = "window.__overlay.captureStart + window.__overlay.capture.reduce((n, b) => n + b.length, 0)"
+    wait_js(page, f"window.__overlay.captureStart !== null && {captured_to} >= {last_end}", 5)
     start, rendered = take_capture(page)
     stats = page.execute_script("return window.__overlay.underruns")
     for (_, text, _), job in zip(lines, jobs, strict=True):
@@ -183,10 +203,11 @@ def test_skip_silences_at_once_and_a_deleted_line_never_sounds(page: Any, bot: A
     first = job_of(pub, "s-1")
     second = job_of(pub, "s-2", "queued")
     wait_js(page, f"window.__overlay.log.some(e => e.type === 'start' && e.job === '{first}')", 30)
-    time.sleep(0.8)
+    time.sleep(0.8)  # well into the line: the skip below must silence audible speech
     bot.send_multipart([b"delete", json.dumps({"id": "s-2"}).encode()])
     pub.wait_for(lambda e: e.get("job") == second and e["event"] in ("cancelled", "dropped"), 10)
-    time.sleep(0.5)
+    # the delete reaches the page too, where it must change nothing
+    wait_js(page, f"window.__overlay.log.some(e => e.type === 'event' && e.job === '{second}')", 5)
     assert captions(page) and "carol" in captions(page)[0]
     t_skip = time.time()
     bot.send_multipart([b"skip", json.dumps({"token": MOD_TOKEN}).encode()])
@@ -213,7 +234,7 @@ def test_a_pause_holds_the_line_and_its_caption(page: Any, bot: Any, pub: Events
     chat(bot, "Pausing in the middle of this line should keep its caption up until it ends.", "gus", "p-1")
     job = job_of(pub, "p-1")
     wait_js(page, f"window.__overlay.log.some(e => e.type === 'start' && e.job === '{job}')", 30)
-    time.sleep(0.5)
+    time.sleep(0.5)  # into the line: the pause lands mid-line
     bot.send_multipart([b"pause", json.dumps({"token": MOD_TOKEN}).encode()])
     time.sleep(4.0)  # longer than the page's 3 s limit for a line whose audio stopped
     assert not entries(page, "end", job)
@@ -223,13 +244,15 @@ def test_a_pause_holds_the_line_and_its_caption(page: Any, bot: Any, pub: Events
     assert entries(page, "end", job)[-1]["reason"] == "final"
 
 
-def test_page_plays_on_after_the_gateway_restarts(page: Any, gateway: Gateway, bot: Any, pub: Events) -> None:
+def test_page_plays_on_after_the_gateway_restarts(
+    page: Any, daemon: Daemon, gateway: Gateway, bot: Any, pub: Events
+) -> None:
     before = page.execute_script("return window.__overlay.sockets")
     gateway.stop()
     wait_js(page, "!window.__overlay.connected", 10)
     gateway.start()
     wait_js(page, f"window.__overlay.connected && window.__overlay.sockets > {before}", 15)
-    time.sleep(0.3)
+    wait_gateway_hears_daemon(page, daemon)
     chat(bot, "We are back on the air.", "erin", "r-1")
     job = job_of(pub, "r-1")
     wait_js(page, f"window.__overlay.log.some(e => e.type === 'end' && e.job === '{job}')", 30)
@@ -243,7 +266,9 @@ def test_page_plays_on_after_the_daemon_restarts(page: Any, daemon: Daemon, bot:
     daemon.start()
     daemon.wait_ready()
     wait_js(page, "window.__overlay.daemon === true", 15)
-    time.sleep(1.0)  # the bot's and our SUBs reconnect to the new daemon
+    wait_joined(bot)  # the bot's, the gateway's and our SUBs reconnect to the new daemon
+    wait_gateway_hears_daemon(page, daemon)
+    daemon.wait_subscribed(pub)
     chat(bot, "The daemon is back as well.", "frank", "d-1")
     job = job_of(pub, "d-1")
     wait_js(page, f"window.__overlay.log.some(e => e.type === 'end' && e.job === '{job}')", 30)

@@ -172,7 +172,7 @@ def trace_daemon(
             assert evs[-1]["event"] == "done", evs
         pid = _children(daemon.proc.pid)[0]  # the daemon itself, strace's child
         subprocess.run(["kill", "-HUP", str(pid)], check=True)
-        time.sleep(1.0)
+        daemon.wait_log("voices reloaded", 120)  # the whole SIGHUP path ran, to the worker's last step
         assert daemon.request({"op": "ping"})["event"] == "pong"
         subprocess.run(["kill", "-TERM", str(pid)], check=True)
         rc = daemon.proc.wait(120)

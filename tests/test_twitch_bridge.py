@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 import zmq
+from waits import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 CHANNEL = "ishowtts"
@@ -378,12 +379,12 @@ class Bridge:
         return self.log.read_text(errors="replace")
 
     def wait_log(self, needle: str, timeout_s: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if needle in self.text():
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"{needle!r} not in the bridge log within {timeout_s}s:\n{self.text()[-3000:]}")
+        wait_until(
+            lambda: needle in self.text(),
+            timeout_s,
+            f"{needle!r} in the bridge log",
+            lambda: self.text()[-3000:],
+        )
 
     def stop(self, timeout_s: float = 10.0) -> int:
         if self.proc.poll() is None:
@@ -630,10 +631,9 @@ def test_untrusted_certificate_is_never_talked_to(server: IrcServer, work: Path,
     bridge = start_bridge(work, server, other)
     try:
         bridge.wait_log("TLS certificate not trusted")
-        deadline = time.monotonic() + 5
-        while getattr(server, "tls_failures", 0) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert getattr(server, "tls_failures", 0) >= 2, "it keeps retrying with backoff"
+        wait_until(
+            lambda: getattr(server, "tls_failures", 0) >= 2, 5, "a retry with backoff after the TLS failure"
+        )
         assert server.conns == [], "no IRC line was ever exchanged"
     finally:
         assert bridge.stop() == 0
@@ -764,11 +764,11 @@ def test_sigterm_while_logging_hard_always_stops(work: Path) -> None:
                         conn.send(*[":tmi.twitch.tv NOTICE * :flood"] * 50)  # each is logged by the bridge
                     except OSError:
                         return
-                    time.sleep(0.001)
+                    time.sleep(0.001)  # a flood, not a busy loop
 
             t = threading.Thread(target=flood, daemon=True)
             t.start()
-            time.sleep(0.2 + rng.random() * 0.3)
+            time.sleep(0.2 + rng.random() * 0.3)  # the stop lands at a random point of the flood
             try:
                 assert bridge.stop(timeout_s=10.0) == 0
             finally:

@@ -26,6 +26,7 @@ from test_twitch_bridge import (  # noqa: F401  (cert, server and work are fixtu
     work,
 )
 from test_twitch_daemon import ev_for, privmsg
+from waits import wait_until
 
 from ishowttsd.twitch.publisher import Publisher
 
@@ -60,11 +61,13 @@ def test_publisher_holds_lines_until_the_subscription_arrives_and_drops_them_cou
         assert got == [b'{"text":"first"}', b'{"text":"second"}']  # in order
     finally:
         sub.close(0)
+
     # The daemon goes away: a line waits hold_s, then is dropped, counted with its reason.
-    deadline = time.monotonic() + 10
-    while pub.connected() and time.monotonic() < deadline:
-        time.sleep(0.02)
+    def gone() -> bool:
         pub.tick()
+        return not pub.connected()
+
+    wait_until(gone, 10, "the publisher to see the daemon go", poll_s=0.02)
     assert pub.publish(b"chat", {"text": "late"}) and pub.held == 1
     now[0] = 10.0
     pub.tick()
@@ -144,7 +147,7 @@ def _reconnect_after_every_join(server: IrcServer, stop: threading.Event) -> Non
                     pass
 
             threading.Thread(target=serve, daemon=True).start()
-        time.sleep(0.01)
+        time.sleep(0.01)  # polls the server's connections until the test stops it
 
 
 def max_connects(duration_s: float, lo: float, hi: float) -> int:
@@ -165,7 +168,7 @@ def _count_reconnects(server: IrcServer, cert: Path, work: Path, duration_s: flo
     bridge = start_bridge(work, server, cert, **twitch)
     try:
         server.wait_conn(1)
-        time.sleep(duration_s)
+        time.sleep(duration_s)  # the window in which reconnects are counted
         n = len(server.conns)
         assert bridge.proc.poll() is None
         assert bridge.stop() == 0

@@ -8,7 +8,6 @@ import io
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,7 +46,6 @@ def gw(daemon: Daemon) -> Iterator[Gateway]:
 @pytest.fixture(scope="module")
 def events(daemon: Daemon) -> Events:
     ev = daemon.subscribe(b"event")
-    time.sleep(0.3)
     return ev
 
 
@@ -63,7 +61,6 @@ def driver(gw: Gateway) -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def bot(daemon: Daemon) -> Any:
     b = daemon.bot()
-    time.sleep(0.3)
     return b
 
 
@@ -234,7 +231,7 @@ def test_queue_ban_skip_clear_and_history_in_the_page(
     wait(lambda: by(driver, "#rtf rect"), 10, "an RTF bar", driver)
     screenshot(driver, "web-dashboard-history.png")
     driver.set_window_size(412, 915)  # a phone: one column, buttons under each line
-    time.sleep(0.5)
+    wait(lambda: driver.execute_script("return window.innerWidth") <= 412, 5, "a phone-sized window", driver)
     assert driver.execute_script("return document.documentElement.scrollWidth") <= 412
     screenshot(driver, "web-dashboard-phone.png")
     driver.set_window_size(1200, 1400)

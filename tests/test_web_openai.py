@@ -7,7 +7,6 @@ import io
 import json
 import os
 import socket
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +21,7 @@ from ishowttsd.client.aio import DaemonError, DaemonUnreachable
 from ishowttsd.web.openai_api import BadRequest, _daemon_error, parse_speech
 from tests import asr
 from tests.support import Daemon, running_daemon
+from tests.waits import wait_until
 from tests.websupport import Gateway, chat_lines, running_gateway
 
 LINE = "Hello chat, thanks for the follow and welcome to the stream."
@@ -126,13 +126,15 @@ def test_api_job_is_neither_played_nor_published_and_skips_the_chat_queue(
 ) -> None:
     sub = daemon.subscribe()
     bot = daemon.bot()
-    time.sleep(0.3)  # slow joiners
     for i, line in enumerate(chat_lines(100)):
         bot.send_multipart([b"chat", json.dumps({"text": line, "user": f"v{i}"}).encode()])
     sub.wait_for(lambda e: e.get("event") == "started" and e.get("source") == "chat")
-    deadline = time.monotonic() + 10
-    while (before := daemon.request({"op": "status"}))["queue"]["jobs"] < 90 and time.monotonic() < deadline:
-        time.sleep(0.05)  # the daemon serves control requests between slices of the incoming chat
+    # the daemon serves control requests between slices of the incoming chat
+    before = wait_until(
+        lambda: st if (st := daemon.request({"op": "status"}))["queue"]["jobs"] >= 90 else None,
+        10,
+        "90 chat lines queued",
+    )
     raw = client.audio.speech.with_raw_response.create(
         model="tts-1", voice="joe", input=LINE, response_format="wav"
     )
@@ -188,10 +190,12 @@ def test_oversized_body_is_413(client: openai.OpenAI) -> None:
 def test_warming_up_is_503_and_healthz_says_so() -> None:
     with running_daemon({"debug": {"warmup_delay_s": 120}}, ready=False) as d, running_gateway(d) as gw:
         c = openai.OpenAI(base_url=gw.url + "/v1", api_key=gw.token, max_retries=0)
-        deadline = time.monotonic() + 30  # until the daemon answers pings (it loads first)
-        while (r := httpx.get(gw.url + "/healthz")).json()["daemon"] == "unreachable":
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        r = wait_until(  # until the daemon answers pings (it loads first)
+            lambda: r if (r := httpx.get(gw.url + "/healthz")).json()["daemon"] != "unreachable" else None,
+            30,
+            "the daemon to answer the gateway",
+            poll_s=0.2,
+        )
         assert r.status_code == 503 and r.json() == {"status": "unavailable", "daemon": "warming_up"}
         with pytest.raises(openai.InternalServerError) as e:
             c.audio.speech.create(model="tts-1", voice="joe", input=LINE)
@@ -247,32 +251,42 @@ def test_clients_that_never_read_cost_bounded_memory(
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}"
     ).encode()
     rss0 = _rss_kib(gateway.proc.pid)
+    st0 = daemon.request({"op": "status"})
     socks = []
     for _ in range(4):
         s = socket.create_connection(("127.0.0.1", int(gateway.url.rsplit(":", 1)[1])))
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         s.sendall(request)
         socks.append(s)  # and never read
-    time.sleep(0.5)
+
+    def taken() -> int:  # the four have reached the daemon, so they hold the gateway's four slots
+        st = daemon.request({"op": "status"})
+        ended = sum(st["jobs"][k] - st0["jobs"][k] for k in ("done", "cancelled", "error", "dropped"))
+        return int(st["queue"]["private"] + ended >= 4)
+
+    wait_until(taken, 30, "the four requests to reach the daemon")
     with pytest.raises(openai.RateLimitError) as e:
         client.audio.speech.create(model="tts-1", voice="joe", input=LINE)
     assert e.value.status_code == 429
-    deadline = time.monotonic() + 90  # the daemon makes all four (each ~40 s of audio) meanwhile
-    while daemon.request({"op": "status"})["queue"]["private"] and time.monotonic() < deadline:
+
+    def all_four_made() -> bool:  # the daemon makes all four (each ~40 s of audio) meanwhile
         assert httpx.get(gateway.url + "/healthz").json()["status"] == "ok"  # the gateway still serves
-        time.sleep(0.5)
+        return not daemon.request({"op": "status"})["queue"]["private"]
+
+    wait_until(all_four_made, 90, "the daemon to make the four", poll_s=0.5)
     grown_mib = (_rss_kib(gateway.proc.pid) - rss0) / 1024
     for s in socks:
         s.close()
     print(f"gateway RSS growth with 4 non-reading clients of ~40 s wav each: {grown_mib:.1f} MiB")
     assert grown_mib < 80  # 4 x 40 s of 24 kHz wav is 7.7 MB; bounded well below the process size
     # The slots come back once those clients are gone.
-    deadline = time.monotonic() + 20
-    while True:
+
+    def served() -> bool:
         try:
             client.audio.speech.create(model="tts-1", voice="joe", input=LINE, response_format="pcm")
-            break
         except openai.RateLimitError:
-            assert time.monotonic() < deadline, "slots not released after the clients left"
-            time.sleep(0.5)
+            return False
+        return True
+
+    wait_until(served, 20, "the slots to be released after the clients left", poll_s=0.5)
     assert os.path.exists(f"/proc/{gateway.proc.pid}")

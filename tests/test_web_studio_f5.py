@@ -45,7 +45,6 @@ def gw(daemon: Daemon) -> Iterator[Gateway]:
 @pytest.fixture(scope="module")
 def events(daemon: Daemon) -> Events:
     ev = daemon.subscribe()
-    time.sleep(0.3)
     return ev
 
 
@@ -84,7 +83,7 @@ def test_a_voice_recorded_in_the_browser_is_transcribed_saved_used_and_deleted(
     driver.find_element(By.ID, "voice-id").send_keys("mic-voice")
     driver.find_element(By.ID, "record").click()
     wait(lambda: driver.find_element(By.ID, "stop-record").is_displayed(), 10, "recording", driver)
-    time.sleep(6.0)
+    time.sleep(6.0)  # the length of the take: the fake microphone's clip plays for this long
     driver.find_element(By.ID, "stop-record").click()
     text = driver.find_element(By.ID, "ref-text")
     wait(lambda: text.get_attribute("value"), 90, "Whisper's transcript", driver)

@@ -8,7 +8,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import httpx
 import tomlkit
 
 from tests.support import Daemon, deep_merge
+from tests.waits import wait_until
 
 
 def free_port() -> int:
@@ -87,17 +87,17 @@ def running_gateway(
     url = f"http://{w['listen']}"
     gw = Gateway(proc, url, "", "", log, config)
     try:
-        deadline = time.monotonic() + wait_s
-        while True:
+
+        def listening() -> bool:
             if proc.poll() is not None:
                 raise AssertionError(f"ishowtts-web exited {proc.returncode}:\n{gw.log_text()[-3000:]}")
             try:
                 httpx.get(url + "/healthz", timeout=1.0)
-                break
             except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"ishowtts-web did not listen:\n{gw.log_text()[-3000:]}") from None
-                time.sleep(0.1)
+                return False
+            return True
+
+        wait_until(listening, wait_s, "ishowtts-web to listen", lambda: gw.log_text()[-3000:], 0.1)
         gw.token = Path(w["token_file"]).read_text().strip()
         gw.overlay_key = Path(w["overlay_key_file"]).read_text().strip()
         yield gw
