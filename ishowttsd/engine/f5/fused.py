@@ -304,6 +304,35 @@ def _bf16(lin: Linear) -> Linear:
     return Linear(lin.weight.to(torch.bfloat16), None if lin.bias is None else lin.bias.to(torch.bfloat16))
 
 
+def _block_weights(
+    blk: Any, dtype: torch.dtype, quant_mode: str, fp8_layers: Sequence[str], fast_accum: bool
+) -> BlockWeights:
+    """One f5 ``DiTBlock``'s four linears in the fast path's layout (Q, K and V as one), fp8
+    row-wise ones quantised now; the calibrated precisions are quantised later."""
+    at = blk.attn
+    if at.q_norm is not None or at.processor.pe_attn_head is not None:
+        raise ValueError("fast path supports qk_norm=None and pe_attn_head=None (F5TTS_v1_Base layout)")
+
+    def cast(t: Tensor | None) -> Tensor | None:
+        return None if t is None else t.detach().to(dtype)
+
+    wqkv = torch.cat([at.to_q.weight, at.to_k.weight, at.to_v.weight]).detach().to(dtype)
+    bqkv = torch.cat([at.to_q.bias, at.to_k.bias, at.to_v.bias]).detach().to(dtype)
+    bw = BlockWeights(
+        qkv=Linear(wqkv, bqkv),
+        out=Linear(at.to_out[0].weight.detach().to(dtype), cast(at.to_out[0].bias)),
+        ff1=Linear(blk.ff.ff[0][0].weight.detach().to(dtype), cast(blk.ff.ff[0][0].bias)),
+        ff2=Linear(blk.ff.ff[2].weight.detach().to(dtype), cast(blk.ff.ff[2].bias)),
+    )
+    if quant_mode != "fp8":
+        return bw
+    names = ("qkv", "out", "ff1", "ff2")
+    return BlockWeights(*(
+        quantize_fp8(lin, fast_accum) if name in fp8_layers else _bf16(lin)
+        for name, lin in zip(names, _layers(bw), strict=True)
+    ))  # fmt: skip
+
+
 class FusedDiT:
     """f5's DiT re-laid for the fast path. Reads the weights; never changes the source module."""
 
@@ -323,7 +352,7 @@ class FusedDiT:
     ) -> None:
         """``quant_mode``: 'none', 'fp8' (``fp8_layers``, default QKV, as row-wise fp8 GEMMs with
         per-token activation scales, bf16 activations), 'fp8_static' (``fp8_layers``, default
-        QKV, FF1 and FF2, with calibrated per-tensor activation scales, any ``dtype``) or 'int8'
+        QKV, FF1 and FF2, with calibrated per-tensor activation scales, bf16 on CUDA) or 'int8'
         (W8A8 with SmoothQuant). The calibrated precisions keep the layers in ``dtype`` until
         :meth:`calibrate` has seen a few inputs. ``fp8=True`` means 'fp8'."""
         self.dit = dit
@@ -358,35 +387,15 @@ class FusedDiT:
         self.conv_groups: int = self.conv[0].groups
         self.conv_wp = [posconv.pack_weight(w, self.conv_groups) for w in self.conv_w]
         self.conv_impl = conv_impl
+        """'auto' (the fused Triton kernel on CUDA where Triton imports), 'triton' or 'cudnn'."""
         self.defer_residual = defer_residual
         """Add each block's FF residual inside the next block's first kernel (see ``_block``)."""
         self.gelu_epilogue = gelu_epilogue and self.device.type == "cuda"
         """FF GELU in the GEMM's epilogue (cuBLASLt; CUDA only)."""
-        """'auto' (the fused Triton kernel on CUDA where Triton imports), 'triton' or 'cudnn'."""
         if dit.long_skip_connection is not None:
             raise ValueError("fast path supports long_skip_connection=False (F5TTS_v1_Base layout)")
-        self.blocks: list[BlockWeights] = []
-        for blk in dit.transformer_blocks:
-            at = blk.attn
-            if at.q_norm is not None or at.processor.pe_attn_head is not None:
-                raise ValueError(
-                    "fast path supports qk_norm=None and pe_attn_head=None (F5TTS_v1_Base layout)"
-                )
-            wqkv = torch.cat([at.to_q.weight, at.to_k.weight, at.to_v.weight]).detach().to(dtype)
-            bqkv = torch.cat([at.to_q.bias, at.to_k.bias, at.to_v.bias]).detach().to(dtype)
-            bw = BlockWeights(
-                qkv=Linear(wqkv, bqkv),
-                out=Linear(at.to_out[0].weight.detach().to(dtype), cast(at.to_out[0].bias)),
-                ff1=Linear(blk.ff.ff[0][0].weight.detach().to(dtype), cast(blk.ff.ff[0][0].bias)),
-                ff2=Linear(blk.ff.ff[2].weight.detach().to(dtype), cast(blk.ff.ff[2].bias)),
-            )
-            if quant_mode == "fp8":
-                names = ("qkv", "out", "ff1", "ff2")
-                bw = BlockWeights(*(
-                    quantize_fp8(lin, fast_accum) if name in fp8_layers else _bf16(lin)
-                    for name, lin in zip(names, _layers(bw), strict=True)
-                ))  # fmt: skip
-            self.blocks.append(bw)
+        self.blocks = [_block_weights(blk, dtype, quant_mode, self.fp8_layers, fast_accum)
+                       for blk in dit.transformer_blocks]  # fmt: skip
         self.w_out = dit.proj_out.weight.detach().to(dtype)
         self.b_out = dit.proj_out.bias.detach().to(dtype)
         self._block_fn: Callable[..., tuple[Tensor, Tensor, Tensor]] = _block
