@@ -251,7 +251,7 @@ class Daemon:
                     status = f"ready: {self.engine.name} ({names}), warm-up {self.worker.warmup_s:.1f} s"
                     self.notifier.ready(status)
                     _log.info("ready", engine=self.engine.name, warmup_s=round(self.worker.warmup_s, 3))
-                    self.sockets.publish(Ready(engine=self.engine.name))
+                    self.sockets.out.publish(Ready(engine=self.engine.name))
                     self.admission.on_ready()
                 if self.signals.reload.is_set():
                     self.signals.reload.clear()
@@ -327,7 +327,7 @@ class Daemon:
             while self.scheduler.busy and time.monotonic() < end:
                 self.sockets.poll_once(50)
         self.worker.stopping.set()
-        self.sockets.flush_outbox()
+        self.sockets.out.flush()
         return EXIT_OK
 
     def close(self) -> None:

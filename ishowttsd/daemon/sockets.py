@@ -1,4 +1,5 @@
-"""The I/O side: three ZeroMQ sockets and the loop that serves them.
+"""The I/O side: three ZeroMQ sockets and the loop that serves them (what comes in; what goes
+out leaves through :class:`~ishowttsd.daemon.outbox.Sender`).
 
 It only moves bytes and bookkeeping; it never waits on synthesis. Every control request gets
 an answer, every malformed message an ``error`` event, and no message can raise out of the
@@ -19,7 +20,7 @@ import zmq
 from ishowttsd import log, protocol, security
 from ishowttsd.config import Settings
 from ishowttsd.daemon.admission import Admission
-from ishowttsd.daemon.outbox import EventOut, Outbox, PcmOut
+from ishowttsd.daemon.outbox import EventOut, Outbox, Sender
 from ishowttsd.daemon.scheduler import Scheduler
 from ishowttsd.events import (
     Error,
@@ -27,7 +28,6 @@ from ishowttsd.events import (
     History,
     Ok,
     Paused,
-    Pcm,
     Pong,
     QueueListing,
     Resumed,
@@ -95,8 +95,6 @@ class Sockets:
             "bad_messages": 0,
             "too_large": 0,
         }
-        self._answered: set[str] = set()
-        """Jobs of single-reply (REQ-style) peers whose one reply has gone out."""
         self.voice_ops = voice_ops
         """``reload_voices`` and ``default_voice`` (the daemon, which owns the engine)."""
         z = settings.zmq
@@ -116,6 +114,8 @@ class Sockets:
                 self.curve.protect(self.ingest, ep)
             self.ingest.connect(ep)
         self._bind(self.pcm, z.pcm)
+        self.out = Sender(outbox, pub=self.pcm, control=self.control)
+        """Every outbound frame: the outbox's, then the direct replies and publishes."""
         self.poller = zmq.Poller()
         for s in (self.control, self.ingest, outbox.pull):
             self.poller.register(s, zmq.POLLIN)
@@ -192,7 +192,7 @@ class Sockets:
                 return
             raise
         if self.outbox.pull in events:
-            self.flush_outbox()
+            self.out.flush()
         if self.control in events:
             for _ in range(1000):  # bounded, so one busy client cannot starve the rest
                 try:
@@ -200,7 +200,7 @@ class Sockets:
                 except zmq.Again:
                     break
                 self._guard(self.handle_control, frames)
-                self.flush_outbox()
+                self.out.flush()
         if self.ingest in events:
             # A raid must not delay control requests: yield to the poller after a few milliseconds.
             budget = time.monotonic() + INGEST_SLICE_S
@@ -212,8 +212,8 @@ class Sockets:
                 except zmq.Again:
                     break
                 self._guard(self.handle_ingest, frames)
-            self.flush_outbox()
-        self.flush_outbox()
+            self.out.flush()
+        self.out.flush()
 
     def _guard(self, fn: Callable[[list[bytes]], None], frames: list[bytes]) -> None:
         try:
@@ -222,66 +222,7 @@ class Sockets:
             _log.exception("handler failed", handler=fn.__name__)
             if fn == self.handle_control and frames:
                 error = Error(code="internal_error", reason="internal error; see the daemon log")
-                self._reply(frames[0], self._envelope(frames), error.to_json())
-
-    # -- outbound ---------------------------------------------------------------------------------------
-    def flush_outbox(self) -> None:
-        for item in self.outbox.drain():
-            try:
-                if isinstance(item, PcmOut):
-                    self._send_pcm(item)
-                else:
-                    self._send_event(item)
-            except Exception:  # one unsendable event must not take the I/O loop down
-                _log.exception("outbound message failed", kind=type(item).__name__)
-
-    def _send_event(self, ev: EventOut) -> None:
-        if ev.publish:
-            self.publish_event(ev.payload)
-        if ev.peer is None:
-            return
-        job = str(ev.payload.get("job"))
-        if ev.single_reply:
-            # REQ-style peers get exactly one reply: the ack, or with 'wait' the outcome.
-            if ev.terminal:
-                if job in self._answered:
-                    self._answered.discard(job)
-                    return
-            elif ev.wait or job in self._answered:
-                return
-            else:
-                self._answered.add(job)
-            self._reply(ev.peer, [b""], ev.payload)
-            return
-        self._reply(ev.peer, list(ev.envelope), ev.payload)
-
-    def _send_pcm(self, item: PcmOut) -> None:
-        header = protocol.encode(item.header)
-        if item.publish:
-            self._send(self.pcm, [protocol.pcm_topic(item.job), header, item.payload])
-        if item.peer is not None:
-            ev = protocol.encode(Pcm(header=item.header).to_json())
-            self._send(self.control, [item.peer, ev, item.payload])
-
-    def publish(self, event: Event) -> None:
-        """Publish one event on the PUB ``event`` topic (after the job events made before it)."""
-        self.flush_outbox()
-        self.publish_event(event.to_json())
-
-    def publish_event(self, payload: dict[str, Any]) -> None:
-        self._send(self.pcm, [protocol.EVENT_TOPIC, protocol.encode(payload)])
-
-    def _reply(self, peer: bytes, envelope: list[bytes], payload: dict[str, Any]) -> None:
-        self._send(self.control, [peer, *envelope, protocol.encode(payload)])
-
-    def _send(self, sock: zmq.Socket[Any], frames: list[bytes]) -> None:
-        try:
-            sock.send_multipart(frames, zmq.NOBLOCK)
-        except zmq.Again:
-            self.counters["dropped"] += 1  # a slow reader at its high-water mark: drop, never stall
-        except zmq.ZMQError as e:
-            if e.errno != zmq.EHOSTUNREACH:  # the client went away: nothing to tell
-                raise
+                self.out.reply(frames[0], self._envelope(frames), error.to_json())
 
     # -- control -------------------------------------------------------------------------------------------
     @staticmethod
@@ -300,12 +241,12 @@ class Sockets:
             self.counters["bad_messages"] += 1
             self.counters["too_large"] += 1
             reason = f"request of {size} bytes; [zmq] max_message_bytes is {limit}"
-            self._reply(peer, env, TooLarge(reason=reason, limit=limit, size=size).to_json())
+            self.out.reply(peer, env, TooLarge(reason=reason, limit=limit, size=size).to_json())
             return
         if len(body) != 1:
             self.counters["bad_messages"] += 1
             reason = f"expected one JSON frame per request, got {len(body)}"
-            self._reply(peer, env, Error(code="bad_frames", reason=reason).to_json())
+            self.out.reply(peer, env, Error(code="bad_frames", reason=reason).to_json())
             return
         try:
             req = protocol.parse_request(body[0], self.settings.queue.max_text_chars)
@@ -315,15 +256,15 @@ class Sockets:
             token = _peek_req(body[0])
             if token is not None:
                 out["req"] = token
-            self._reply(peer, env, out)
+            self.out.reply(peer, env, out)
             return
         reply = self._dispatch(req, peer, env)
         if reply is not None:
-            self.flush_outbox()  # the job events this request made go first
+            self.out.flush()  # the job events this request made go first
             payload = reply.to_json()
             if req.req is not None:
                 payload["req"] = req.req
-            self._reply(peer, env, payload)
+            self.out.reply(peer, env, payload)
 
     def _dispatch(self, req: Request, peer: bytes, env: list[bytes]) -> Event | None:
         op = req.op
@@ -338,11 +279,11 @@ class Sockets:
             return Voices(voices=tuple(self._voices()))
         if op == "pause":
             self.scheduler.pause()
-            self.publish(Paused())
+            self.out.publish(Paused())
             return Ok(op=op)
         if op == "resume":
             self.scheduler.resume()
-            self.publish(Resumed())
+            self.out.publish(Resumed())
             return Ok(op=op)
         if op == "stop":
             job = self.scheduler.stop_current("stopped", req.id)
@@ -427,7 +368,7 @@ class Sockets:
             by_priority[j.priority] = by_priority.get(j.priority, 0) + 1
         counters = dict(self.counters)
         counters["rejected"] = self.admission.queue_counters["rejected"]
-        counters["dropped"] += self.admission.queue_counters["dropped"]
+        counters["dropped"] = self.out.dropped + self.admission.queue_counters["dropped"]
         return Status(
             uptime_s=round(time.monotonic() - self.started, 1),
             paused=self.scheduler.paused,
@@ -471,14 +412,14 @@ class Sockets:
             if isinstance(event, Error):
                 self.counters["bad_messages"] += 1
                 refused = True
-            self.publish(event)
+            self.out.publish(event)
         return refused
 
     def _bad_ingest(self, e: ProtocolError) -> None:
         # A SUB socket has no way to answer the bot: log it and say so on the event topic.
         self.counters["bad_messages"] += 1
         _log.warning("bad ingest message", code=e.code, reason=e.reason[:200])
-        self.publish(Error(code=e.code, reason=e.reason[:500], source="ingest"))
+        self.out.publish(Error(code=e.code, reason=e.reason[:500], source="ingest"))
 
 
 def _bad_request(reason: str) -> Error:
