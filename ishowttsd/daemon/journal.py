@@ -39,7 +39,7 @@ _log = log.get(__name__)
 FILENAME = "journal.sqlite3"
 SCHEMA_VERSION = 2
 """1 → 2: the ``outcome`` column (added in place; older rows read as ``spoken``/``dropped``)."""
-STATES = ("accepted", "started", "finished", "dropped")
+STATES = journal_repair.STATES
 OUTCOMES = ("spoken", "dropped", "cancelled", "error")
 _RANK_SQL = "CASE priority " + " ".join(f"WHEN '{p}' THEN {i}" for i, p in enumerate(PRIORITIES)) + " END"
 

@@ -19,11 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ishowttsd.protocol import PRIORITIES
+
 COLUMNS = (
     "seq", "id", "priority", "text", "voice", "user", "channel", "platform", "kind", "msg_id",
     "source", "accepted_at", "expires_at", "state", "reason", "updated_at", "outcome",
 )  # fmt: skip
 """The ``jobs`` table's columns in schema order (schema 1 rows lack the last one)."""
+STATES = ("accepted", "started", "finished", "dropped")
+"""A row's ``state`` column (defined here, with the columns, so that this module needs nothing
+from :mod:`ishowttsd.daemon.journal`, which imports it)."""
 META_KEYS = ("paused",)
 """Keys of the ``meta`` table a salvage looks for (a two-text-column record with such a key)."""
 REQUIRED_TEXT = ("id", "priority", "text", "source", "state")
@@ -184,9 +189,6 @@ def _record(payload: bytes) -> list[Any]:
 
 def _job_row(rowid: int, values: list[Any]) -> dict[str, Any] | None:
     """A ``jobs`` row from a record, or None when the record is something else (or garbage)."""
-    from ishowttsd.daemon.journal import STATES
-    from ishowttsd.protocol import PRIORITIES
-
     if len(values) not in (len(COLUMNS) - 1, len(COLUMNS)):
         return None
     row = dict(zip(COLUMNS, values, strict=False))
