@@ -190,25 +190,37 @@ def fleet() -> Iterator[tuple[list[Box], HAProxy]]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+RETRIES_429 = 2
+"""Like the official ``openai`` client (``max_retries=2``): a 429 is retried after its
+``Retry-After``. With one box down the survivor gets all ten clients against its 8 speech slots
+([web] max_speech_requests), and refusing the excess with 429 is its protection working."""
+
+
 def _speak(client: httpx.Client, url: str, i: int) -> tuple[str, Any, float]:
     """One request: ("ok", bytes, t0) | ("error", status or exception name, t0) | ("hang", None, t0)."""
     t0 = time.monotonic()
-    try:
-        r = client.post(
-            url,
-            json={
-                "model": "tts-1",
-                "input": f"Request number {i} is done.",
-                "voice": "joe",
-                "response_format": "wav",
-            },
-            headers={"Authorization": f"Bearer {TOKEN}"},
-            timeout=TIMEOUT_S,
-        )
-    except httpx.TimeoutException:
-        return "hang", None, t0
-    except httpx.TransportError as e:  # refused, reset, cut off mid-body: retryable by the client
-        return "error", type(e).__name__, t0
+    for attempt in range(RETRIES_429 + 1):
+        try:
+            r = client.post(
+                url,
+                json={
+                    "model": "tts-1",
+                    "input": f"Request number {i} is done.",
+                    "voice": "joe",
+                    "response_format": "wav",
+                },
+                headers={"Authorization": f"Bearer {TOKEN}"},
+                timeout=TIMEOUT_S,
+            )
+        except httpx.TimeoutException:
+            return "hang", None, t0
+        except httpx.TransportError as e:  # refused, reset, cut off mid-body: retryable by the client
+            return "error", type(e).__name__, t0
+        if r.status_code != 429 or attempt == RETRIES_429:
+            break
+        retry_after = r.headers.get("Retry-After")
+        assert retry_after is not None and retry_after.isdigit(), r.headers  # a 429 says when to retry
+        time.sleep(float(retry_after))  # the client does as it is told
     if r.status_code == 200 and r.content[:4] == b"RIFF" and len(r.content) > 10_000:
         return "ok", len(r.content), t0
     return "error", r.status_code, t0
