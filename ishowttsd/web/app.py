@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -27,54 +25,29 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
-from ishowttsd.client.aio import DaemonClient
-from ishowttsd.client.feed import Feed
-from ishowttsd.config import Settings
-from ishowttsd.web.auth import Keys
+from ishowttsd.voices.store import VoiceStore
+from ishowttsd.web import dashboard, openai_api, overlay, studio
 from ishowttsd.web.errors import error
+from ishowttsd.web.gateway import Gateway
 from ishowttsd.web.limits import BodyLimit, RateLimit
 
 HEALTH_TIMEOUT_S = 1.0
-
-
-@dataclass
-class Gateway:
-    """What every route provider gets."""
-
-    settings: Settings
-    """The whole settings file (``settings.web`` is the ``[web]`` section)."""
-    keys: Keys
-    daemon: DaemonClient
-    """The daemon's control socket (connected in the app's lifespan)."""
-    feed: Feed
-    """The daemon's PCM/event PUB, fanned out (started in the app's lifespan)."""
-    background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
-    """Tasks a provider needs for the app's lifetime (started after the feed, cancelled at exit)."""
-    large_bodies: dict[str, int] = field(default_factory=dict)
-    """Paths whose request bodies may exceed ``[web] max_body_bytes`` (uploads), and their bound."""
 
 
 RouteProvider = Callable[[Gateway], Sequence[BaseRoute]]
 
 
 def _overlay(gw: Gateway) -> Sequence[BaseRoute]:
-    from ishowttsd.web import overlay
-
     return overlay.routes(gw.feed, gw.keys.overlay_ok, lambda: overlay.default_voice_rate(gw.daemon))
 
 
 def _dashboard(gw: Gateway) -> Sequence[BaseRoute]:
-    from ishowttsd.web import dashboard
-
     live = dashboard.Live()
     gw.background.append(lambda: dashboard.follow_rtf(gw.feed, live))
     return dashboard.routes(gw.daemon, gw.feed, gw.keys.bearer_ok, live)
 
 
 def _studio(gw: Gateway) -> Sequence[BaseRoute]:
-    from ishowttsd.voices.store import VoiceStore
-    from ishowttsd.web import studio
-
     store = VoiceStore.in_state_dir(gw.settings.daemon.state_dir)
     store.clean()
     for path in studio.UPLOAD_PATHS:
@@ -83,8 +56,6 @@ def _studio(gw: Gateway) -> Sequence[BaseRoute]:
 
 
 def _openai(gw: Gateway) -> Sequence[BaseRoute]:
-    from ishowttsd.web import openai_api
-
     return openai_api.routes(gw)
 
 

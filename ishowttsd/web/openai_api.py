@@ -28,9 +28,9 @@ from starlette.types import Receive, Scope, Send
 
 from ishowttsd import log
 from ishowttsd.client.aio import DaemonError, DaemonUnreachable, PcmFrame, Speech, Voice
-from ishowttsd.web.app import Gateway
 from ishowttsd.web.audio import FORMATS, Encoder
 from ishowttsd.web.errors import Refused, error
+from ishowttsd.web.gateway import Gateway
 from ishowttsd.web.guard import guarded, read_json
 
 _log = log.get(__name__)
