@@ -25,8 +25,6 @@ class ChatOrigin:
     """``chat``, ``paid``, ``mod``, or an announcement kind (``sub``, ``raid``, ...)."""
     msg_id: str | None = None
     """The platform's message id (for ``delete``)."""
-    posted_ts: float | None = None
-    """Unix seconds when the line was posted (the bot's ``ts``), for staleness."""
 
     def to_json(self) -> dict[str, Any]:
         """The fields every event about a chat job carries (those that are set)."""

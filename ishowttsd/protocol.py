@@ -176,7 +176,7 @@ class ChatMessage:
     @property
     def origin(self) -> ChatOrigin:
         """Who posted it, where, which message: the record the daemon keeps with the job."""
-        return ChatOrigin(self.user, self.channel, self.platform, self.kind, self.id, self.ts)
+        return ChatOrigin(self.user, self.channel, self.platform, self.kind, self.id)
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any], max_chars: int) -> ChatMessage:

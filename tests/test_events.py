@@ -78,7 +78,7 @@ def test_optional_fields_are_left_out_when_unset(cls: type[Event]) -> None:
 
 
 def test_job_events_carry_the_job_and_its_chat_origin() -> None:
-    origin = ChatOrigin(user="Ünï", channel="#c", platform="twitch", kind="paid", msg_id="m1", posted_ts=5.0)
+    origin = ChatOrigin(user="Ünï", channel="#c", platform="twitch", kind="paid", msg_id="m1")
     job = Job(id="j", text="hi", priority="important", voice="joe", source="chat", origin=origin, req="r7")
     wire = events.Done(audio_s=1.0, synth_s=0.5, rtf=0.5, ttfa_s=0.1, chunks=2).for_job(job).to_json()
     assert wire == {

@@ -14,8 +14,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ishowttsd.protocol import ChatMessage, encode, parse_ingest
-from ishowttsd.twitch.irc import LineBuffer, MalformedLine, Message, escape_tag_value, parse_line
+from ishowttsd.twitch.irc import LineBuffer, MalformedLine, Message, parse_line
 from ishowttsd.twitch.translate import Translator
+
+
+def escape_tag_value(value: str) -> str:
+    """The inverse of the IRCv3 unescaping that ``parse_line`` does (the fuzzer writes tags with it)."""
+    return (
+        value.replace("\\", "\\\\")
+        .replace(";", "\\:")
+        .replace(" ", "\\s")
+        .replace("\r", "\\r")
+        .replace("\n", "\\n")
+    )
+
 
 LONG = os.environ.get("ISHOWTTS_LONG") == "1"
 EXAMPLES = 20000 if LONG else 600

@@ -30,7 +30,6 @@ APPROVAL = ("off", "first_time", "paid", "all")
 FIRST_TIME = ("read", "skip")
 ROLES = ("everyone", "broadcaster", "moderator", "vip", "subscriber", "founder")
 PLAIN_KINDS = ("chat", "mod")
-VIEWER_COMMANDS = ("voice", "cancel")
 MODERATOR_COMMANDS = {
     "!skip": "skip",
     "!clear": "clear",

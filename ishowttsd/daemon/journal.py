@@ -40,7 +40,6 @@ FILENAME = "journal.sqlite3"
 SCHEMA_VERSION = 2
 """1 → 2: the ``outcome`` column (added in place; older rows read as ``spoken``/``dropped``)."""
 STATES = journal_repair.STATES
-OUTCOMES = ("spoken", "dropped", "cancelled", "error")
 _RANK_SQL = "CASE priority " + " ".join(f"WHEN '{p}' THEN {i}" for i, p in enumerate(PRIORITIES)) + " END"
 
 _SCHEMA = """
@@ -128,7 +127,7 @@ class Entry:
     """Unix seconds after which it is stale; None: never."""
     voice: str | None = None
     origin: ChatOrigin | None = None
-    """The chat line's identity (its ``posted_ts`` is not stored: the job's ``expires_at`` is)."""
+    """The chat line's identity."""
     state: str = "accepted"
 
 

@@ -90,17 +90,6 @@ def parse_line(raw: bytes | str) -> Message:
     return Message(command=command, params=tuple(line.params), tags=tags, source=source)
 
 
-def escape_tag_value(value: str) -> str:
-    """The inverse of the IRCv3 unescaping (used by tests and the fuzzer)."""
-    return (
-        value.replace("\\", "\\\\")
-        .replace(";", "\\:")
-        .replace(" ", "\\s")
-        .replace("\r", "\\r")
-        .replace("\n", "\\n")
-    )
-
-
 _UNSAFE = re.compile(r"[\x00\r\n]")
 
 
