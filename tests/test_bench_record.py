@@ -97,6 +97,17 @@ def test_regression_against_best_of_same_device(tmp_path: Path) -> None:
     assert set(record.REQUIRED_KEYS) <= set(latest)
 
 
+def test_a_slower_or_faster_stock_path_alone_is_not_a_regression(tmp_path: Path) -> None:
+    """The stock path's spread moves ``speedup`` by tens of percent between runs; only the fast
+    path's own figures are judged."""
+    record.write(raw(0.0050, 20.0, 120.0), tmp_path, 0.10)
+    fast_stock = raw(0.0050, 20.0, 120.0)
+    fast_stock["stock"] = {"rtf": 0.025}  # the stock path ran twice as fast: speedup halves
+    rec = record.write(fast_stock, tmp_path, 0.10)
+    assert rec["speedup"] == pytest.approx(5.0)
+    assert rec["regressions"] == []
+
+
 def test_bad_history_line_names_file_and_line(tmp_path: Path) -> None:
     h = tmp_path / "history.jsonl"
     h.write_text('{"rtf": 1}\nnot json\n')

@@ -26,7 +26,10 @@ LOWER_IS_BETTER = (
     "rtf", "ttfa_ms", "fp8_rtf", "fp8_ttfa_ms", "fp8_rel_error", "int8_rel_error", "daemon_line_ms",
     "daemon_ttfa_ms",
 )  # fmt: skip
-HIGHER_IS_BETTER = ("x_realtime_16", "speedup", "fp8_x_realtime_16_same", "daemon_x_realtime_16")
+HIGHER_IS_BETTER = ("x_realtime_16", "fp8_x_realtime_16_same", "daemon_x_realtime_16")
+"""``speedup`` is not judged: its denominator is the stock path, host-bound Python whose line time
+moved 345–646 ms between runs on one H200, so against the best-ever ratio it raised a false alarm in
+most runs; the fast path's own figures (``rtf`` and the rest) are what a regression is about."""
 TARGETS = {"rtf": 0.0035, "ttfa_ms": 15.0, "x_realtime_16": 400.0, "rel_error": 1e-2}
 """The issue's targets (H100, NFE 8, this workload); rel_error is the bf16/fp16 bound."""
 PATH_TARGETS = {
