@@ -139,7 +139,7 @@ def test_conditioning_is_the_reference_samplers(env: dict[str, Any]) -> None:
 def test_vocoder_without_sync_is_vocos(env: dict[str, Any]) -> None:
     mel = torch.randn(1, 100, 57)
     voc = Vocoder(env["m"].vocoder)
-    assert voc.native  # the tiny checkpoint's iSTFT is "same"-padded like the real one: our path runs
+    assert voc.native  # the bench's tiny Vocos is "same"-padded like the real one: our iSTFT runs
     with torch.inference_mode():
         want = env["m"].vocoder.decode(mel)
         got = voc.decode(mel)
