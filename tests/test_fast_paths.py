@@ -205,26 +205,38 @@ for the full-size model. The tiny model measured ~5e-4 here; the full-size bench
 full-size figure (``int8_rel_error``)."""
 
 
+def calibrated(env: dict[str, Any], quant: str) -> tuple[FastSampler, FastSampler]:
+    """The fp32 fast sampler and one in ``quant``, which refuses to sample until it is calibrated
+    (on three chat lines that are not the measured ones), then is."""
+    fp = FastSampler(env["m"].dit, env["cfg"], bucket_frames=0)
+    q = FastSampler(env["m"].dit, env["cfg"], bucket_frames=0, quant=quant)
+    with pytest.raises(RuntimeError, match="calibrate"):
+        q.sample([make_job(env, workload.LINE, 11)])
+    q.calibrate([make_job(env, t, 5) for t in workload.MIXED_LINES[5:8]])
+    return fp, q
+
+
+def assert_speaks_like_fp32(env: dict[str, Any], fp: FastSampler, q: FastSampler, bound: float) -> None:
+    """Generated frames close to the fp32 path's, and measurably not equal (the quantisation runs)."""
+    for text in (workload.LINE, workload.MIXED_LINES[10]):
+        job = make_job(env, text, 11)
+        want = fp.sample([job])[0][job.ref_frames :]
+        got = q.sample([make_job(env, text, 11)])[0][job.ref_frames :]
+        err = rel(got, want)
+        assert 1e-6 < err < bound, (text, err)
+
+
 def test_int8_path_speaks_like_the_fp32_path(env: dict[str, Any]) -> None:
     """W8A8 (int8 weights per output channel, activations per token, SmoothQuant-calibrated on
     three chat lines that are not the measured ones) through the same fused sampler on the CPU
     (``torch._int_mm`` there): close to fp32, and measurably not fp32 (the quantisation runs)."""
     from ishowttsd.engine.f5 import quant
 
-    fp = FastSampler(env["m"].dit, env["cfg"], bucket_frames=0)
-    q8 = FastSampler(env["m"].dit, env["cfg"], bucket_frames=0, quant="int8")
-    with pytest.raises(RuntimeError, match="calibrate"):
-        q8.sample([make_job(env, workload.LINE, 11)])
-    q8.calibrate([make_job(env, t, 5) for t in workload.MIXED_LINES[5:8]])
+    fp, q8 = calibrated(env, "int8")
     blk = q8.fused.blocks[0]
     assert blk.ff2.wq_t is not None and blk.ff2.wq_t.dtype == torch.int8
     assert blk.ff2.inv_smooth is not None and blk.ff2.inv_smooth.shape == (blk.ff2.weight.shape[1],)
-    for text in (workload.LINE, workload.MIXED_LINES[10]):
-        job = make_job(env, text, 11)
-        want = fp.sample([job])[0][job.ref_frames :]
-        got = q8.sample([make_job(env, text, 11)])[0][job.ref_frames :]
-        err = rel(got, want)
-        assert 1e-6 < err < INT8_BOUND, (text, err)
+    assert_speaks_like_fp32(env, fp, q8, INT8_BOUND)
     # the GEMM itself: int32 products exact, the epilogue as a float linear layer would do it
     x, w, b = torch.randn(40, 64), torch.randn(24, 64) / 8, torch.randn(24)
     wq, ws = quant.quantize_weight(w, "int8")
@@ -245,22 +257,13 @@ def test_fp8_static_path_speaks_like_the_fp32_path(env: dict[str, Any]) -> None:
     instead of overflowing."""
     from ishowttsd.engine.f5 import quant
 
-    fp = FastSampler(env["m"].dit, env["cfg"], bucket_frames=0)
-    q8 = FastSampler(env["m"].dit, env["cfg"], bucket_frames=0, quant="fp8_static")
-    with pytest.raises(RuntimeError, match="calibrate"):
-        q8.sample([make_job(env, workload.LINE, 11)])
-    q8.calibrate([make_job(env, t, 5) for t in workload.MIXED_LINES[5:8]])
+    fp, q8 = calibrated(env, "fp8_static")
     blk = q8.fused.blocks[0]
     for lin in (blk.qkv, blk.ff1, blk.ff2):
         assert lin.wq_t is not None and lin.wq_t.dtype == torch.float8_e4m3fn
         assert lin.x_scale is not None and lin.x_scale.dim() == 0 and float(lin.x_scale) > 0
     assert blk.out.wq_t is None  # the attention output stays in the model dtype
-    for text in (workload.LINE, workload.MIXED_LINES[10]):
-        job = make_job(env, text, 11)
-        want = fp.sample([job])[0][job.ref_frames :]
-        got = q8.sample([make_job(env, text, 11)])[0][job.ref_frames :]
-        err = rel(got, want)
-        assert 1e-6 < err < FP8_BOUND, (text, err)
+    assert_speaks_like_fp32(env, fp, q8, FP8_BOUND)
     # batched with a shorter line (padded, masked keys): the same mel as alone; v's scale and
     # bias, folded into the output projection, hold because attention rows still sum to 1
     a, short = make_job(env, workload.LINE, 11), make_job(env, workload.MIXED_LINES[3], 12)

@@ -9,6 +9,7 @@ from typing import Any
 from ishowttsd.bench import workload
 from ishowttsd.bench.harness import Bench
 from ishowttsd.engine.f5.fast import FastSampler
+from ishowttsd.engine.f5.quant import CALIBRATED
 from ishowttsd.engine.f5.settings import InferenceConfig
 
 
@@ -73,8 +74,8 @@ def fast_sampler(b: Bench, dtype: str, *, quant: str = "none", fast_accum: bool 
         conv_layout=b.plan.conv_layout, conv_impl=conv_impl or b.plan.conv_impl,
         gelu_epilogue=gelu_epilogue, compile_mode=compile_mode, defer_residual=defer_residual,
     )  # fmt: skip
-    # int8: SmoothQuant calibration on three chat lines that are not the measured ones
-    fs.calibrate([b.job(t, 90 + i) for i, t in enumerate(CALIBRATION_LINES)])
+    if fs.fused.quant in CALIBRATED:  # on three chat lines that are not the measured ones
+        fs.calibrate([b.job(t, 90 + i) for i, t in enumerate(CALIBRATION_LINES)])
     return fs
 
 

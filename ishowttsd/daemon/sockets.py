@@ -375,7 +375,7 @@ class Sockets:
             queue={
                 "jobs": len(queued),
                 "by_priority": by_priority,
-                "est_audio_s": round(sum(j.est_seconds for j in queued), 1),
+                "est_audio_s": round(self.scheduler.queued_seconds, 1),  # kept as jobs come and go
                 "in_flight": self.scheduler.in_flight_count,  # out of the queue, not yet done
                 "private": self.scheduler.private_count,  # play: false, waiting or in flight
             },

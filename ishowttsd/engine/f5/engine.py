@@ -37,6 +37,7 @@ from ishowttsd.engine.base import (
 )
 from ishowttsd.engine.f5 import model as f5model
 from ishowttsd.engine.f5 import rounds, sampler, text, upstream
+from ishowttsd.engine.f5.quant import CALIBRATED
 from ishowttsd.engine.f5.refaudio import Reference, ReferenceCache
 from ishowttsd.engine.f5.settings import F5Settings, InferenceConfig, VoiceSettings
 from ishowttsd.engine.f5.stream import CrossFader
@@ -148,7 +149,7 @@ class F5Engine:
         self._fast = pipeline.build_pipeline(
             m.dit, m.vocoder, self._cfg, fs, int16=False, allow_cpu=fs.on_cpu
         )
-        if self._fast is not None and self._fast.fs.fused.quant in ("int8", "fp8_static"):
+        if self._fast is not None and self._fast.fs.fused.quant in CALIBRATED:
             with torch.inference_mode():
                 jobs = [self._fast_job(v, t) for v in self._voices.values() for t in CALIBRATION_TEXTS]
                 self._fast.fs.calibrate(jobs[:4])

@@ -34,7 +34,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ishowttsd import log
-from ishowttsd.engine.f5.fused import CALIBRATED, DTYPES, MASKED_LOGIT, FusedDiT
+from ishowttsd.engine.f5.fused import DTYPES, MASKED_LOGIT, FusedDiT
+from ishowttsd.engine.f5.quant import CALIBRATED, FP8
 
 _log = log.get(__name__)
 
@@ -207,7 +208,7 @@ class FastSampler:
             if quant == "fp8":
                 quant = "none"
         fp8 = quant == "fp8"
-        if (fp8 or quant == "fp8_static") and dtype != "bf16" and self.device.type == "cuda":
+        if quant in FP8 and dtype != "bf16" and self.device.type == "cuda":
             raise ValueError("fp8 matmuls write bf16: set dtype = 'bf16' with fp8 = true")
         self.cfg = cfg
         if conv_layout not in ("view", "contiguous", "auto"):
@@ -243,7 +244,7 @@ class FastSampler:
         self.pool = torch.cuda.graph_pool_handle() if cuda_graph else None
         self.options = {
             "dtype": dtype, "fp8": fp8, "quant": quant, "fast_accum": self.fused.fast_accum,
-            "fp8_layers": list(self.fused.fp8_layers) if quant in ("fp8", "fp8_static") else None,
+            "fp8_layers": list(self.fused.fp8_layers) if quant in FP8 else None,
             "compile": compile_mode if compile else "none",
             "compile_dynamic": compile_dynamic, "cuda_graph": cuda_graph, "bucket_frames": bucket_frames,
             "attn_mode": attn_mode,

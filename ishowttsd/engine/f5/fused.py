@@ -296,9 +296,6 @@ rides free in the layer-norm/AdaLN kernel and FF2's in the GELU kernel; the atte
 would need a kernel of its own (cuDNN's attention takes no epilogue), so it stays in the model
 dtype."""
 
-CALIBRATED = ("int8", "fp8_static")
-"""The precisions whose layers are quantised only after :meth:`FusedDiT.calibrate` saw inputs."""
-
 
 def _bf16(lin: Linear) -> Linear:
     return Linear(lin.weight.to(torch.bfloat16), None if lin.bias is None else lin.bias.to(torch.bfloat16))
@@ -413,7 +410,7 @@ class FusedDiT:
         SmoothQuant-migrated, or ``fp8_static`` (one scale per layer input). Idempotent: a second
         call does nothing, and so does a precision that needs no calibration."""
         global _RECORD
-        if self.quant not in CALIBRATED or self.calibrated:
+        if self.quant not in quant.CALIBRATED or self.calibrated:
             return
         fn = self._block_fn
         self._block_fn = _block

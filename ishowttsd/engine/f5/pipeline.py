@@ -15,6 +15,7 @@ from torch import Tensor
 
 from ishowttsd import log
 from ishowttsd.engine.f5.fast import FastJob, FastSampler
+from ishowttsd.engine.f5.quant import FP8
 
 _log = log.get(__name__)
 
@@ -242,7 +243,7 @@ def build_pipeline(
         )
     quant = resolve_quant(settings, device)
     fs = FastSampler(
-        dit, cfg, dtype="bf16" if quant in ("fp8", "fp8_static") else settings.dtype, quant=quant,
+        dit, cfg, dtype="bf16" if quant in FP8 else settings.dtype, quant=quant,
         fast_accum=settings.fast_accum, compile=compile_,
         # torch.compile's default (automatic dynamic: static first, dynamic from the second length
         # on), not the bench's static shapes: measured on the full-size engine (H200), the same
@@ -267,7 +268,7 @@ def resolve_quant(settings: Any, device: torch.device) -> str:
         return "fp8" if fp8_ok else "none"
     if want == "fp8_static" and device.type == "cpu":
         return want  # the same arithmetic on the CPU (tests; slow)
-    if want in ("fp8", "fp8_static") and not fp8_ok:
+    if want in FP8 and not fp8_ok:
         _log.warning("fp8 needs fp8 tensor cores (Hopper/Ada); running without", key="f5.fast.quant")
         return "none"
     return str(want)

@@ -40,6 +40,10 @@ from torch import Tensor
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
 INT8_MAX = 127.0
 QUANTS = ("none", "fp8", "fp8_static", "int8")
+FP8 = ("fp8", "fp8_static")
+"""The precisions with fp8 GEMMs: they need fp8 tensor cores on CUDA and write bf16."""
+CALIBRATED = ("int8", "fp8_static")
+"""The precisions whose layers are quantised only after a calibration has seen a few inputs."""
 STATIC_HEADROOM = 2.0
 """``fp8_static``: the calibrated activation maximum times this is what maps to 448. e4m3 is a
 float format (3 mantissa bits at every magnitude), so the headroom costs precision only for
