@@ -16,7 +16,7 @@ from ishowttsd.bench import models, workload
 from ishowttsd.engine.base import float_to_int16
 from ishowttsd.engine.f5 import sampler, upstream
 from ishowttsd.engine.f5.fast import FastJob, FastSampler
-from ishowttsd.engine.f5.fused import Linear, quantize_fp8
+from ishowttsd.engine.f5.linears import Linear, quantize_fp8
 from ishowttsd.engine.f5.pipeline import FastPipeline, Vocoder
 from ishowttsd.engine.f5.settings import InferenceConfig
 
@@ -205,11 +205,11 @@ for the full-size model. The tiny model measured ~5e-4 here; the full-size bench
 full-size figure (``int8_rel_error``)."""
 
 
-def calibrated(env: dict[str, Any], quant: str) -> tuple[FastSampler, FastSampler]:
+def calibrated(env: dict[str, Any], quant: str, **options: Any) -> tuple[FastSampler, FastSampler]:
     """The fp32 fast sampler and one in ``quant``, which refuses to sample until it is calibrated
     (on three chat lines that are not the measured ones), then is."""
     fp = FastSampler(env["m"].dit, env["cfg"], bucket_frames=0)
-    q = FastSampler(env["m"].dit, env["cfg"], bucket_frames=0, quant=quant)
+    q = FastSampler(env["m"].dit, env["cfg"], bucket_frames=0, quant=quant, **options)
     with pytest.raises(RuntimeError, match="calibrate"):
         q.sample([make_job(env, workload.LINE, 11)])
     q.calibrate([make_job(env, t, 5) for t in workload.MIXED_LINES[5:8]])
@@ -279,6 +279,42 @@ def test_fp8_static_path_speaks_like_the_fp32_path(env: dict[str, Any]) -> None:
     assert rel(y, x @ w.T) < 5e-2
     loud = (x * 10 / xs).clamp(-quant.FP8_MAX, quant.FP8_MAX).to(torch.float8_e4m3fn).float()
     assert torch.isfinite(loud).all() and loud.abs().max() == quant.FP8_MAX
+
+
+def test_fp8_static_epilogue_path_speaks_like_the_fp32_path(env: dict[str, Any]) -> None:
+    """``fp8_gemm = "triton"``: every fp8 layer's GEMM finishes its own output (scales, bias,
+    GELU) and FF1 writes FF2's fp8 input. On the CPU the op runs the kernel's arithmetic in fp32
+    torch (the Triton kernel itself is checked against it on the GPU): close to fp32, the same
+    mel batched as alone, and the cuBLASLt-shaped path (v's scale folded into the output
+    projection, FF2's applied in the next layer norm) computes nearly the same mel."""
+    from ishowttsd.engine.f5 import fp8gemm, quant
+
+    fp, q8 = calibrated(env, "fp8_static", fp8_gemm="triton")
+    blk = q8.fused.blocks[0]
+    assert all(lin.epilogue for lin in (blk.qkv, blk.ff1, blk.ff2)) and not blk.out.epilogue
+    assert q8.options["fp8_gemm"] == "triton"
+    assert_speaks_like_fp32(env, fp, q8, FP8_BOUND)
+    a, short = make_job(env, workload.LINE, 11), make_job(env, workload.MIXED_LINES[3], 12)
+    alone = q8.sample([make_job(env, workload.LINE, 11)])[0]
+    assert rel(q8.sample([a, short])[0], alone) < 1e-4
+    _, unfused = calibrated(env, "fp8_static", fp8_gemm="cublas")
+    assert not unfused.fused.blocks[0].ff1.epilogue
+    assert rel(unfused.sample([make_job(env, workload.LINE, 11)])[0], alone) < 5e-3
+    # the op: an fp8 output is the finished output quantised with the next layer's scale
+    torch.manual_seed(5)
+    x, w, b = torch.randn(40, 128), torch.randn(24, 128) / 8, torch.randn(24)
+    wq, ws = quant.quantize_weight(w, "fp8")
+    wg = ws.amax().reshape(())
+    xs = quant.static_scale(x.abs().amax(dim=0))
+    xq = (x / xs).clamp(-quant.FP8_MAX, quant.FP8_MAX).to(torch.float8_e4m3fn)
+    y = fp8gemm.fp8_gemm(xq, wq, xs, wg, ws / wg, b, True, None, torch.float32)
+    assert rel(y, F.gelu(x @ w.T + b, approximate="tanh")) < 5e-2
+    inv = torch.tensor(3.0)
+    y8 = fp8gemm.fp8_gemm(xq, wq, xs, wg, ws / wg, b, True, inv, torch.float32)
+    assert y8.dtype == torch.float8_e4m3fn
+    assert torch.equal(
+        y8.float(), (y * inv).clamp(-quant.FP8_MAX, quant.FP8_MAX).to(torch.float8_e4m3fn).float()
+    )
 
 
 def test_smoothquant_moves_activation_outliers_into_the_weights() -> None:

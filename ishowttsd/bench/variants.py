@@ -24,7 +24,9 @@ def variant_options(name: str) -> dict[str, Any]:
     dynamic-shape compile), ``_eager`` (no compile, no graph), ``_graph`` (graph, no compile),
     ``_cudnn`` (the positional conv through cuDNN instead of the fused Triton kernel), ``_nogelu``
     (FF GELU as its own kernel), ``_nodefer`` (each block adds its own FF residual), ``_maxat``
-    (compile mode max-autotune-no-cudagraphs). Without suffixes, the daemon's ``[f5.fast]`` defaults."""
+    (compile mode max-autotune-no-cudagraphs), ``_cublas`` (fp8s through cuBLASLt with the
+    scales, bias and GELU in elementwise kernels, not the Triton GEMM's epilogue).
+    Without suffixes, the daemon's ``[f5.fast]`` defaults."""
     base, *mods = name.split("_")
     quant = {"fp8s": "fp8_static"}.get(base, base if base in ("fp8", "int8") else "none")
     dtype = {"fp8": "bf16", "int8": "fp16", "fp8s": "bf16"}.get(base, base)
@@ -48,6 +50,8 @@ def variant_options(name: str) -> dict[str, Any]:
             opts["gelu_epilogue"] = False
         elif m == "nodefer":
             opts["defer_residual"] = False
+        elif m == "cublas":
+            opts["fp8_gemm"] = "cublas"
         elif m == "maxat":
             opts["compile_mode"] = "max-autotune-no-cudagraphs"
         elif m == "eager":
@@ -64,7 +68,7 @@ def fast_sampler(b: Bench, dtype: str, *, quant: str = "none", fast_accum: bool 
                  cfg: InferenceConfig | None = None, fused: Any = None, attn_mode: str | None = None,
                  bucket_frames: int | None = None, compile_dynamic: bool | None = None,
                  conv_impl: str | None = None, gelu_epilogue: bool = True, defer_residual: bool = True,
-                 compile_mode: str = "default") -> FastSampler:  # fmt: skip
+                 compile_mode: str = "default", fp8_gemm: str = "auto") -> FastSampler:  # fmt: skip
     fs = FastSampler(
         b.m.dit, cfg or b.cfg, dtype=dtype, quant=quant, fast_accum=fast_accum, fp8_layers=fp8_layers,
         compile=compile and b.plan.compile, cuda_graph=graph,
@@ -73,6 +77,7 @@ def fast_sampler(b: Bench, dtype: str, *, quant: str = "none", fast_accum: bool 
         compile_dynamic=b.plan.compile_dynamic if compile_dynamic is None else compile_dynamic,
         conv_layout=b.plan.conv_layout, conv_impl=conv_impl or b.plan.conv_impl,
         gelu_epilogue=gelu_epilogue, compile_mode=compile_mode, defer_residual=defer_residual,
+        fp8_gemm=fp8_gemm,
     )  # fmt: skip
     if fs.fused.quant in CALIBRATED:  # on three chat lines that are not the measured ones
         fs.calibrate([b.job(t, 90 + i) for i, t in enumerate(CALIBRATION_LINES)])

@@ -17,6 +17,7 @@ from ishowttsd.confread import Table
 ATTN_MODES = ("sdpa", "augment")
 QUANTS = ("none", "fp8", "fp8_static", "int8", "auto")
 DTYPES = ("bf16", "fp16", "fp32")
+FP8_GEMMS = ("auto", "triton", "cublas")
 SLOT_SIZES = (1, 2, 4, 8, 16)
 """Batch sizes graphs are captured for; a batch runs in the smallest that holds it."""
 
@@ -45,6 +46,10 @@ class FastSettings:
     2e-2); docs/PERFORMANCE.md."""
     fast_accum: bool = True
     """fp8: Hopper's fast accumulation in the GEMM."""
+    fp8_gemm: str = "auto"
+    """Which GEMM runs ``quant = "fp8_static"`` layers: 'triton' (ours, with the scales, bias,
+    GELU and the next layer's quantisation in its epilogue), 'cublas' (``torch._scaled_mm``, the
+    rest in elementwise kernels), or 'auto' (default): triton where Triton runs on CUDA."""
     compile: bool = True
     """torch.compile (default mode) of the transformer block, with torch's automatic dynamic
     shapes: the daemon's full-size engine ran as fast as with static shapes (38.1 vs 38.2 ms per
@@ -85,6 +90,7 @@ def parse_fast(t: Table) -> FastSettings:
         fp8=t.flag("fp8", d.fp8),
         quant=t.choice("quant", d.quant, QUANTS),
         fast_accum=t.flag("fast_accum", d.fast_accum),
+        fp8_gemm=t.choice("fp8_gemm", d.fp8_gemm, FP8_GEMMS),
         compile=t.flag("compile", d.compile),
         cuda_graph=t.flag("cuda_graph", d.cuda_graph),
         bucket_frames=t.integer("bucket_frames", d.bucket_frames, min=0, max=1024),

@@ -194,6 +194,7 @@ class FastSampler:
         quant: str = "none",
         fast_accum: bool = False,
         fp8_layers: Sequence[str] | None = None,
+        fp8_gemm: str = "auto",
     ) -> None:
         """``fused``: share another sampler's fused weights (and compiled block), e.g. for a
         different NFE; ``dtype``/``quant``/``compile`` then come from it. ``quant``: 'none',
@@ -222,7 +223,8 @@ class FastSampler:
         else:
             self.fused = FusedDiT(dit, DTYPES[dtype], attn_mode=attn_mode, conv_impl=conv_impl,
                                   gelu_epilogue=gelu_epilogue, defer_residual=defer_residual,
-                                  quant_mode=quant, fast_accum=fast_accum, fp8_layers=fp8_layers)  # fmt: skip
+                                  quant_mode=quant, fast_accum=fast_accum, fp8_layers=fp8_layers,
+                                  fp8_gemm=fp8_gemm)  # fmt: skip
             if compile:
                 self.fused.compile_blocks(compile_mode, compile_dynamic)
         self.schedule = _sampler().timesteps(cfg, "cpu", torch.float32)
@@ -245,13 +247,11 @@ class FastSampler:
         self.options = {
             "dtype": dtype, "fp8": fp8, "quant": quant, "fast_accum": self.fused.fast_accum,
             "fp8_layers": list(self.fused.fp8_layers) if quant in FP8 else None,
+            "fp8_gemm": None if quant != "fp8_static" else "triton" if self.fused.fp8_epilogue else "cublas",
             "compile": compile_mode if compile else "none",
             "compile_dynamic": compile_dynamic, "cuda_graph": cuda_graph, "bucket_frames": bucket_frames,
-            "attn_mode": attn_mode,
-            "conv_layout": conv_layout,
-            "conv_impl": conv_impl,
-            "gelu_epilogue": self.fused.gelu_epilogue,
-            "defer_residual": self.fused.defer_residual,
+            "attn_mode": attn_mode, "conv_layout": conv_layout, "conv_impl": conv_impl,
+            "gelu_epilogue": self.fused.gelu_epilogue, "defer_residual": self.fused.defer_residual,
         }  # fmt: skip
 
     def plan(self, batch: int, frames: int, masked: bool) -> _Plan:

@@ -16,148 +16,23 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ishowttsd import log
-from ishowttsd.engine.f5 import posconv, quant
+from ishowttsd.engine.f5 import fp8gemm, posconv, quant
+from ishowttsd.engine.f5 import linears as L
+from ishowttsd.engine.f5.batch import FP8_GEMMS
+from ishowttsd.engine.f5.linears import Linear, quantize_fp8, quantize_fp8_static, quantize_int8
 
 _log = log.get(__name__)
 
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 MASKED_LOGIT = -5000.0
 """Added to padded keys' logits: exp() of it is 0, and divided by the softmax scale it still fits fp16."""
-
-
-class Linear(NamedTuple):
-    """A linear layer in the fast path's own layout: a weight in the compute dtype, or a
-    quantised one (fp8 or int8, per output channel) with its scales.
-
-    A NamedTuple of tensors, so torch.compile guards on shapes only and one compiled block
-    serves every block's weights.
-    """
-
-    weight: Tensor  # [out, in] in the compute dtype (kept also when quantised, for checks)
-    bias: Tensor | None
-    wq_t: Tensor | None = None  # fp8 e4m3 or int8, [in, out] column-major view of [out, in]
-    w_scale: Tensor | None = None  # fp32 [1, out]
-    inv_smooth: Tensor | None = None  # int8: fp32 [in], 1 / SmoothQuant factor (folded into x)
-    fast_accum: bool = False  # fp8: Hopper's fast accumulation (no periodic fp32 promotion)
-    x_scale: Tensor | None = None  # fp8_static: fp32 0-d, the calibrated input scale
-    w_global: Tensor | None = None  # fp8_static: fp32 0-d, the largest weight scale (``w_scale``
-    # is then per channel relative to it, <= 1, and the GEMM's raw output stays near true size)
-
-
-def _linear(x: Tensor, lin: Linear, gelu: bool = False) -> Tensor:
-    """``x @ W.T + b`` (then tanh-GELU) in the layer's precision. Quantised layers quantise ``x``
-    per token here, in plain tensor code that the compiled block fuses into the kernel producing
-    ``x``; dequantisation, bias (and GELU for int8) run in the GEMM's epilogue."""
-    if lin.wq_t is None:
-        if gelu and lin.bias is not None and x.is_cuda:
-            return linear_gelu(x, lin.weight, lin.bias)
-        y = F.linear(x, lin.weight, lin.bias)
-        return F.gelu(y, approximate="tanh") if gelu else y
-    shape = x.shape
-    x2 = x.reshape(-1, shape[-1])
-    assert lin.w_scale is not None
-    if lin.x_scale is not None:
-        y = _fp8_static_raw(x2, lin).float() * lin.w_scale
-        if lin.bias is not None:
-            y = y + lin.bias
-        if gelu:
-            y = F.gelu(y, approximate="tanh")
-        return y.to(x.dtype).reshape(*shape[:-1], y.shape[-1])
-    if lin.wq_t.dtype == torch.int8:
-        if _RECORD is not None:
-            raise RuntimeError("calibration runs on the unquantised weights")
-        xq, xs = quant.quantize_rows(x2, "int8", lin.inv_smooth)
-        y = quant.int8_mm(xq, lin.wq_t, xs, lin.w_scale, lin.bias, gelu, x.dtype)
-        return y.reshape(*shape[:-1], y.shape[-1])
-    xq, xs = quant.quantize_rows(x2, "fp8")
-    y = torch._scaled_mm(xq, lin.wq_t, scale_a=xs, scale_b=lin.w_scale, bias=lin.bias,
-                         out_dtype=torch.bfloat16, use_fast_accum=lin.fast_accum)  # fmt: skip
-    if gelu:
-        y = F.gelu(y, approximate="tanh")  # fuses into the next layer's quantisation kernel
-    return y.reshape(*shape[:-1], y.shape[-1])
-
-
-def _fp8_static_raw(x2: Tensor, lin: Linear) -> Tensor:
-    """fp8_static: the GEMM alone, ``x @ W.T`` divided per output channel by ``lin.w_scale``,
-    in ``x``'s dtype. Quantising ``x`` is a multiply and a cast (no row maximum), fused into the
-    kernel producing it; the caller applies the per-channel scale and the bias where it is cheapest
-    (in the kernel that consumes the output, or folded into the next layer's weights)."""
-    assert lin.wq_t is not None and lin.x_scale is not None and lin.w_global is not None
-    xq = (x2 / lin.x_scale).clamp(-quant.FP8_MAX, quant.FP8_MAX).to(torch.float8_e4m3fn)
-    return quant.fp8_mm(xq, lin.wq_t, lin.x_scale, lin.w_global, lin.fast_accum, x2.dtype)
-
-
-def _affine(y: Tensor, lin: Linear) -> Tensor:
-    """What :func:`_fp8_static_raw` left out: ``y * w_scale + bias`` (nothing for other layers)."""
-    if lin.x_scale is None:
-        return y
-    assert lin.w_scale is not None
-    out = y.float() * lin.w_scale.reshape(y.shape[-1])
-    if lin.bias is not None:
-        out = out + lin.bias
-    return out.to(y.dtype)
-
-
-_RECORD: dict[int, Tensor] | None = None
-"""While int8 calibration runs (eagerly): per layer (``id`` of its weight), the running
-per-input-channel ``max |x|``."""
-
-
-def _record(x: Tensor, lin: Linear) -> None:
-    if _RECORD is None:
-        return
-    m = x.detach().reshape(-1, x.shape[-1]).abs().amax(dim=0).float()
-    key = id(lin.weight)
-    prev = _RECORD.get(key)
-    _RECORD[key] = m if prev is None else torch.maximum(prev, m)
-
-
-def quantize_fp8(lin: Linear, fast_accum: bool = False) -> Linear:
-    wq_t, scale = quant.quantize_weight(lin.weight, "fp8")
-    bias = lin.bias.to(torch.bfloat16) if lin.bias is not None else None
-    return Linear(lin.weight, bias, wq_t=wq_t, w_scale=scale, fast_accum=fast_accum)
-
-
-def quantize_fp8_static(lin: Linear, x_absmax: Tensor, fast_accum: bool = False) -> Linear:
-    """fp8 weights per output channel and one calibrated scale for the input (``fp8_static``)."""
-    wq_t, scale = quant.quantize_weight(lin.weight, "fp8")
-    bias = lin.bias.float() if lin.bias is not None else None
-    w_global = scale.amax().reshape(())
-    xs = quant.static_scale(x_absmax).to(lin.weight.device)
-    return Linear(lin.weight, bias, wq_t=wq_t, w_scale=scale / w_global, fast_accum=fast_accum, x_scale=xs,
-                  w_global=w_global)  # fmt: skip
-
-
-def quantize_int8(lin: Linear, x_absmax: Tensor | None, alpha: float = quant.SMOOTH_ALPHA) -> Linear:
-    """W8A8 with SmoothQuant migration from the calibrated ``max |x|`` per input channel (None:
-    no migration)."""
-    smooth = quant.smooth_factors(x_absmax, lin.weight, alpha) if x_absmax is not None else None
-    wq_t, scale = quant.quantize_weight(lin.weight, "int8", smooth)
-    inv = (1.0 / smooth).float() if smooth is not None else None
-    bias = lin.bias.float() if lin.bias is not None else None
-    return Linear(lin.weight, bias, wq_t=wq_t, w_scale=scale, inv_smooth=inv)
-
-
-@torch.library.custom_op("ishowttsd::linear_gelu", mutates_args=())
-def linear_gelu(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    """``gelu(x @ W.T + b, approximate='tanh')`` as one cuBLASLt GEMM with a GELU epilogue.
-
-    A custom op, so torch.compile keeps it whole (inductor would split ``_addmm_activation`` back
-    into a GEMM and a pointwise kernel that re-reads the (rows x 2048) activation)."""
-    y = torch._addmm_activation(bias, x.reshape(-1, x.shape[-1]), weight.t(), use_gelu=True)
-    return y.reshape(*x.shape[:-1], weight.shape[0])
-
-
-@linear_gelu.register_fake
-def _linear_gelu_fake(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    return x.new_empty(*x.shape[:-1], weight.shape[0])
 
 
 def _rope(t: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -223,39 +98,47 @@ def _block(
     dh = d // heads
     sh_msa, sc_msa, g_msa, sh_mlp, sc_mlp, g_mlp = mod.unbind(0)
     h = F.layer_norm(x, (d,), eps=1e-6) * (1 + sc_msa) + sh_msa
-    _record(h, qkv)
-    if qkv.x_scale is not None:
-        # fp8_static: q and k get their scale and bias in the RoPE kernel; v's are folded into
+    L.record(h, qkv)
+    if qkv.x_scale is not None and not qkv.epilogue:
+        # fp8_static (cuBLASLt): q and k get their scale and bias in the RoPE kernel; v's are folded into
         # the output projection (softmax rows sum to 1), so v stays a view of the GEMM output
-        y = _fp8_static_raw(h.reshape(b * n, d), qkv).view(b, n, 3, heads, dh)
+        y = L.fp8_static_raw(h.reshape(b * n, d), qkv).view(b, n, 3, heads, dh)
         q, k, v = y.permute(2, 0, 3, 1, 4).unbind(0)
         assert qkv.w_scale is not None and qkv.bias is not None
         r, c = qkv.w_scale.view(3, heads, 1, dh), qkv.bias.view(3, heads, 1, dh)
         q = (q.float() * r[0] + c[0]).to(x.dtype)
         k = (k.float() * r[1] + c[1]).to(x.dtype)
     else:
-        q, k, v = _linear(h, qkv).to(x.dtype).view(b, n, 3, heads, dh).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = L.linear(h, qkv).to(x.dtype).view(b, n, 3, heads, dh).permute(2, 0, 3, 1, 4).unbind(0)
     q = _rope(q, cos, sin)
     k = _rope(k, cos, sin)
     a = _attention(q, k, v, kbias, attn_mode).transpose(1, 2).reshape(b, n, d)
-    _record(a, out)
-    x = x + g_msa * _linear(a, out).to(x.dtype)
+    L.record(a, out)
+    x = x + g_msa * L.linear(a, out).to(x.dtype)
     h = F.layer_norm(x, (d,), eps=1e-6) * (1 + sc_mlp) + sh_mlp
-    _record(h, ff1)
-    f = _linear(h, ff1, gelu=True) if gelu_epilogue else F.gelu(_linear(h, ff1), approximate="tanh")
-    _record(f, ff2)
-    if ff2.x_scale is not None:
-        ff = _fp8_static_raw(f.reshape(b * n, -1), ff2).view(b, n, d)
+    L.record(h, ff1)
+    if ff1.epilogue and ff2.epilogue:
+        # FF1's epilogue writes FF2's fp8 input; FF2's writes the finished feed-forward output
+        f = L.fp8_epilogue(h, ff1, True, ff2, x.dtype)
+        return _finish(x, L.fp8_epilogue(f, ff2, False, None, x.dtype), g_mlp, ff2, defer)
+    f = L.linear(h, ff1, gelu=True) if gelu_epilogue else F.gelu(L.linear(h, ff1), approximate="tanh")
+    L.record(f, ff2)
+    if ff2.x_scale is not None and not ff2.epilogue:
+        ff = L.fp8_static_raw(f.reshape(b * n, -1), ff2).view(b, n, d)
     else:
-        ff = _linear(f, ff2).to(x.dtype)
+        ff = L.linear(f, ff2).to(x.dtype)
+    return _finish(x, ff, g_mlp, ff2, defer)
+
+
+def _finish(x: Tensor, ff: Tensor, gate: Tensor, ff2: Linear, defer: bool) -> tuple[Tensor, Tensor, Tensor]:
     if defer:
-        return x, ff, g_mlp
-    return x + g_mlp * _affine(ff, ff2), ff, g_mlp
+        return x, ff, gate
+    return x + gate * L.affine(ff, ff2), ff, gate
 
 
 def _deferred(ff: Tensor, gate: Tensor, ff2: Linear) -> tuple[Tensor, ...]:
     """The ``pending`` residual a block hands to the next (see :func:`_block`)."""
-    if ff2.x_scale is None:
+    if ff2.x_scale is None or ff2.epilogue:
         return ff, gate
     assert ff2.w_scale is not None and ff2.bias is not None
     return ff, gate, ff2.w_scale, ff2.bias
@@ -346,6 +229,7 @@ class FusedDiT:
         quant_mode: str = "none",
         fast_accum: bool = False,
         fp8_layers: Sequence[str] | None = None,
+        fp8_gemm: str = "auto",
     ) -> None:
         """``quant_mode``: 'none', 'fp8' (``fp8_layers``, default QKV, as row-wise fp8 GEMMs with
         per-token activation scales, bf16 activations), 'fp8_static' (``fp8_layers``, default
@@ -368,6 +252,11 @@ class FusedDiT:
         self.calibrated = False
         self.attn_mode = attn_mode
         self.device = next(dit.parameters()).device
+        if fp8_gemm not in FP8_GEMMS:
+            raise ValueError(f"fp8_gemm must be one of {FP8_GEMMS}, got {fp8_gemm!r}")
+        self.fp8_epilogue = fp8_gemm == "triton" or (fp8_gemm == "auto" and fp8gemm.available(self.device))
+        """fp8_static layers through fp8gemm's Triton GEMM with the whole epilogue ('auto': where
+        Triton runs, on CUDA; 'triton' on CPU runs its reference arithmetic, for tests)."""
         self.heads: int = dit.transformer_blocks[0].attn.heads
         self.dim: int = dit.dim
         mel_dim = dit.proj_out.out_features
@@ -409,17 +298,14 @@ class FusedDiT:
         ``run()`` samples a few real inputs (eagerly, on the unquantised weights): int8 (W8A8),
         SmoothQuant-migrated, or ``fp8_static`` (one scale per layer input). Idempotent: a second
         call does nothing, and so does a precision that needs no calibration."""
-        global _RECORD
         if self.quant not in quant.CALIBRATED or self.calibrated:
             return
         fn = self._block_fn
         self._block_fn = _block
-        _RECORD = {}
         try:
-            run()
-            stats = _RECORD
+            with L.recording() as stats:
+                run()
         finally:
-            _RECORD = None
             self._block_fn = fn
         if self.quant == "int8":
             self.blocks = [
@@ -434,9 +320,10 @@ class FusedDiT:
         q: list[Linear] = []
         for name, lin in zip(("qkv", "out", "ff1", "ff2"), _layers(b), strict=True):
             keep = name not in self.fp8_layers
-            q.append(lin if keep else quantize_fp8_static(lin, stats[id(lin.weight)], self.fast_accum))
+            q.append(lin if keep else quantize_fp8_static(lin, stats[id(lin.weight)], self.fast_accum,
+                                                           self.fp8_epilogue))  # fmt: skip
         qkv, out, ff1, ff2 = q
-        if qkv.x_scale is not None:
+        if qkv.x_scale is not None and not qkv.epilogue:
             # v leaves the QKV GEMM unscaled (see _block): its per-channel scale and bias move
             # into the output projection, exactly, as attention averages v's rows
             assert qkv.w_scale is not None and qkv.bias is not None

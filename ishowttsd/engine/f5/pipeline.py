@@ -252,7 +252,7 @@ def build_pipeline(
         compile_dynamic=None,
         cuda_graph=settings.cuda_graph, bucket_frames=settings.bucket_frames,
         attn_mode=settings.attn_mode, conv_layout=settings.conv_layout, conv_impl=settings.conv_impl,
-        gelu_epilogue=settings.gelu_epilogue,
+        gelu_epilogue=settings.gelu_epilogue, fp8_gemm=settings.fp8_gemm,
     )  # fmt: skip
     return FastPipeline(fs, vocoder, int16=int16)
 
