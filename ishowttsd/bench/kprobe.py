@@ -45,19 +45,20 @@ def gemms() -> None:
             def cublas8() -> torch.Tensor:
                 return torch._scaled_mm(xq, wq, scale_a=xs, scale_b=wg, out_dtype=bf, use_fast_accum=True)
 
-            def triton8() -> torch.Tensor:
-                return fp8gemm.fp8_gemm(xq, wq, xs, wg, wr, b, gelu, out_inv, bf)
+            def triton8(tma: bool) -> torch.Tensor:
+                return fp8gemm._triton_fp8_gemm(xq, wq, xs, wg, wr, b, gelu, out_inv, bf, tma=tma)
 
             times = {
                 "bf16 F.linear": bench_ms(lambda: F.linear(x, w, bb)),
                 "fp8 _scaled_mm": bench_ms(cublas8),
-                "fp8 triton+epi": bench_ms(triton8),
+                "fp8 triton": bench_ms(lambda: triton8(False)),
+                "fp8 triton tma": bench_ms(lambda: triton8(True)),
             }
-            got = fp8gemm.fp8_gemm(xq, wq, xs, wg, wr, b, gelu, out_inv, bf)
             want = fp8gemm.fp8_gemm_reference(xq, wq, xs, wg, wr, b, gelu, out_inv, bf)
+            errs = " ".join(f"{rel(triton8(t), want):.1e}" for t in (False, True))
             fl = 2 * m * n * k
-            cells = "  ".join(f"{kk} {v * 1e3:7.1f} us {fl / v / 1e9:5.0f}" for kk, v in times.items())
-            print(f"  {name:4s} {cells}  err {rel(got, want):.1e}")
+            cells = "  ".join(f"{kk} {v * 1e3:6.1f} us {fl / v / 1e9:4.0f}" for kk, v in times.items())
+            print(f"  {name:4s} {cells}  err {errs}")
     for key, cfg in fp8gemm.best_configs().items():
         print(f"  tuned {key}: {cfg}")
 
@@ -84,5 +85,8 @@ def attention() -> None:
 
 
 if __name__ == "__main__":
+    import sys
+
     gemms()
-    attention()
+    if "--no-attention" not in sys.argv:
+        attention()

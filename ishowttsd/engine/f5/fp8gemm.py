@@ -89,23 +89,31 @@ def fp8_gemm_reference(
 
 def _triton_fp8_gemm(
     xq: Tensor, wq_t: Tensor, x_scale: Tensor, w_global: Tensor, w_scale: Tensor, bias: Tensor | None,
-    gelu: bool, out_inv: Tensor | None, out_dtype: torch.dtype,
+    gelu: bool, out_inv: Tensor | None, out_dtype: torch.dtype, tma: bool | None = None,
 ) -> Tensor:  # fmt: skip
+    """``tma``: force the kernel (None: :func:`use_tma`)."""
     m, k = xq.shape
     n = wq_t.shape[1]
-    if xq.stride(1) != 1 or wq_t.stride(0) != 1:
-        raise ValueError("fp8_gemm wants xq row-major and wq_t a column-major view (W [N, K] row-major)")
+    xq = xq.contiguous()
+    if wq_t.stride() != (1, k):  # a column-major view of a contiguous [N, K]
+        wq_t = wq_t.t().contiguous().t()
     y = torch.empty((m, n), dtype=torch.float8_e4m3fn if out_inv is not None else out_dtype, device=xq.device)
-    kern = _kernel()
+    args = (xq, wq_t, y, x_scale, w_global, w_scale, bias if bias is not None else w_scale,
+            out_inv if out_inv is not None else x_scale, m, n)  # fmt: skip
+    flags = {"K": k, "HAS_BIAS": bias is not None, "GELU": gelu, "OUT_FP8": out_inv is not None}
+    if use_tma(xq.device) if tma is None else tma:
+        sms = _sm_count(xq.device.index or 0)
+
+        def tiles(meta: dict[str, Any]) -> tuple[int]:
+            return (min(sms, -(-m // meta["BM"]) * -(-n // meta["BN"])),)
+
+        _tma_kernel()[tiles](*args, NUM_SMS=sms, **flags)
+        return y
 
     def grid(meta: dict[str, Any]) -> tuple[int]:
         return (-(-m // meta["BM"]) * -(-n // meta["BN"]),)
 
-    kern[grid](
-        xq, wq_t, y, x_scale, w_global, w_scale, bias if bias is not None else w_scale,
-        out_inv if out_inv is not None else x_scale, m, n, xq.stride(0), wq_t.stride(1), y.stride(0),
-        K=k, HAS_BIAS=bias is not None, GELU=gelu, OUT_FP8=out_inv is not None,
-    )  # fmt: skip
+    _kernel()[grid](*args, xq.stride(0), wq_t.stride(1), y.stride(0), **flags)
     return y
 
 
@@ -114,10 +122,23 @@ def available(device: torch.device) -> bool:
     return device.type == "cuda" and quant.triton_available()
 
 
+def use_tma(device: torch.device) -> bool:
+    """Hopper and later: the persistent kernel with TMA loads and stores; Ada (sm_89, fp8 but no
+    TMA): the plain one."""
+    return torch.cuda.get_device_capability(device)[0] >= 9
+
+
+@functools.cache
+def _sm_count(index: int) -> int:
+    return int(torch.cuda.get_device_properties(index).multi_processor_count)
+
+
 def best_configs() -> dict[str, str]:
     """What the autotuner picked per (M, N, K) so far (for the bench's logs)."""
-    kern = _kernel()
-    return {str(key): str(cfg) for key, cfg in getattr(kern, "cache", {}).items()}
+    out: dict[str, str] = {}
+    for name, kern in (("plain", _kernel()), ("tma", _tma_kernel())):
+        out.update({f"{name} {key[:3]}": str(cfg) for key, cfg in getattr(kern, "cache", {}).items()})
+    return out
 
 
 @functools.cache
@@ -181,3 +202,74 @@ def _kernel() -> Any:
             tl.store(out, y.to(Y.dtype.element_ty), mask=mask)
 
     return fp8_gemm_kernel
+
+
+@functools.cache
+def _tma_kernel() -> Any:
+    """The Hopper kernel: persistent (one program per SM walks the tiles), A and B tiles loaded
+    by TMA into shared memory (the loads run ahead of the tensor cores without address math),
+    the finished tile written back by TMA, which also clips the edge rows."""
+    import triton
+    import triton.language as tl
+
+    # descriptors made on the device need a little global scratch from the caller's allocator
+    # (inside a CUDA graph capture this comes from the graph's pool)
+    def scratch(size: int, alignment: int, stream: int | None) -> Tensor:
+        return torch.empty(size, device="cuda", dtype=torch.int8)
+
+    triton.set_allocator(scratch)
+
+    def cfg(bm: int, bn: int, warps: int, stages: int, flatten: bool) -> Any:
+        meta = {"BM": bm, "BN": bn, "BK": BK, "GROUP_M": 8, "FLATTEN": flatten}
+        return triton.Config(meta, num_warps=warps, num_stages=stages)
+
+    shapes = ((128, 128, 8, 4), (128, 256, 8, 3), (128, 128, 4, 4), (64, 128, 4, 5), (128, 64, 4, 5))
+    configs = [cfg(bm, bn, w, st, fl) for bm, bn, w, st in shapes for fl in (True, False)]
+
+    @triton.jit  # type: ignore[untyped-decorator]
+    def tile_of(tile, grid_m, grid_n, GROUP_M: tl.constexpr):  # type: ignore[no-untyped-def]
+        per_group = GROUP_M * grid_n
+        first_m = (tile // per_group) * GROUP_M
+        size_m = tl.minimum(grid_m - first_m, GROUP_M)
+        return first_m + (tile % per_group) % size_m, (tile % per_group) // size_m
+
+    @triton.autotune(configs=configs, key=["M", "N", "K"])  # type: ignore[untyped-decorator]
+    @triton.jit  # type: ignore[untyped-decorator]
+    def fp8_gemm_tma_kernel(  # type: ignore[no-untyped-def]
+        A, B, Y, XS, WG, WS, Bias, OI, M, N,
+        K: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
+        HAS_BIAS: tl.constexpr, GELU: tl.constexpr, OUT_FP8: tl.constexpr, NUM_SMS: tl.constexpr,
+        FLATTEN: tl.constexpr,
+    ):  # fmt: skip
+        a_desc = tl.make_tensor_descriptor(A, shape=[M, K], strides=[K, 1], block_shape=[BM, BK])
+        b_desc = tl.make_tensor_descriptor(B, shape=[N, K], strides=[K, 1], block_shape=[BN, BK])
+        y_desc = tl.make_tensor_descriptor(Y, shape=[M, N], strides=[N, 1], block_shape=[BM, BN])
+        grid_m = tl.cdiv(M, BM)
+        grid_n = tl.cdiv(N, BN)
+        alpha = tl.load(XS) * tl.load(WG)
+        start = tl.program_id(0)
+        # the epilogue's tile index runs its own counter, so the flattened loop's software
+        # pipeline can start the next tile's loads before this tile's epilogue
+        tile_y = start - NUM_SMS
+        for tile in tl.range(start, grid_m * grid_n, NUM_SMS, flatten=FLATTEN):
+            pid_m, pid_n = tile_of(tile, grid_m, grid_n, GROUP_M)
+            acc = tl.zeros((BM, BN), dtype=tl.float32)
+            for kk in range(0, K // BK):
+                a = a_desc.load([pid_m * BM, kk * BK])
+                b = b_desc.load([pid_n * BN, kk * BK])
+                acc = tl.dot(a, b.T, acc)
+            tile_y += NUM_SMS
+            pid_m, pid_n = tile_of(tile_y, grid_m, grid_n, GROUP_M)
+            rn = pid_n * BN + tl.arange(0, BN)
+            col = rn < N
+            y = acc * (alpha * tl.load(WS + rn, mask=col, other=0.0))[None, :]
+            if HAS_BIAS:
+                y = y + tl.load(Bias + rn, mask=col, other=0.0)[None, :]
+            if GELU:  # tanh-approximate GELU; tanh(u) = 2 sigmoid(2u) - 1
+                u = 0.7978845608028654 * (y + 0.044715 * y * y * y)
+                y = y * (1.0 - 1.0 / (1.0 + tl.exp(2.0 * u)))
+            if OUT_FP8:
+                y = tl.minimum(tl.maximum(y * tl.load(OI), -448.0), 448.0)
+            y_desc.store([pid_m * BM, pid_n * BN], y.to(Y.dtype.element_ty))
+
+    return fp8_gemm_tma_kernel
