@@ -309,6 +309,10 @@ def test_fp8_static_epilogue_path_speaks_like_the_fp32_path(env: dict[str, Any])
     xq = (x / xs).clamp(-quant.FP8_MAX, quant.FP8_MAX).to(torch.float8_e4m3fn)
     y = fp8gemm.fp8_gemm(xq, wq, xs, wg, ws / wg, b, True, None, torch.float32)
     assert rel(y, F.gelu(x @ w.T + b, approximate="tanh")) < 5e-2
+    # the autotuner's key: one tile choice per power of two of rows (a new line length in the
+    # daemon reuses its neighbours' instead of timing tiles before its first audio)
+    assert fp8gemm.rows_key(1160) == fp8gemm.rows_key(1996) == fp8gemm.rows_key(2048) == 2048
+    assert fp8gemm.rows_key(2049) == 4096 and fp8gemm.rows_key(1) == 2
     inv = torch.tensor(3.0)
     y8 = fp8gemm.fp8_gemm(xq, wq, xs, wg, ws / wg, b, True, inv, torch.float32)
     assert y8.dtype == torch.float8_e4m3fn

@@ -27,6 +27,11 @@ from ishowttsd.engine.f5 import quant
 
 BK = 128
 """The K tile. The DiT's K (1024, 2048) is a multiple; other K take the reference path."""
+TMA_ROWS = 8192
+"""From this many rows (about 4 lines with CFG) the persistent TMA kernel; below it the plain
+one. Measured on an H200 (kprobe, docs/perf-log.md): at one line's 1,996 rows the plain kernel
+took 6.9-13.5 us per layer against the TMA kernel's 9.7-16.8 us; at 16 lines' 31,936 rows the TMA
+kernel was 4-16 % faster (QKV 191.6 vs 227.2 us, on a par with cuBLASLt's 189.7)."""
 
 
 @torch.library.custom_op("ishowttsd::fp8_gemm", mutates_args=())
@@ -99,9 +104,9 @@ def _triton_fp8_gemm(
         wq_t = wq_t.t().contiguous().t()
     y = torch.empty((m, n), dtype=torch.float8_e4m3fn if out_inv is not None else out_dtype, device=xq.device)
     args = (xq, wq_t, y, x_scale, w_global, w_scale, bias if bias is not None else w_scale,
-            out_inv if out_inv is not None else x_scale, m, n)  # fmt: skip
+            out_inv if out_inv is not None else x_scale, m, n, rows_key(m))  # fmt: skip
     flags = {"K": k, "HAS_BIAS": bias is not None, "GELU": gelu, "OUT_FP8": out_inv is not None}
-    if use_tma(xq.device) if tma is None else tma:
+    if (m >= TMA_ROWS and use_tma(xq.device)) if tma is None else tma:
         sms = _sm_count(xq.device.index or 0)
 
         def tiles(meta: dict[str, Any]) -> tuple[int]:
@@ -120,6 +125,13 @@ def _triton_fp8_gemm(
 def available(device: torch.device) -> bool:
     """Whether the Triton kernel runs here (CUDA with Triton)."""
     return device.type == "cuda" and quant.triton_available()
+
+
+def rows_key(m: int) -> int:
+    """The autotuner's key for ``m`` rows: the next power of two, so a daemon that meets a new
+    line length reuses the tile picked for its neighbours (picking costs a few hundred ms, which
+    belong in the warm-up, not in a line's first audio)."""
+    return 1 << max(m - 1, 1).bit_length()
 
 
 def use_tma(device: torch.device) -> bool:
@@ -150,16 +162,14 @@ def _kernel() -> Any:
     def cfg(bm: int, bn: int, warps: int, stages: int) -> Any:
         return triton.Config({"BM": bm, "BN": bn, "BK": BK, "GROUP_M": 8}, num_warps=warps, num_stages=stages)
 
-    # a few tile shapes, timed once per (M, N, K) on first use (during the warm-up, before the
-    # CUDA graph is captured): 64-row tiles keep the card busy for one line's ~2,000 rows,
-    # 128x128/128x256 tiles win once 16 lines fill it
-    configs = [cfg(128, 128, 8, 3), cfg(128, 128, 4, 4), cfg(64, 128, 4, 4), cfg(128, 64, 4, 4),
-               cfg(64, 64, 4, 5), cfg(128, 256, 8, 3), cfg(64, 256, 8, 3)]  # fmt: skip
+    # the tile shapes that won somewhere at the DiT's shapes (H200, kprobe), timed once per
+    # (rows bucket, N, K) on first use, in the warm-up before the CUDA graph is captured
+    configs = [cfg(128, 128, 8, 3), cfg(128, 128, 4, 4), cfg(64, 128, 4, 4), cfg(128, 256, 8, 3)]
 
-    @triton.autotune(configs=configs, key=["M", "N", "K"])  # type: ignore[untyped-decorator]
+    @triton.autotune(configs=configs, key=["M_KEY", "N", "K"])  # type: ignore[untyped-decorator]
     @triton.jit  # type: ignore[untyped-decorator]
     def fp8_gemm_kernel(  # type: ignore[no-untyped-def]
-        A, B, Y, XS, WG, WS, Bias, OI, M, N, sam, sbn, sym,
+        A, B, Y, XS, WG, WS, Bias, OI, M, N, M_KEY, sam, sbn, sym,
         K: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
         HAS_BIAS: tl.constexpr, GELU: tl.constexpr, OUT_FP8: tl.constexpr,
     ):  # fmt: skip
@@ -223,8 +233,8 @@ def _tma_kernel() -> Any:
         meta = {"BM": bm, "BN": bn, "BK": BK, "GROUP_M": 8, "FLATTEN": flatten}
         return triton.Config(meta, num_warps=warps, num_stages=stages)
 
-    shapes = ((128, 128, 8, 4), (128, 256, 8, 3), (128, 128, 4, 4), (64, 128, 4, 5), (128, 64, 4, 5))
-    configs = [cfg(bm, bn, w, st, fl) for bm, bn, w, st in shapes for fl in (True, False)]
+    shapes = ((128, 256, 8, 3), (128, 128, 4, 4))  # what won at 16 lines' rows (H200, kprobe)
+    configs = [cfg(bm, bn, w, st, True) for bm, bn, w, st in shapes]
 
     @triton.jit  # type: ignore[untyped-decorator]
     def tile_of(tile, grid_m, grid_n, GROUP_M: tl.constexpr):  # type: ignore[no-untyped-def]
@@ -233,10 +243,10 @@ def _tma_kernel() -> Any:
         size_m = tl.minimum(grid_m - first_m, GROUP_M)
         return first_m + (tile % per_group) % size_m, (tile % per_group) // size_m
 
-    @triton.autotune(configs=configs, key=["M", "N", "K"])  # type: ignore[untyped-decorator]
+    @triton.autotune(configs=configs, key=["M_KEY", "N", "K"])  # type: ignore[untyped-decorator]
     @triton.jit  # type: ignore[untyped-decorator]
     def fp8_gemm_tma_kernel(  # type: ignore[no-untyped-def]
-        A, B, Y, XS, WG, WS, Bias, OI, M, N,
+        A, B, Y, XS, WG, WS, Bias, OI, M, N, M_KEY,
         K: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
         HAS_BIAS: tl.constexpr, GELU: tl.constexpr, OUT_FP8: tl.constexpr, NUM_SMS: tl.constexpr,
         FLATTEN: tl.constexpr,
