@@ -71,6 +71,16 @@ def test_quant_resolves_per_device() -> None:
     )  # the CPU arithmetic, for tests
 
 
+def test_auto_quant_follows_the_measurement() -> None:
+    """'auto': per-token fp8 where fp8 tensor cores exist (fp8_static, faster for batches, made a
+    lone line's first audio slower on the H200), nothing below them (the Orin)."""
+    from ishowttsd.engine.f5.pipeline import auto_quant
+
+    assert auto_quant((9, 0)) == auto_quant((8, 9)) == "fp8"
+    assert auto_quant((8, 7)) == "none"  # Jetson Orin
+    assert auto_quant(None) == "none"
+
+
 @pytest.mark.parametrize(
     "data,key",
     [

@@ -38,18 +38,21 @@ class FastSettings:
     """Low-precision GEMMs in the transformer blocks: 'none'; 'fp8' (Hopper/Ada: row-wise e4m3
     ``torch._scaled_mm`` for the QKV projection, weights per output channel, activations per
     token with the quantisation inside the layer-norm/AdaLN kernel; the DiT then runs in bf16
-    whatever ``dtype`` says); 'int8' (W8A8 for all four linears, SmoothQuant-calibrated at load
-    on the voices: the path for Ampere boards such as the Orin, whose int8 tensor cores run at
-    twice fp16); 'auto' (default): fp8 where the GPU has fp8 tensor cores (compute capability
-    >= 8.9), else none. Measured on an H200 in one run against fp16: line 21.86 vs 22.23 ms, first
-    chunk 15.72 vs 15.97 ms, 16 mixed lines 275 vs 302 ms, mel error 6.5e-3 vs 8.0e-4 (bound
-    2e-2); docs/PERFORMANCE.md."""
+    whatever ``dtype`` says); 'fp8_static' (QKV, FF1 and FF2 in fp8 with one scale per layer input,
+    calibrated at load on the voices, through ``fp8_gemm``); 'int8' (W8A8 for all four linears,
+    SmoothQuant-calibrated at load on the voices: the path for Ampere boards such as the Orin,
+    whose int8 tensor cores run at twice fp16); 'auto' (default): fp8 where the GPU has fp8 tensor
+    cores (compute capability >= 8.9), else none. Measured on an H200 in one run (session 5,
+    docs/PERFORMANCE.md): line fp16 22.42, fp8 22.13, fp8_static 21.01 ms; first chunk 16.02,
+    15.35, 16.12 ms; 16 x the line 293x, 331x, 365x; mel error 8.0e-4, 6.5e-3, 8.1e-3 (bound
+    2e-2). fp8_static is not 'auto' because a lone line's first audio is what a viewer waits for."""
     fast_accum: bool = True
     """fp8: Hopper's fast accumulation in the GEMM."""
     fp8_gemm: str = "auto"
     """Which GEMM runs ``quant = "fp8_static"`` layers: 'triton' (ours, with the scales, bias,
     GELU and the next layer's quantisation in its epilogue), 'cublas' (``torch._scaled_mm``, the
-    rest in elementwise kernels), or 'auto' (default): triton where Triton runs on CUDA."""
+    rest in elementwise kernels), or 'auto' (default): triton where Triton runs on CUDA (H200:
+    21.01 vs 22.05 ms per line, session 5). ``fast_accum`` applies to cuBLASLt only."""
     compile: bool = True
     """torch.compile (default mode) of the transformer block, with torch's automatic dynamic
     shapes: the daemon's full-size engine ran as fast as with static shapes (38.1 vs 38.2 ms per

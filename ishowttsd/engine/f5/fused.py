@@ -5,10 +5,11 @@ CUDA-graph capture sees no Python state.
 * **Fewer, larger kernels.** Q, K and V are one GEMM; attention goes through SDPA
   (flash/cuDNN); ``torch.compile`` (regional: one transformer block, reused by all blocks)
   fuses norms, modulation, rotary embedding, gates and residuals.
-* **Low-precision GEMMs** (``quant.py``): fp8 (Hopper) for the QKV projection, whose per-token
-  quantisation rides in the layer-norm/AdaLN kernel in front of it, the bias in the GEMM's
-  epilogue; int8 W8A8 (SmoothQuant, Triton GEMM) for Ampere boards. Measured in
-  docs/PERFORMANCE.md.
+* **Low-precision GEMMs** (``linears.py``, ``quant.py``, ``fp8gemm.py``): fp8 (Hopper) for the
+  QKV projection, whose per-token quantisation rides in the layer-norm/AdaLN kernel in front of
+  it, the bias in the GEMM's epilogue; fp8 with static scales for QKV, FF1 and FF2 through our
+  Triton GEMM, whose epilogue finishes each layer (FF1 writes FF2's fp8 input); int8 W8A8
+  (SmoothQuant, Triton GEMM) for Ampere boards. Measured in docs/PERFORMANCE.md.
 """
 
 from __future__ import annotations

@@ -258,20 +258,33 @@ def build_pipeline(
 
 
 def resolve_quant(settings: Any, device: torch.device) -> str:
-    """``[f5.fast] quant`` (or the old ``fp8 = true``) for this device: 'auto' is fp8 where the
-    GPU has fp8 tensor cores (compute capability 8.9 and later), else none; fp8 elsewhere (an
-    Orin, a CPU) falls back to none with a warning; ``fp8_static`` runs on a CPU too (the
-    arithmetic, for tests)."""
+    """``[f5.fast] quant`` (or the old ``fp8 = true``) for this device: 'auto' per
+    :func:`auto_quant`; fp8 elsewhere (an Orin, a CPU) falls back to none with a warning;
+    ``fp8_static`` runs on a CPU too (the arithmetic, for tests)."""
     want = "fp8" if settings.fp8 else settings.quant
-    fp8_ok = device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
+    cap = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+    fp8_ok = cap is not None and cap >= (8, 9)
     if want == "auto":
-        return "fp8" if fp8_ok else "none"
+        return auto_quant(cap)
     if want == "fp8_static" and device.type == "cpu":
         return want  # the same arithmetic on the CPU (tests; slow)
     if want in FP8 and not fp8_ok:
         _log.warning("fp8 needs fp8 tensor cores (Hopper/Ada); running without", key="f5.fast.quant")
         return "none"
     return str(want)
+
+
+def auto_quant(capability: tuple[int, int] | None) -> str:
+    """``quant = "auto"`` on a GPU of this compute capability (None: no GPU): the per-token
+    ``fp8`` on QKV where fp8 tensor cores exist, else none (the Orin: int8 is asked for
+    explicitly). Not ``fp8_static``, though it measured faster for whole lines and batches on an
+    H200 (same run: line 21.01 vs 22.13 ms, 16 x the line 365x vs 331x, the daemon's 16 mixed
+    lines 187x vs 172x; bench/results/20261203T022917Z-gpu.json): its first chunk is slower (16.12
+    vs 15.35 ms; a short line alone in the daemon 16.47 vs 15.55 ms), and a lone chat line's first
+    audio must not get worse; it also warms up 10 s longer (calibration and tile timing)."""
+    if capability is None or capability < (8, 9):
+        return "none"
+    return "fp8"
 
 
 def can_compile(wanted: bool, device_type: str, triton_ok: bool) -> bool:
