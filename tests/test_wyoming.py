@@ -235,7 +235,10 @@ def test_a_client_that_leaves_mid_stream_cancels_its_job() -> None:
                 lambda: slow.request({"op": "status"})["jobs"]["cancelled"] > before["cancelled"],
                 20,
                 "the job to be cancelled",
-                lambda: slow.request({"op": "status"}),
+                lambda: (
+                    f"{slow.request({'op': 'status'})}\nwyoming:\n{server.log.read_text()[-3000:]}"
+                    f"\ndaemon:\n{slow.log_text()[-4000:]}"
+                ),
                 0.1,
             )
             time.sleep(4.0)  # longer than a chunk (3 s): time for the second sentence not to start

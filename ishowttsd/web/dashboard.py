@@ -32,7 +32,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ishowttsd import log
-from ishowttsd.client.aio import DaemonClient, DaemonError, DaemonUnreachable
+from ishowttsd.client.aio import DaemonClient, DaemonError, DaemonUnreachable, within
 from ishowttsd.client.feed import Feed, FeedEvent, Link, PcmFrame
 from ishowttsd.web.errors import Refused, error
 from ishowttsd.web.guard import Endpoint, TokenCheck, guarded, read_json
@@ -176,7 +176,7 @@ class Dashboard:
 
     async def _login(self, ws: WebSocket) -> bool:
         try:
-            first = await asyncio.wait_for(ws.receive_text(), LOGIN_TIMEOUT_S)
+            first = await within(ws.receive_text(), LOGIN_TIMEOUT_S)
             token = json.loads(first).get("token")
         except (asyncio.TimeoutError, ValueError, AttributeError, WebSocketDisconnect, KeyError):
             token = None
@@ -238,14 +238,14 @@ async def _serve_live(ws: WebSocket, client: DaemonClient, feed: Feed | None, li
     async def push_state() -> None:
         while True:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(wake.wait(), TICK_S)
+                await within(wake.wait(), TICK_S)
             await asyncio.sleep(DEBOUNCE_S)
             wake.clear()
             try:
                 state = await snapshot(client, live)
             except DaemonError as e:
                 state = {"type": "down", "message": str(e.reason)}
-            await asyncio.wait_for(ws.send_text(json.dumps(state)), SEND_TIMEOUT_S)
+            await within(ws.send_text(json.dumps(state)), SEND_TIMEOUT_S)
 
     async def follow() -> None:
         if feed is None:
@@ -264,7 +264,7 @@ async def _serve_live(ws: WebSocket, client: DaemonClient, feed: Feed | None, li
                     if now - sent_progress[0] >= 0.25:
                         sent_progress[0] = now
                         msg = {"type": "progress", "job": item.job, "heard_s": round(heard, 2)}
-                        await asyncio.wait_for(ws.send_text(json.dumps(msg)), SEND_TIMEOUT_S)
+                        await within(ws.send_text(json.dumps(msg)), SEND_TIMEOUT_S)
                 elif isinstance(item, Link):
                     wake.set()
 

@@ -36,7 +36,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ishowttsd import log
-from ishowttsd.client.aio import DaemonClient
+from ishowttsd.client.aio import DaemonClient, within
 from ishowttsd.client.feed import Feed, FeedEvent, FeedItem, Link, PcmFrame
 
 _log = log.get(__name__)
@@ -113,7 +113,7 @@ def routes(
             rate = feed.rate
             if rate is None and rate_hint is not None:
                 with contextlib.suppress(Exception):  # a daemon away or warming up: the first frame tells
-                    rate = await asyncio.wait_for(rate_hint(), 1.0)
+                    rate = await within(rate_hint(), 1.0)
             hello = {"type": "hello", "rate": rate, "daemon": feed.connected}
             await ws.send_text(json.dumps(hello))
             sender = asyncio.create_task(_forward(ws, sub.get))
@@ -130,7 +130,7 @@ def routes(
             _log.info("overlay left", dropped=sub.drops, send_timed_out=stuck)
         # The subscription is gone; a page that does not read may not even take the close frame.
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(ws.close(), CLOSE_TIMEOUT_S)
+            await within(ws.close(), CLOSE_TIMEOUT_S)
 
     return [
         Route("/overlay", page, methods=["GET"]),
@@ -143,13 +143,13 @@ async def _forward(ws: WebSocket, get: Callable[[], Any]) -> None:
     while True:
         item: FeedItem = await get()
         if isinstance(item, PcmFrame):
-            await asyncio.wait_for(ws.send_bytes(frame_message(item)), SEND_TIMEOUT_S)
+            await within(ws.send_bytes(frame_message(item)), SEND_TIMEOUT_S)
         elif isinstance(item, FeedEvent):
             text = event_message(item)
             if text is not None:
-                await asyncio.wait_for(ws.send_text(text), SEND_TIMEOUT_S)
+                await within(ws.send_text(text), SEND_TIMEOUT_S)
         elif isinstance(item, Link):
-            await asyncio.wait_for(ws.send_text(json.dumps({"type": "link", "up": item.up})), SEND_TIMEOUT_S)
+            await within(ws.send_text(json.dumps({"type": "link", "up": item.up})), SEND_TIMEOUT_S)
 
 
 async def _until_closed(ws: WebSocket) -> None:
