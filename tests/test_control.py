@@ -77,6 +77,7 @@ def test_huge_frame_is_refused_without_harm(daemon) -> None:  # type: ignore[no-
 
 def test_cancel_empties_queue_and_stops_current() -> None:
     with running_daemon({"debug": {"chunk_delay_s": 0.5}}) as d:
+        before = d.request({"op": "status"})["jobs"]
         s = d.dealer()
         for i in range(4):
             s.send(
@@ -97,6 +98,9 @@ def test_cancel_empties_queue_and_stops_current() -> None:
                 if e["event"] in ("done", "cancelled", "error", "dropped"):
                     outcomes[e["job"]] = e["event"]
         assert outcomes == {f"j{i}": "cancelled" for i in range(4)}
+        # every cancelled job is counted, the one the worker held and the three still waiting
+        after = d.request({"op": "status"})["jobs"]
+        assert after["cancelled"] - before["cancelled"] == 4 and after["done"] == before["done"], after
         ev.close()
 
 

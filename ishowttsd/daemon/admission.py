@@ -80,6 +80,10 @@ class Admission:
         ``moderation.<topic>``, ``commands.<name>``, ``replayed``; the drops are the report's."""
         self.queue_counters = {"rejected": 0, "dropped": 0}
         """Jobs the queue or journal refused; queued jobs dropped to make room."""
+        self.cancelled_waiting = 0
+        """Jobs cancelled before the worker took them (``cancel``, ``clear``, a moderator, the
+        viewer's ``!tts cancel``): the ``status`` reply's ``jobs.cancelled`` adds them to the ones
+        the worker ended (I/O thread)."""
         self.settings = settings
         self.journal_problem: str | None = None
         self._reopen: Reopener | None = None
@@ -269,10 +273,11 @@ class Admission:
         return reply
 
     def cancelled(self, jobs: list[Job], reason: str) -> None:
-        """Report jobs taken out of the queue; the worker reports those it holds itself."""
+        """Report (and count) jobs taken out of the queue; the worker reports those it holds itself."""
         for j in jobs:
             if not self.scheduler.in_flight(j):
                 self.report.emit(j, Cancelled(reason=reason))
+                self.cancelled_waiting += 1
 
     # -- restarts -----------------------------------------------------------------------------------
     def replay(self, restore_pause: bool = True) -> int:

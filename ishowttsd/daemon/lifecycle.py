@@ -206,6 +206,13 @@ class Daemon:
             return None
         return {v.id for v in self.engine.voices()}
 
+    def _job_counts(self) -> dict[str, int]:
+        """How accepted jobs ended: the worker's counts, and cancelled ones wherever they were
+        (a job cancelled while it still waited never reaches the worker)."""
+        counts = dict(self.worker.counters)
+        counts["cancelled"] += self.admission.cancelled_waiting
+        return counts
+
     def _status_extra(self) -> dict[str, Any]:
         last = self.worker.last_result
         return {
@@ -215,7 +222,7 @@ class Daemon:
             "engine_why": self.engine_why,
             "default_voice": self._default_voice(),
             "warmup_s": round(self.worker.warmup_s, 3),
-            "jobs": dict(self.worker.counters),
+            "jobs": self._job_counts(),
             "batching": dict(self.worker.batch_counters),
             "last_job": {
                 "audio_s": round(last.audio_s, 3),
