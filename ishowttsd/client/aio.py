@@ -58,6 +58,8 @@ async def within(aw: Awaitable[_T], timeout: float | None) -> _T:
     try:
         done, _ = await asyncio.wait({fut}, timeout=timeout)
     except asyncio.CancelledError:
+        if fut.done() and not fut.cancelled():
+            fut.exception()  # retrieved: asyncio would log an error nobody is left to see
         fut.cancel()
         raise
     if not done:
