@@ -88,6 +88,7 @@ def test_auto_quant_follows_the_measurement() -> None:
         ({"batch_window_ms": 500}, "batch_window_ms"),
         ({"attn_mode": "flash"}, "attn_mode"),
         ({"quant": "fp4"}, "quant"),
+        ({"fp8_gemm": "cutlass"}, "fp8_gemm"),
         ({"bucket_frame": 32}, "bucket_frame"),
     ],
 )
