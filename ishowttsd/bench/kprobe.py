@@ -11,8 +11,9 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ishowttsd.bench import cudnn_attn
 from ishowttsd.bench.probe import bench_ms
-from ishowttsd.engine.f5 import fp8gemm, quant
+from ishowttsd.engine.f5 import fp8gemm, fused, quant
 
 LAYERS = {"qkv": (1024, 3072), "out": (1024, 1024), "ff1": (1024, 2048), "ff2": (2048, 1024)}
 """(K, N) of the DiT's four linears (F5TTS_v1_Base: dim 1024, feed-forward 2048)."""
@@ -84,9 +85,170 @@ def attention() -> None:
         print(f"attention B*2={b2} N={n}: {cells}{err}")
 
 
+def fp8_attention() -> None:
+    """cuDNN's fp8 attention (cudnn_attn.py) against bf16 SDPA at the DiT's shapes: time, error
+    against fp32 attention, the padding mask, and a CUDA-graph replay."""
+    dev = torch.device("cuda")
+    if not cudnn_attn.available(dev):
+        print("fp8 attention: the cuDNN frontend is not importable here")
+        return
+    torch.manual_seed(0)
+    for b2, n, lens in ((2, 580, None), (2, 998, None), (32, 998, None), (4, 998, (998, 998, 700, 700))):
+        qkv = torch.randn(b2, n, 3, 16, 64, device=dev, dtype=torch.bfloat16)
+        qkv[:, :, 0] *= 3.0  # q and k larger than v, as a trained model's are
+        q, k, v = qkv.unbind(2)  # [B, N, H, D] views of the QKV output
+        klen = None if lens is None else torch.tensor(lens, device=dev, dtype=torch.int32)
+        scales = [quant.static_scale(t.abs().amax().reshape(1)) for t in (q, k, v)]
+        q8, k8, v8 = (
+            (t.float() / s).clamp(-448, 448).to(torch.float8_e4m3fn)
+            for t, s in zip((q, k, v), scales, strict=True)
+        )
+        qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))
+        mask = None
+        if klen is not None:
+            valid = torch.arange(n, device=dev)[None, :] < klen[:, None]
+            mask = torch.where(valid, 0.0, -5000.0)[:, None, None, :]
+        want = F.scaled_dot_product_attention(qt.float(), kt.float(), vt.float(), attn_mask=mask)
+        mask = None if mask is None else mask.to(torch.bfloat16)
+        so = quant.static_scale(want.abs().amax().reshape(1))
+        fl = 4 * b2 * 16 * n * n * 64
+        args = (q8, k8, v8, scales[0], scales[1], scales[2], 1.0 / so, klen)
+        try:
+            got = cudnn_attn.fp8_sdpa(*args)
+            t8 = bench_ms(lambda: cudnn_attn.fp8_sdpa(*args))
+        except Exception as e:  # a probe reports what failed and goes on
+            print(f"fp8 attention B*2={b2} N={n} lens={lens}: failed: {type(e).__name__}: {e}")
+            continue
+        tb = bench_ms(lambda: F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask))
+        gotf = got.float().transpose(1, 2) * so
+        ref = cudnn_attn.fp8_sdpa_reference(*args)
+        rows = slice(None) if klen is None else slice(0, 700)
+        err = rel(gotf[..., rows, :], want[..., rows, :])
+        err_ref = rel(got.float()[:, rows], ref.float()[:, rows])
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            out = cudnn_attn.fp8_sdpa(*args)
+        g.replay()
+        torch.cuda.synchronize()
+        replay = rel(out.float(), got.float())
+        print(f"fp8 attention B*2={b2} N={n} lens={lens}: bf16 sdpa {tb * 1e3:6.1f} us"
+              f" {fl / tb / 1e9:4.0f} TFLOP/s  fp8 cudnn {t8 * 1e3:6.1f} us {fl / t8 / 1e9:4.0f} TFLOP/s"
+              f"  err vs fp32 {err:.1e}  vs reference {err_ref:.1e}  graph replay {replay:.1e}")  # fmt: skip
+
+
+def masked() -> None:
+    """Padded batches (the daemon's length groups): SDPA with the additive mask on each backend,
+    the ``augment`` mode, and cuDNN's padding mask through the frontend, against the same batch
+    unmasked; error against fp32 on the valid rows."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    dev = torch.device("cuda")
+    torch.manual_seed(1)
+    for b2, n, lens in (
+        (4, 998, (998, 998, 700, 700)),
+        (16, 768, tuple(768 - 24 * (i // 2) for i in range(16))),
+        (32, 998, tuple(998 if i % 2 == 0 else 620 for i in range(32))),
+    ):
+        qkv = torch.randn(b2, n, 3, 16, 64, device=dev, dtype=torch.bfloat16)
+        qkv[:, :, 0] *= 3.0
+        q, k, v = qkv.unbind(2)
+        klen = torch.tensor(lens, device=dev, dtype=torch.int32)
+        valid = torch.arange(n, device=dev)[None, :] < klen[:, None]
+        kbias = torch.where(valid, 0.0, fused.MASKED_LOGIT).to(torch.bfloat16)
+        mask = kbias[:, None, None, :]
+        qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))
+        want = F.scaled_dot_product_attention(qt.float(), kt.float(), vt.float(), attn_mask=mask.float())
+        runs = {
+            "unmasked": lambda: F.scaled_dot_product_attention(qt, kt, vt),
+            "mask": lambda: F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask),
+            "augment": lambda: fused._attention(qt, kt, vt, kbias, "augment"),
+        }
+        for name, backend in (
+            ("mask cudnn", SDPBackend.CUDNN_ATTENTION),
+            ("mask eff", SDPBackend.EFFICIENT_ATTENTION),
+        ):
+
+            def forced(backend: SDPBackend = backend) -> torch.Tensor:
+                with sdpa_kernel(backend):
+                    return F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask)
+
+            runs[name] = forced
+        if cudnn_attn.available(dev):
+            runs["frontend padded"] = lambda: cudnn_attn.bf16_sdpa(q, k, v, klen).transpose(1, 2)
+        fl = 4 * 16 * 64 * sum(x * x for x in lens)
+        cells = []
+        for name, fn in runs.items():
+            try:
+                t = bench_ms(fn)
+                got = fn().float()
+                e = rel(got * valid[:, None, :, None], want * valid[:, None, :, None])
+                cells.append(f"{name} {t * 1e3:.1f} us {fl / t / 1e9:.0f} ({e:.0e})")
+            except Exception as ex:  # a probe reports what failed and goes on
+                cells.append(f"{name} failed: {type(ex).__name__}: {str(ex)[:120]}")
+        print(f"masked attention B*2={b2} N={n}: " + "  ".join(cells))
+
+
+SWEEP = [
+    (bm, bn, bk, w, st)
+    for bm, bn, bk, w, st in (
+        (64, 64, 128, 4, 4), (64, 64, 128, 4, 6), (64, 128, 128, 4, 3), (64, 128, 128, 4, 4),
+        (64, 128, 128, 4, 5), (64, 128, 64, 4, 6), (64, 256, 128, 8, 3), (64, 256, 64, 4, 4),
+        (128, 64, 128, 4, 4), (128, 64, 128, 4, 5), (128, 128, 128, 4, 3), (128, 128, 128, 4, 4),
+        (128, 128, 128, 8, 3), (128, 128, 128, 8, 4), (128, 128, 64, 4, 5), (128, 128, 64, 8, 6),
+        (128, 256, 128, 8, 3), (128, 256, 64, 8, 4),
+    )
+]  # fmt: skip
+"""Tiles swept at one line's rows: (BM, BN, BK, warps, stages)."""
+
+
+def sweep(rows: tuple[int, ...] = (1160, 1996)) -> None:
+    """The plain kernel at every tile in :data:`SWEEP`, per layer and row count (best three)."""
+    dev = torch.device("cuda")
+    kern = fp8gemm._kernel().fn
+    for m in rows:
+        for name, (k, n) in LAYERS.items():
+            x = torch.randn(m, k, device=dev)
+            w = torch.randn(n, k, device=dev) / math.sqrt(k)
+            b = 0.1 * torch.randn(n, device=dev)
+            wq, ws = quant.quantize_weight(w, "fp8")
+            wg = ws.amax().reshape(())
+            xs = quant.static_scale(x.abs().amax(dim=0))
+            xq = (x / xs).clamp(-quant.FP8_MAX, quant.FP8_MAX).to(torch.float8_e4m3fn)
+            gelu = name == "ff1"
+            oi = torch.tensor(0.5, device=dev)
+            y = torch.empty(m, n, device=dev, dtype=torch.float8_e4m3fn if gelu else torch.bfloat16)
+            wr = ws / wg
+            res = []
+            for bm, bn, bk, warps, stages in SWEEP:
+                grid = (-(-m // bm) * -(-n // bn),)
+
+                def run() -> None:
+                    kern[grid](xq, wq, y, xs, wg, wr, b, oi, m, n, fp8gemm.rows_key(m), xq.stride(0),
+                               wq.stride(1), y.stride(0), K=k, BM=bm, BN=bn, BK=bk, GROUP_M=8, HAS_BIAS=True,
+                               GELU=gelu, OUT_FP8=gelu, num_warps=warps, num_stages=stages)  # fmt: skip
+
+                try:
+                    res.append((bench_ms(run), (bm, bn, bk, warps, stages)))
+                except Exception as e:  # a tile that does not fit is skipped
+                    print(f"  skip {(bm, bn, bk, warps, stages)}: {type(e).__name__}")
+            res.sort()
+            fl = 2 * m * n * k
+            cur = bench_ms(lambda: fp8gemm._triton_fp8_gemm(xq, wq, xs, wg, wr, b, gelu, oi if gelu else None,
+                                                           torch.bfloat16, tma=False))  # fmt: skip
+            best = "  ".join(f"{c} {t * 1e3:.1f} us {fl / t / 1e9:.0f}" for t, c in res[:3])
+            print(f"sweep M={m} {name}: autotuned {cur * 1e3:.1f} us | best {best}")
+
+
 if __name__ == "__main__":
     import sys
 
-    gemms()
+    if "--fp8-attention" in sys.argv:
+        fp8_attention()
+    if "--masked" in sys.argv:
+        masked()
+    if "--sweep" in sys.argv:
+        sweep()
+    if "--no-gemms" not in sys.argv:
+        gemms()
     if "--no-attention" not in sys.argv:
         attention()
