@@ -173,6 +173,23 @@ def masked() -> None:
                     return F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask)
 
             runs[name] = forced
+        cu = torch.arange(0, (b2 + 1) * n, n, device=dev, dtype=torch.int32)
+
+        def flash_used() -> torch.Tensor:
+            # FA2's varlen entry with every sequence N long and only klen keys used per sequence
+            q2, k2, v2 = (t.reshape(b2 * n, 16, 64) for t in (q, k, v))
+            out = torch.ops.aten._flash_attention_forward(
+                q2, k2, v2, cu, cu, n, n, 0.0, False, False, seqused_k=klen
+            )
+            return out[0].view(b2, n, 16, 64).transpose(1, 2)
+
+        def eff_seqlen() -> torch.Tensor:
+            out = torch.ops.aten._efficient_attention_forward(q, k, v, None, None, None, n, n, 0.0, 0, False,
+                                                              seqlen_k=klen)  # fmt: skip
+            return out[0].transpose(1, 2)
+
+        runs["flash seqused_k"] = flash_used
+        runs["eff seqlen_k"] = eff_seqlen
         if cudnn_attn.available(dev):
             runs["frontend padded"] = lambda: cudnn_attn.bf16_sdpa(q, k, v, klen).transpose(1, 2)
         fl = 4 * 16 * 64 * sum(x * x for x in lens)
