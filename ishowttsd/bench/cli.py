@@ -55,7 +55,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--ingest", type=Path, default=None, help="record JSON to add to results (no measuring)")
     p.add_argument("--warmup-probe", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--daemon", default="", help="run the daemon's engine with these [f5.fast] quant values")
+    p.add_argument(
+        "--daemon",
+        default="",
+        help="run the daemon's engine with these [f5.fast] quant values (quant+attn_mode: that too)",
+    )
     p.add_argument("--daemon-main", default=None, help="the daemon run the daemon_* keys report")
     p.add_argument("--daemon-oneshot", default=None, help="the variant daemon_line_ms is compared with")
     p.add_argument("--fp8-variant", default=None, help="the variant the fp8_* keys report")

@@ -167,7 +167,8 @@ def run_all(b: Bench) -> dict[str, Any]:
 
 
 def measure_daemon(b: Bench, quant: str) -> None:
-    """The daemon's engine (``bench.daemon``) with ``[f5.fast] quant = quant``, full size."""
+    """The daemon's engine (``bench.daemon``) with ``[f5.fast] quant = quant``, full size;
+    ``quant+mode`` also sets ``attn_mode = mode`` (the result keeps the whole name)."""
     import gc
     import tempfile
     from pathlib import Path
@@ -181,7 +182,9 @@ def measure_daemon(b: Bench, quant: str) -> None:
     torch._dynamo.reset()  # the engine compiles as the daemon does, not on the bench's static graphs
     doc = daemon.write_full(Path(tempfile.gettempdir()) / "ishowtts-bench-f5full")
     t0 = time.perf_counter()
-    e = daemon.load_engine(doc, {"quant": quant}, b.plan.nfe)
+    q, _, attn = quant.partition("+")
+    fast = {"quant": q, **({"attn_mode": attn} if attn else {})}
+    e = daemon.load_engine(doc, fast, b.plan.nfe)
     res = {"load_s": time.perf_counter() - t0, **daemon.measure_engine(e, b.plan.daemon_reps)}
     res["options"] = e._fast.fs.options if e._fast is not None else None
     b.out["daemon"][quant] = res

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from ishowttsd.confread import Table
 
-ATTN_MODES = ("sdpa", "augment")
+ATTN_MODES = ("sdpa", "augment", "flash_seqlen", "eff_seqlen")
 QUANTS = ("none", "fp8", "fp8_static", "int8", "auto")
 DTYPES = ("bf16", "fp16", "fp32")
 FP8_GEMMS = ("auto", "triton", "cublas")

@@ -44,17 +44,27 @@ def _rope(t: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return (tf * cos + rot * sin).to(t.dtype)
 
 
-def _attention(q: Tensor, k: Tensor, v: Tensor, kbias: Tensor | None, mode: str) -> Tensor:
-    """SDPA with padded keys masked out. ``kbias``: [B, N] additive (0 valid, large negative padded).
+SEQLEN_MODES = ("flash_seqlen", "eff_seqlen")
+"""Attention modes that skip padded keys by each sequence's length inside the kernel (CUDA)."""
 
-    ``augment`` appends one channel to q (1) and k (the bias) so the mask rides inside a
-    flash-attention kernel, which takes no mask argument; ``sdpa`` passes it as ``attn_mask``
-    (memory-efficient or cuDNN kernels).
+
+def _attention(
+    q: Tensor, k: Tensor, v: Tensor, kbias: Tensor | None, mode: str, klen: Tensor | None = None
+) -> Tensor:
+    """SDPA with padded keys masked out. ``kbias``: [B, N] additive (0 valid, large negative padded);
+    ``klen``: the same as int32 lengths [B] (valid keys are a prefix).
+
+    ``sdpa`` passes the mask as ``attn_mask`` (memory-efficient or cuDNN kernels); ``augment``
+    appends one channel to q (1) and k (the bias) so the mask rides inside a flash-attention
+    kernel, which takes no mask argument; the ``SEQLEN_MODES`` give the kernel the lengths, so it
+    never reads a padded key and no mask is built (:func:`_seqlen_attention`; on CPU: ``sdpa``).
     """
     scale = 1.0 / math.sqrt(q.shape[-1])
     if kbias is None:
         return F.scaled_dot_product_attention(q, k, v)
-    if mode == "sdpa":
+    if mode in SEQLEN_MODES and klen is not None and q.is_cuda:
+        return _seqlen_attention(q, k, v, klen, mode)
+    if mode == "sdpa" or mode in SEQLEN_MODES:
         mask = kbias[:, None, None, :].to(q.dtype)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     b, h, n, d = q.shape
@@ -67,6 +77,25 @@ def _attention(q: Tensor, k: Tensor, v: Tensor, kbias: Tensor | None, mode: str)
     v2 = torch.cat((v, zeros, torch.zeros_like(ones)), dim=-1)
     out = F.scaled_dot_product_attention(q2, k2, v2, scale=scale)
     return out[..., :d]
+
+
+def _seqlen_attention(q: Tensor, k: Tensor, v: Tensor, klen: Tensor, mode: str) -> Tensor:
+    """[B, H, N, D] attention where sequence ``i`` has ``klen[i]`` valid keys: FA2's varlen entry
+    with every sequence N long and ``seqused_k`` (``flash_seqlen``), or the memory-efficient
+    kernel's ``seqlen_k`` (``eff_seqlen``). PyTorch's SDPA takes a padding mask only as a dense
+    additive bias, which sends it to a slower kernel (measured: docs/perf-log.md, session 6)."""
+    b, h, n, d = q.shape
+    qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))  # [B, N, H, D]
+    if mode == "flash_seqlen":
+        cu = torch.arange(0, (b + 1) * n, n, device=q.device, dtype=torch.int32)
+        flat = (t.reshape(b * n, h, d) for t in (qt, kt, vt))
+        out = torch.ops.aten._flash_attention_forward(*flat, cu, cu, n, n, 0.0, False, False, seqused_k=klen)[
+            0
+        ]
+        return out.view(b, n, h, d).transpose(1, 2)
+    out = torch.ops.aten._efficient_attention_forward(qt, kt, vt, None, None, None, n, n, 0.0, 0, False,
+                                                      seqlen_k=klen)[0]  # fmt: skip
+    return out.transpose(1, 2)
 
 
 def _block(
@@ -84,6 +113,7 @@ def _block(
     gelu_epilogue: bool = False,
     pending: tuple[Tensor, ...] | None = None,
     defer: bool = True,
+    klen: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One DiT block (``f5_tts.model.modules.DiTBlock``) with precomputed modulation ``mod`` [6, D].
 
@@ -113,7 +143,7 @@ def _block(
         q, k, v = L.linear(h, qkv).to(x.dtype).view(b, n, 3, heads, dh).permute(2, 0, 3, 1, 4).unbind(0)
     q = _rope(q, cos, sin)
     k = _rope(k, cos, sin)
-    a = _attention(q, k, v, kbias, attn_mode).transpose(1, 2).reshape(b, n, d)
+    a = _attention(q, k, v, kbias, attn_mode, klen).transpose(1, 2).reshape(b, n, d)
     L.record(a, out)
     x = x + g_msa * L.linear(a, out).to(x.dtype)
     h = F.layer_norm(x, (d,), eps=1e-6) * (1 + sc_mlp) + sh_mlp
@@ -415,7 +445,7 @@ class FusedDiT:
         for blk, mod in zip(self.blocks, mods.unbind(0), strict=True):
             h, ff, gate = self._block_fn(
                 h, mod, cos, sin, kbias, blk.qkv, blk.out, blk.ff1, blk.ff2,
-                self.heads, self.attn_mode, self.gelu_epilogue, pending, self.defer_residual,
+                self.heads, self.attn_mode, self.gelu_epilogue, pending, self.defer_residual, klen,
             )  # fmt: skip
             pending = _deferred(ff, gate, blk.ff2) if self.defer_residual else None
         if pending is not None:
