@@ -39,7 +39,7 @@ class Plan:
     main: str = "bf16"
     concurrency: Sequence[int] = (1, 4, 16)
     bucket_frames: int = 32
-    attn_mode: str = "sdpa"
+    attn_mode: str = "auto"
     conv_layout: str = "view"
     conv_impl: str = "auto"
     compile: bool = True

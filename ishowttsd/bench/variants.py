@@ -42,8 +42,6 @@ def variant_options(name: str) -> dict[str, Any]:
             opts["attn_mode"] = "sdpa"
         elif m == "fa2":
             opts["attn_mode"] = "flash_seqlen"
-        elif m == "effk":
-            opts["attn_mode"] = "eff_seqlen"
         elif m == "exact":
             opts["bucket_frames"] = 0
         elif m == "dyn":

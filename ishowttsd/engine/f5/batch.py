@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from ishowttsd.confread import Table
 
-ATTN_MODES = ("sdpa", "augment", "flash_seqlen", "eff_seqlen")
+ATTN_MODES = ("auto", "sdpa", "augment", "flash_seqlen")
 QUANTS = ("none", "fp8", "fp8_static", "int8", "auto")
 DTYPES = ("bf16", "fp16", "fp32")
 FP8_GEMMS = ("auto", "triton", "cublas")
@@ -62,8 +62,10 @@ class FastSettings:
     """Pad (and mask) sequences up to a multiple of this; 0 = exact shapes. The engine's duration
     ladder (``[f5] bucket_ratio``) already limits the shapes, and unpadded shapes need no
     attention mask: 22.07 ms against 24.49 ms for the bench line (H200, same run)."""
-    attn_mode: str = "sdpa"
-    """How padded keys are masked: SDPA ``attn_mask`` (cuDNN) measured 3-9% faster than 'augment'."""
+    attn_mode: str = "auto"
+    """How padded keys are masked: 'flash_seqlen' (FA2 told each sequence's key count: padded
+    batches 15 % faster than 'sdpa', H200, session 6), 'sdpa' (SDPA's ``attn_mask``, 3-9 % faster
+    than 'augment'), 'augment'; 'auto': flash_seqlen where FA2 runs, else sdpa."""
     conv_layout: str = "view"
     """Positional conv input: 'view' (transposed view), 'contiguous', or 'auto' (timed per shape);
     'view' and 'contiguous' measured equal inside the graph."""

@@ -185,7 +185,7 @@ class FastSampler:
         compile_dynamic: bool | None = None,
         cuda_graph: bool = True,
         bucket_frames: int = 32,
-        attn_mode: str = "sdpa",
+        attn_mode: str = "auto",
         fused: FusedDiT | None = None,
         conv_layout: str = "view",
         conv_impl: str = "auto",
@@ -250,7 +250,7 @@ class FastSampler:
             "fp8_gemm": None if quant != "fp8_static" else "triton" if self.fused.fp8_epilogue else "cublas",
             "compile": compile_mode if compile else "none",
             "compile_dynamic": compile_dynamic, "cuda_graph": cuda_graph, "bucket_frames": bucket_frames,
-            "attn_mode": attn_mode, "conv_layout": conv_layout, "conv_impl": conv_impl,
+            "attn_mode": self.fused.attn_mode, "conv_layout": conv_layout, "conv_impl": conv_impl,
             "gelu_epilogue": self.fused.gelu_epilogue, "defer_residual": self.fused.defer_residual,
         }  # fmt: skip
 

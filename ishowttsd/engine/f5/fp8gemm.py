@@ -164,8 +164,8 @@ def _kernel() -> Any:
 
     # the tile shapes that won somewhere at the DiT's shapes (H200: kprobe, and its sweep of 18
     # tiles at 1,160 and 1,996 rows, where 128x128 with 4 warps and 3 stages won 7 of 8 layer
-    # shapes and 64x128 the eighth, each 3 stages beating 4; docs/perf-log.md, session 6), timed once per (rows bucket,
-    # N, K) on first use, in the warm-up before the CUDA graph is captured
+    # shapes and 64x128 the eighth, 3 stages beating 4 each time; docs/perf-log.md, session 6),
+    # timed once per (rows bucket, N, K) on first use, in the warm-up before the graph capture
     configs = [cfg(128, 128, 4, 3), cfg(64, 128, 4, 3), cfg(128, 128, 8, 3), cfg(128, 256, 8, 3)]
 
     @triton.autotune(configs=configs, key=["M_KEY", "N", "K"])  # type: ignore[untyped-decorator]
