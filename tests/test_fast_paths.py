@@ -63,7 +63,10 @@ def stock_mel(env: dict[str, Any], text: str, seed: int) -> torch.Tensor:
     return out[0]
 
 
-@pytest.mark.parametrize("bucket,attn", [(0, "sdpa"), (32, "sdpa"), (32, "augment"), (48, "augment")])
+@pytest.mark.parametrize(
+    "bucket,attn",
+    [(0, "sdpa"), (32, "sdpa"), (32, "augment"), (48, "augment"), (32, "flash_seqlen"), (32, "auto")],
+)
 def test_fast_path_matches_stock_sampler(env: dict[str, Any], bucket: int, attn: str) -> None:
     ref = stock_mel(env, workload.FIRST_CHUNK, 11)
     fs = FastSampler(env["m"].dit, env["cfg"], bucket_frames=bucket, attn_mode=attn)
