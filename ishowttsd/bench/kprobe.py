@@ -256,6 +256,46 @@ def sweep(rows: tuple[int, ...] = (1160, 1996)) -> None:
             print(f"sweep M={m} {name}: autotuned {cur * 1e3:.1f} us | best {best}")
 
 
+TMA_SWEEP = ((128, 256, 8, 3), (128, 128, 4, 4), (128, 128, 8, 4), (128, 128, 4, 5), (256, 128, 8, 3),
+             (64, 256, 4, 4), (128, 128, 8, 3), (64, 128, 4, 4))  # fmt: skip
+"""TMA kernel tiles swept at 16 lines' rows: (BM, BN, warps, stages); BK is 128."""
+
+
+def sweep_tma(m: int = 31936) -> None:
+    """The persistent TMA kernel at every tile in :data:`TMA_SWEEP`, per layer, at ``m`` rows."""
+    dev = torch.device("cuda")
+    kern = fp8gemm._tma_kernel().fn
+    sms = torch.cuda.get_device_properties(dev).multi_processor_count
+    for name, (k, n) in LAYERS.items():
+        x = torch.randn(m, k, device=dev)
+        w = torch.randn(n, k, device=dev) / math.sqrt(k)
+        b = 0.1 * torch.randn(n, device=dev)
+        wq, ws = quant.quantize_weight(w, "fp8")
+        wg = ws.amax().reshape(())
+        xs = quant.static_scale(x.abs().amax(dim=0))
+        xq = (x / xs).clamp(-quant.FP8_MAX, quant.FP8_MAX).to(torch.float8_e4m3fn)
+        gelu = name == "ff1"
+        oi = torch.tensor(0.5, device=dev)
+        y = torch.empty(m, n, device=dev, dtype=torch.float8_e4m3fn if gelu else torch.bfloat16)
+        wr = ws / wg
+        res = []
+        for bm, bn, warps, stages in TMA_SWEEP:
+            grid = (min(sms, -(-m // bm) * -(-n // bn)),)
+
+            def run() -> None:
+                kern[grid](xq, wq, y, xs, wg, wr, b, oi, m, n, fp8gemm.rows_key(m), K=k, BM=bm, BN=bn, BK=128,
+                           GROUP_M=8, HAS_BIAS=True, GELU=gelu, OUT_FP8=gelu, NUM_SMS=sms, FLATTEN=True,
+                           num_warps=warps, num_stages=stages)  # fmt: skip
+
+            try:
+                res.append((bench_ms(run), (bm, bn, warps, stages)))
+            except Exception as e:  # a tile that does not fit is skipped
+                print(f"  skip {(bm, bn, warps, stages)}: {type(e).__name__}")
+        fl = 2 * m * n * k
+        cells = "  ".join(f"{c} {t * 1e3:.1f} us {fl / t / 1e9:.0f}" for t, c in sorted(res))
+        print(f"tma sweep M={m} {name}: {cells}")
+
+
 if __name__ == "__main__":
     import sys
 
@@ -263,6 +303,8 @@ if __name__ == "__main__":
         fp8_attention()
     if "--masked" in sys.argv:
         masked()
+    if "--sweep-tma" in sys.argv:
+        sweep_tma()
     if "--sweep" in sys.argv:
         sweep()
     if "--no-gemms" not in sys.argv:
