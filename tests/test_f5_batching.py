@@ -96,6 +96,19 @@ def test_batched_jobs_sound_as_they_do_alone_and_as_the_reference_sampler(fast: 
     assert len(lengths) == len(LINES)  # padded and masked: every length differs
 
 
+def test_packed_batches_sound_as_the_jobs_do_alone(fast: F5Engine) -> None:
+    """``[f5.fast] pack``: the worker's rounds run as packed batches (no padded plan is built),
+    and every job's audio is what it is alone."""
+    packed = engine(**FAST, pack=True)
+    assert packed._fast is not None and packed._fast.fs.pack
+    streams = packed.synthesize_many([SynthRequest(t, None, CancelToken()) for t in LINES])
+    pcms = [np.concatenate([c.pcm for c in s]) for s in streams]
+    # no padded batch: a round of several jobs runs packed, a round of one job runs alone
+    assert all(b == 1 and not masked for b, _frames, masked in packed._fast.fs.plans)
+    for text, pcm in zip(LINES, pcms, strict=True):
+        assert steps(pcm, alone(fast, text)) <= TOL, text
+
+
 def test_full_warm_up_runs_the_batched_shapes_too() -> None:
     doc = f5_doc(**dict(F5, warmup="all", bucket_ratio=1.0))  # exact lengths: two shapes to warm
     doc["f5"]["fast"] = FAST

@@ -77,7 +77,7 @@ def test_attn_mode_auto_is_the_default_and_resolves_per_device() -> None:
     Explicit modes are kept as configured."""
     import torch
 
-    from ishowttsd.engine.f5.fused import resolve_attn_mode
+    from ishowttsd.engine.f5.attention import resolve_attn_mode
 
     assert FastSettings().attn_mode == "auto"
     assert parse_fast(table({})).attn_mode == "auto"

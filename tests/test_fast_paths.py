@@ -91,14 +91,31 @@ def test_batched_path_matches_each_job_alone(env: dict[str, Any]) -> None:
         assert rel(batched[i], alone) < TOL, t
 
 
+def test_packed_batch_matches_each_job_alone(env: dict[str, Any]) -> None:
+    """``pack``: the jobs one after another in one row per CFG half; each must come out as the
+    stock sampler makes it alone (attention, the positional conv and RoPE stay per job)."""
+    texts = list(workload.MIXED_LINES[:5])
+    fs = FastSampler(env["m"].dit, env["cfg"], bucket_frames=0, pack=True)
+    jobs = [make_job(env, t, 100 + i) for i, t in enumerate(texts)]
+    packed = [m.clone() for m in fs.sample(jobs)]
+    assert len({j.frames for j in jobs}) > 2 and not fs.plans  # mixed lengths, no padded plan used
+    for i, t in enumerate(texts):
+        alone = stock_mel(env, t, 100 + i)
+        assert packed[i].shape == alone.shape
+        assert rel(packed[i], alone) < TOL, t
+        assert torch.equal(packed[i][: jobs[i].ref_frames], env["ref_mel"].float())
+
+
 def test_pipeline_audio_matches_stock_audio(env: dict[str, Any]) -> None:
-    """PCM out of the fast pipeline (one padded batch and length groups) equals the stock
+    """PCM out of the fast pipeline (one padded batch, length groups, packed) equals the stock
     path's waveform: Vocos on the generated frames, as ``infer_batch_process`` does it."""
     texts = [workload.FIRST_CHUNK, "gg", "what game is this?"]
     fs = FastSampler(env["m"].dit, env["cfg"], bucket_frames=32)
     pipe = FastPipeline(fs, env["m"].vocoder)
     one_batch = pipe.run([make_job(env, t, 7 + i) for i, t in enumerate(texts)], slots=4)
     grouped = pipe.run_grouped([make_job(env, t, 7 + i) for i, t in enumerate(texts)])
+    pipe.fs.pack = True  # [f5.fast] pack: the same jobs as one packed batch
+    packed = pipe.run_grouped([make_job(env, t, 7 + i) for i, t in enumerate(texts)])
     for i, t in enumerate(texts):
         mel = stock_mel(env, t, 7 + i)
         r = env["audio"].shape[-1] // workload.HOP
@@ -110,7 +127,7 @@ def test_pipeline_audio_matches_stock_audio(env: dict[str, Any]) -> None:
             with torch.inference_mode():
                 wave = env["m"].vocoder.decode(mel[job_ref:].T[None].float())[0].numpy()
             expect = float_to_int16(wave)
-        for got in (one_batch[i].samples, grouped[i].samples):
+        for got in (one_batch[i].samples, grouped[i].samples, packed[i].samples):
             assert got.dtype == np.int16 and got.shape == expect.shape
             assert int(np.abs(got.astype(np.int32) - expect.astype(np.int32)).max()) <= 2, t
 

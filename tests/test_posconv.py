@@ -45,6 +45,25 @@ def test_cpu_falls_back_to_the_reference_and_rejects_unknown_impls() -> None:
         posconv.conv_mish(x, posconv.pack_weight(w, 4), w, b, None, 4, impl="fft")
 
 
+def test_packed_lines_convolve_as_if_each_were_alone() -> None:
+    torch.manual_seed(3)
+    lens = [9, 1, 14, 6]
+    total = sum(lens) + 5  # padding after the last line
+    x, w, b = torch.randn(2, total, 32), torch.randn(32, 8, 7) * 0.2, torch.randn(32)
+    seg = posconv.segment_bounds(lens, total)
+    assert seg[:, 9].tolist() == [9, 10] and seg[:, total - 1].tolist() == [total - 1, total - 1]
+    res = torch.randn_like(x)
+    got = posconv.conv_mish(x, posconv.pack_weight(w, 4), w, b, None, 4, residual=res, segments=seg)
+    start = 0
+    for n in lens:
+        alone = posconv.reference(x[:, start : start + n], w, b, None, 4, res[:, start : start + n])
+        assert torch.allclose(got[:, start : start + n], alone, atol=1e-6), (start, n)
+        start += n
+    assert torch.equal(got[:, start:], res[:, start:])  # padding frames: nothing added
+    with pytest.raises(ValueError, match="do not fit"):
+        posconv.segment_bounds([5, 6], 10)
+
+
 def test_kernel_fits_only_tensor_core_tiles() -> None:
     # F5TTS_v1_Base: 1024 channels in 16 groups = 64; tiny models have fewer, non-power-of-two
     assert posconv.kernel_fits(64) and posconv.kernel_fits(16) and posconv.kernel_fits(128)
@@ -79,6 +98,10 @@ def test_triton_kernel_in_the_interpreter(monkeypatch: pytest.MonkeyPatch) -> No
         want = posconv.reference(x, w, b, lengths, g, r)
         got = posconv.conv_mish(x, posconv.pack_weight(w, g), w, b, lengths, g, r, impl="triton")
         assert (got - want).abs().max().item() < 1e-4
+    seg = posconv.segment_bounds([20, 1, 24], 50, dev)  # packed lines, then padding
+    want = posconv.reference(x, w, b, None, g, res, segments=seg)
+    got = posconv.conv_mish(x, posconv.pack_weight(w, g), w, b, None, g, res, impl="triton", segments=seg)
+    assert (got - want).abs().max().item() < 1e-4
     posconv._kernel.cache_clear()
 
 
@@ -102,6 +125,14 @@ def test_triton_matches_cudnn_full_size(dtype: torch.dtype) -> None:
         # no worse than cuDNN in the same dtype (fp32 accumulation in both), and small in absolute terms
         assert err <= max(2 * err_cudnn, 1e-6), (err, err_cudnn)
         assert err < (1e-5 if dtype == torch.float32 else 5e-3)
+    # packed lines ([f5.fast] pack): each convolves on its own
+    x = torch.randn(2, 2168, d, device="cuda", dtype=dtype)
+    seg = posconv.segment_bounds([509, 998, 661], 2168, "cuda")
+    exact = posconv.reference(x.double(), w.double(), b.double(), None, g, x.double(), segments=seg)
+    got = posconv.conv_mish(
+        x, posconv.pack_weight(w, g), w, b, None, g, residual=x, impl="triton", segments=seg
+    )
+    assert ((got.double() - exact).norm() / exact.norm()).item() < (1e-5 if dtype == torch.float32 else 5e-3)
 
 
 def test_compile_is_dropped_only_where_cuda_lacks_triton() -> None:

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 
 from ishowttsd.bench import cudnn_attn
 from ishowttsd.bench.probe import bench_ms
-from ishowttsd.engine.f5 import fp8gemm, fused, quant
+from ishowttsd.engine.f5 import attention as attn
+from ishowttsd.engine.f5 import fp8gemm, quant
 
 LAYERS = {"qkv": (1024, 3072), "out": (1024, 1024), "ff1": (1024, 2048), "ff2": (2048, 1024)}
 """(K, N) of the DiT's four linears (F5TTS_v1_Base: dim 1024, feed-forward 2048)."""
@@ -154,14 +155,14 @@ def masked() -> None:
         q, k, v = qkv.unbind(2)
         klen = torch.tensor(lens, device=dev, dtype=torch.int32)
         valid = torch.arange(n, device=dev)[None, :] < klen[:, None]
-        kbias = torch.where(valid, 0.0, fused.MASKED_LOGIT).to(torch.bfloat16)
+        kbias = torch.where(valid, 0.0, attn.MASKED_LOGIT).to(torch.bfloat16)
         mask = kbias[:, None, None, :]
         qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))
         want = F.scaled_dot_product_attention(qt.float(), kt.float(), vt.float(), attn_mask=mask.float())
         runs = {
             "unmasked": lambda: F.scaled_dot_product_attention(qt, kt, vt),
             "mask": lambda: F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask),
-            "augment": lambda: fused._attention(qt, kt, vt, kbias, "augment"),
+            "augment": lambda: attn.attention(qt, kt, vt, kbias, "augment"),
         }
         for name, backend in (
             ("mask cudnn", SDPBackend.CUDNN_ATTENTION),

@@ -168,7 +168,8 @@ def run_all(b: Bench) -> dict[str, Any]:
 
 def measure_daemon(b: Bench, quant: str) -> None:
     """The daemon's engine (``bench.daemon``) with ``[f5.fast] quant = quant``, full size;
-    ``quant+mode`` also sets ``attn_mode = mode`` (the result keeps the whole name)."""
+    ``quant+mode`` also sets ``attn_mode = mode``, ``quant+pack`` sets ``pack = true`` (the
+    result keeps the whole name)."""
     import gc
     import tempfile
     from pathlib import Path
@@ -182,8 +183,10 @@ def measure_daemon(b: Bench, quant: str) -> None:
     torch._dynamo.reset()  # the engine compiles as the daemon does, not on the bench's static graphs
     doc = daemon.write_full(Path(tempfile.gettempdir()) / "ishowtts-bench-f5full")
     t0 = time.perf_counter()
-    q, _, attn = quant.partition("+")
-    fast = {"quant": q, **({"attn_mode": attn} if attn else {})}
+    q, *extra = quant.split("+")
+    fast: dict[str, Any] = {"quant": q}
+    for x in extra:  # "pack" sets [f5.fast] pack; anything else is an attn_mode
+        fast.update({"pack": True} if x == "pack" else {"attn_mode": x})
     e = daemon.load_engine(doc, fast, b.plan.nfe)
     res = {"load_s": time.perf_counter() - t0, **daemon.measure_engine(e, b.plan.daemon_reps)}
     res["options"] = e._fast.fs.options if e._fast is not None else None

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ishowttsd.bench.flops import cuda_median_ms
-from ishowttsd.engine.f5 import fused
+from ishowttsd.engine.f5 import attention as attn_ops
 
 
 def bench_ms(fn: Any, reps: int = 50) -> float:
@@ -50,7 +50,7 @@ def attention(n: int = 1024, valid: int = 998) -> None:
     for b2 in (2, 32):
         q, k, v = (torch.randn(b2, 16, n, 64, device=dev, dtype=torch.bfloat16) for _ in range(3))
         kb = torch.zeros(b2, n, device=dev)
-        kb[:, valid:] = fused.MASKED_LOGIT
+        kb[:, valid:] = attn_ops.MASKED_LOGIT
         rows: dict[str, float | str] = {}
         for name, be in (("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION),
                          ("efficient", SDPBackend.EFFICIENT_ATTENTION)):  # fmt: skip
@@ -61,16 +61,16 @@ def attention(n: int = 1024, valid: int = 998) -> None:
                 rows[f"{name} nomask"] = f"n/a ({type(ex).__name__})"
             try:
                 with sdpa_kernel([be]):
-                    rows[f"{name} augment"] = bench_ms(lambda: fused._attention(q, k, v, kb, "augment"))
+                    rows[f"{name} augment"] = bench_ms(lambda: attn_ops.attention(q, k, v, kb, "augment"))
             except Exception as ex:
                 rows[f"{name} augment"] = f"n/a ({type(ex).__name__})"
             try:
                 with sdpa_kernel([be]):
-                    rows[f"{name} mask"] = bench_ms(lambda: fused._attention(q, k, v, kb, "sdpa"))
+                    rows[f"{name} mask"] = bench_ms(lambda: attn_ops.attention(q, k, v, kb, "sdpa"))
             except Exception as ex:
                 rows[f"{name} mask"] = f"n/a ({type(ex).__name__})"
-        rows["default augment"] = bench_ms(lambda: fused._attention(q, k, v, kb, "augment"))
-        rows["default mask"] = bench_ms(lambda: fused._attention(q, k, v, kb, "sdpa"))
+        rows["default augment"] = bench_ms(lambda: attn_ops.attention(q, k, v, kb, "augment"))
+        rows["default mask"] = bench_ms(lambda: attn_ops.attention(q, k, v, kb, "sdpa"))
         rows["default nomask"] = bench_ms(lambda: F.scaled_dot_product_attention(q, k, v))
         fl = 4 * b2 * 16 * n * n * 64
         print(f"attention B*2={b2} N={n}:")

@@ -42,6 +42,8 @@ def variant_options(name: str) -> dict[str, Any]:
             opts["attn_mode"] = "sdpa"
         elif m == "fa2":
             opts["attn_mode"] = "flash_seqlen"
+        elif m == "pack":
+            opts["pack"] = True
         elif m == "exact":
             opts["bucket_frames"] = 0
         elif m == "dyn":
@@ -70,7 +72,8 @@ def fast_sampler(b: Bench, dtype: str, *, quant: str = "none", fast_accum: bool 
                  cfg: InferenceConfig | None = None, fused: Any = None, attn_mode: str | None = None,
                  bucket_frames: int | None = None, compile_dynamic: bool | None = None,
                  conv_impl: str | None = None, gelu_epilogue: bool = True, defer_residual: bool = True,
-                 compile_mode: str = "default", fp8_gemm: str = "auto") -> FastSampler:  # fmt: skip
+                 compile_mode: str = "default", fp8_gemm: str = "auto",
+                 pack: bool = False) -> FastSampler:  # fmt: skip
     fs = FastSampler(
         b.m.dit, cfg or b.cfg, dtype=dtype, quant=quant, fast_accum=fast_accum, fp8_layers=fp8_layers,
         compile=compile and b.plan.compile, cuda_graph=graph,
@@ -79,7 +82,7 @@ def fast_sampler(b: Bench, dtype: str, *, quant: str = "none", fast_accum: bool 
         compile_dynamic=b.plan.compile_dynamic if compile_dynamic is None else compile_dynamic,
         conv_layout=b.plan.conv_layout, conv_impl=conv_impl or b.plan.conv_impl,
         gelu_epilogue=gelu_epilogue, compile_mode=compile_mode, defer_residual=defer_residual,
-        fp8_gemm=fp8_gemm,
+        fp8_gemm=fp8_gemm, pack=pack,
     )  # fmt: skip
     if fs.fused.quant in CALIBRATED:  # on three chat lines that are not the measured ones
         fs.calibrate([b.job(t, 90 + i) for i, t in enumerate(CALIBRATION_LINES)])

@@ -83,6 +83,12 @@ class FastSettings:
     (26-400 ms) are queued and taken together anyway; a window only adds its own length to the
     time to first audio of a lone line, which already misses its 15 ms target."""
     max_batch: int = 16
+    pack: bool = False
+    """Jobs synthesised together run packed: one after another along the frame axis, each line
+    attending and convolving only within itself (``FastSampler.sample_packed``), instead of as
+    padded length groups; no padding rows, no CUDA graph. Off until it is measured on a GPU
+    (docs/perf-log.md, session 6: the padded groups of 16 mixed lines carry 16 % more rows and
+    34 % more attention than their lines)."""
 
 
 def parse_fast(t: Table) -> FastSettings:
@@ -105,6 +111,7 @@ def parse_fast(t: Table) -> FastSettings:
         gelu_epilogue=t.flag("gelu_epilogue", d.gelu_epilogue),
         batch_window_ms=t.number("batch_window_ms", d.batch_window_ms, min=0.0, max=100.0),
         max_batch=t.integer("max_batch", d.max_batch, min=1, max=SLOT_SIZES[-1]),
+        pack=t.flag("pack", d.pack),
     )
     if s.fp8 and s.dtype != "bf16":
         raise t.error("fp8", "fp8 matmuls write bf16: set dtype = 'bf16' with fp8 = true")

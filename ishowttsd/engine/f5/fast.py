@@ -24,6 +24,7 @@ steps on f5's EPSS timesteps with sway sampling, reference frames replaced by th
 from __future__ import annotations
 
 import copy
+import itertools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,7 +35,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ishowttsd import log
-from ishowttsd.engine.f5.fused import DTYPES, MASKED_LOGIT, FusedDiT
+from ishowttsd.engine.f5.attention import MASKED_LOGIT
+from ishowttsd.engine.f5.fused import DTYPES, FusedDiT
 from ishowttsd.engine.f5.quant import CALIBRATED, FP8
 
 _log = log.get(__name__)
@@ -195,8 +197,10 @@ class FastSampler:
         fast_accum: bool = False,
         fp8_layers: Sequence[str] | None = None,
         fp8_gemm: str = "auto",
+        pack: bool = False,
     ) -> None:
-        """``fused``: share another sampler's fused weights (and compiled block), e.g. for a
+        """``pack``: several jobs run as one packed batch (:meth:`sample_packed`) instead of
+        one padded batch. ``fused``: share another sampler's fused weights (and compiled block), e.g. for a
         different NFE; ``dtype``/``quant``/``compile`` then come from it. ``quant``: 'none',
         'fp8' (with ``dtype = 'bf16'``; CUDA only), 'fp8_static' or 'int8' (these two need
         :meth:`calibrate` before the first sample; both run on CPU too). ``fp8=True`` means
@@ -231,6 +235,7 @@ class FastSampler:
         self.mods, self.final = self.fused.modulations(self.schedule)
         self.cuda_graph = cuda_graph
         self.bucket = bucket_frames
+        self.pack = pack
         # The text encoder in the compute dtype (as the stock path runs it in the model dtype):
         # in fp32 its ConvNeXt matmuls cost ~1 ms per chunk on an H100.
         te = dit.text_embed
@@ -252,6 +257,7 @@ class FastSampler:
             "compile_dynamic": compile_dynamic, "cuda_graph": cuda_graph, "bucket_frames": bucket_frames,
             "attn_mode": self.fused.attn_mode, "conv_layout": conv_layout, "conv_impl": conv_impl,
             "gelu_epilogue": self.fused.gelu_epilogue, "defer_residual": self.fused.defer_residual,
+            "pack": pack,
         }  # fmt: skip
 
     def plan(self, batch: int, frames: int, masked: bool) -> _Plan:
@@ -333,8 +339,12 @@ class FastSampler:
         """Mel (N_i, D) fp32 per job, reference frames pasted back, like ``sampler.sample``.
 
         All jobs run as one padded, masked batch; ``slots`` pads the batch dimension too (so a
-        graph captured for B slots serves fewer jobs). Nothing here waits for the GPU.
+        graph captured for B slots serves fewer jobs). With ``pack``, two or more jobs run as one
+        packed batch instead (:meth:`sample_packed`; ``slots`` does not apply). Nothing here
+        waits for the GPU.
         """
+        if self.pack and len(jobs) > 1 and not eager:
+            return self.sample_packed(jobs)
         n = len(jobs)
         b, frames, masked = self.shape_for([j.frames for j in jobs], slots)
         p = _Plan(self, b, frames, masked) if eager else self.plan(b, frames, masked)
@@ -364,3 +374,49 @@ class FastSampler:
             p.klen.copy_(p.kmask.sum(1, dtype=torch.int32))
         out = p._loop() if eager else p.run()
         return [out[i, : j.frames] for i, j in enumerate(jobs)]
+
+    @torch.no_grad()
+    def sample_packed(self, jobs: Sequence[FastJob]) -> list[Tensor]:
+        """Mel (N_i, D) fp32 per job, like :meth:`sample`, from one packed batch: the jobs one
+        after another along the frame axis (``FusedDiT.pack``), so the linear layers run over
+        real frames only and attention and the positional conv stay inside each job.
+
+        Every packed batch has its own length, so it runs without a CUDA graph: its kernels are
+        few and large, and the host queues them well ahead of the GPU. The compiled block takes
+        the new length as a dynamic dimension after the second one it sees."""
+        if self.fused.quant in CALIBRATED and not self.fused.calibrated:
+            raise RuntimeError(f"{self.fused.quant} fast path: calibrate() on a few jobs before sampling")
+        f = self.fused
+        for j in jobs:
+            self.prepare(j)
+        lengths = [j.frames for j in jobs]
+        total = sum(lengths)
+        dev = f.device
+        x = torch.zeros(1, total, f.mel_dim, device=dev, dtype=torch.float32)
+        consts = torch.zeros(2, total, f.dim, device=dev, dtype=f.dtype)
+        ref_mel = torch.zeros(1, total, f.mel_dim, device=dev, dtype=torch.float32)
+        ref_mask = torch.zeros(1, total, 1, device=dev, dtype=torch.bool)
+        start = 0
+        for j in jobs:
+            assert j.consts is not None
+            n, r = j.frames, j.ref_frames
+            x[0, start : start + n].copy_(j.noise[:n], non_blocking=True)
+            consts[:, start : start + n].copy_(j.consts)
+            ref_mel[0, start : start + r].copy_(j.ref_mel, non_blocking=True)
+            ref_mask[0, start : start + r] = True
+            start += n
+        packed = f.pack(lengths)
+        cond = _sampler().Conditioning(
+            dit=f.dit, cond_in=x, text_in=x, rope=(None, 1.0), ref_mel=ref_mel, ref_mask=ref_mask,
+            cfg_strength=self.cfg.cfg_strength, t=self.schedule.to(dev),
+        )  # fmt: skip
+        calls = iter(range(len(self.mods)))
+
+        def step(xs: Tensor, t: Tensor, c: Any) -> Tensor:
+            i = next(calls)
+            return f.velocity(xs, consts, None, None, self.mods[i], self.final[i], self.cfg.cfg_strength,
+                              packed=packed)  # fmt: skip
+
+        out = _sampler().sample(cond, x, step=step)
+        starts = [0, *itertools.accumulate(lengths)]
+        return [out[0, a : a + n] for a, n in zip(starts, lengths, strict=False)]

@@ -14,8 +14,7 @@ CUDA-graph capture sees no Python state.
 
 from __future__ import annotations
 
-import functools
-import math
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,14 +26,13 @@ from torch import Tensor
 from ishowttsd import log
 from ishowttsd.engine.f5 import fp8gemm, posconv, quant
 from ishowttsd.engine.f5 import linears as L
+from ishowttsd.engine.f5.attention import Packed, attention, packed_attention, resolve_attn_mode
 from ishowttsd.engine.f5.batch import FP8_GEMMS
 from ishowttsd.engine.f5.linears import Linear, quantize_fp8, quantize_fp8_static, quantize_int8
 
 _log = log.get(__name__)
 
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-MASKED_LOGIT = -5000.0
-"""Added to padded keys' logits: exp() of it is 0, and divided by the softmax scale it still fits fp16."""
 
 
 def _rope(t: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -43,79 +41,6 @@ def _rope(t: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     pairs = tf.unflatten(-1, (-1, 2))
     rot = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
     return (tf * cos + rot * sin).to(t.dtype)
-
-
-SEQLEN_MODES = ("flash_seqlen",)
-"""Attention modes that skip padded keys by each sequence's length inside the kernel (CUDA)."""
-
-
-def resolve_attn_mode(mode: str, device: torch.device) -> str:
-    """``auto``: ``flash_seqlen`` where FA2's varlen entry runs on this device, else ``sdpa``.
-    Measured on an H200 (docs/perf-log.md, session 6): padded batches 15 % faster end to end
-    (16 mixed lines in length groups 223.2 against 261.2 ms), one line unchanged (it has no
-    padding), batched-against-alone error unchanged."""
-    if mode != "auto":
-        return mode
-    return "flash_seqlen" if device.type == "cuda" and _flash_seqlen_runs(device.index or 0) else "sdpa"
-
-
-@functools.cache
-def _flash_seqlen_runs(index: int) -> bool:
-    """Whether this torch build has FA2 for this GPU (a JetPack or older-GPU build may not)."""
-    try:
-        t = torch.zeros(2, 8, 1, 64, device=torch.device("cuda", index), dtype=torch.float16)
-        _seqlen_attention(t, t, t, torch.ones(2, device=t.device, dtype=torch.int32), "flash_seqlen")
-    except (RuntimeError, NotImplementedError):
-        return False
-    return True
-
-
-def _attention(
-    q: Tensor, k: Tensor, v: Tensor, kbias: Tensor | None, mode: str, klen: Tensor | None = None
-) -> Tensor:
-    """SDPA with padded keys masked out. ``kbias``: [B, N] additive (0 valid, large negative padded);
-    ``klen``: the same as int32 lengths [B] (valid keys are a prefix).
-
-    ``sdpa`` passes the mask as ``attn_mask`` (memory-efficient or cuDNN kernels); ``augment``
-    appends one channel to q (1) and k (the bias) so the mask rides inside a flash-attention
-    kernel, which takes no mask argument; ``flash_seqlen`` gives the kernel the lengths, so it
-    never reads a padded key and no mask is built (:func:`_seqlen_attention`; on CPU: ``sdpa``).
-    """
-    scale = 1.0 / math.sqrt(q.shape[-1])
-    if kbias is None:
-        return F.scaled_dot_product_attention(q, k, v)
-    if mode in SEQLEN_MODES and klen is not None and q.is_cuda:
-        return _seqlen_attention(q, k, v, klen, mode)
-    if mode == "sdpa" or mode in SEQLEN_MODES:
-        mask = kbias[:, None, None, :].to(q.dtype)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    b, h, n, d = q.shape
-    pad = 8  # keeps the head dim a multiple of 8, as flash requires
-    zeros = torch.zeros(b, h, n, pad - 1, dtype=q.dtype, device=q.device)
-    ones = torch.ones(b, h, n, 1, dtype=q.dtype, device=q.device)
-    q2 = torch.cat((q, ones, zeros), dim=-1)
-    kb = (kbias / scale).to(k.dtype)[:, None, :, None].expand(b, h, n, 1)
-    k2 = torch.cat((k, kb, zeros), dim=-1)
-    v2 = torch.cat((v, zeros, torch.zeros_like(ones)), dim=-1)
-    out = F.scaled_dot_product_attention(q2, k2, v2, scale=scale)
-    return out[..., :d]
-
-
-def _seqlen_attention(q: Tensor, k: Tensor, v: Tensor, klen: Tensor, mode: str) -> Tensor:
-    """[B, H, N, D] attention where sequence ``i`` has ``klen[i]`` valid keys (``flash_seqlen``):
-    FA2's varlen entry with every sequence N long and ``seqused_k``, so the kernel stops at each
-    sequence's last valid key. PyTorch's SDPA takes a padding mask only as a dense additive bias,
-    which sends it to a slower kernel (H200, 32 x 998 frames, half of them 620 long: 553.6 us
-    against 412.2; docs/perf-log.md, session 6). Rows past a sequence's length are not its
-    frames (nothing reads them: the caller drops them, and their keys are never used)."""
-    b, h, n, d = q.shape
-    if mode != "flash_seqlen":
-        raise ValueError(f"no length-aware attention mode {mode!r}")
-    cu = torch.arange(0, (b + 1) * n, n, device=q.device, dtype=torch.int32)
-    flat = (t.transpose(1, 2).reshape(b * n, h, d) for t in (q, k, v))  # [B*N, H, D]
-    fa2 = torch.ops.aten._flash_attention_forward
-    out = fa2(*flat, cu, cu, n, n, 0.0, False, False, seqused_k=klen)[0]
-    return out.view(b, n, h, d).transpose(1, 2)
 
 
 def _block(
@@ -134,6 +59,7 @@ def _block(
     pending: tuple[Tensor, ...] | None = None,
     defer: bool = True,
     klen: Tensor | None = None,
+    packed: Packed | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One DiT block (``f5_tts.model.modules.DiTBlock``) with precomputed modulation ``mod`` [6, D].
 
@@ -163,7 +89,11 @@ def _block(
         q, k, v = L.linear(h, qkv).to(x.dtype).view(b, n, 3, heads, dh).permute(2, 0, 3, 1, 4).unbind(0)
     q = _rope(q, cos, sin)
     k = _rope(k, cos, sin)
-    a = _attention(q, k, v, kbias, attn_mode, klen).transpose(1, 2).reshape(b, n, d)
+    if packed is not None:
+        a = packed_attention(q, k, v, packed)
+    else:
+        a = attention(q, k, v, kbias, attn_mode, klen)
+    a = a.transpose(1, 2).reshape(b, n, d)
     L.record(a, out)
     x = x + g_msa * L.linear(a, out).to(x.dtype)
     h = F.layer_norm(x, (d,), eps=1e-6) * (1 + sc_mlp) + sh_mlp
@@ -436,12 +366,14 @@ class FusedDiT:
         final: Tensor,
         cfg_strength: float,
         klen: Tensor | None = None,
+        packed: Packed | None = None,
     ) -> Tensor:
         """CFG velocity for state ``x`` [B, N, mel] (fp32). ``consts``: [2B, N, D] (cond halves first).
 
         ``kmask``: [2B, N] bool valid-frame mask (None: no padding); ``kbias`` its additive form;
         ``klen`` the same as int32 lengths [2B] (valid frames are always a prefix), which the fused
-        conv takes; None with ``kmask`` None.
+        conv takes; None with ``kmask`` None. ``packed``: ``x`` is [1, T, mel], lines packed one
+        after another (:class:`Packed`; ``kmask`` None).
         """
         if kmask is not None and klen is None:
             klen = kmask.sum(1, dtype=torch.int32)
@@ -454,9 +386,10 @@ class FusedDiT:
         contig = self.conv_contiguous.get((h.shape[0], n), False)
         g = self.conv_groups
         w, wp, b = self.conv_w, self.conv_wp, self.conv_b
-        c = posconv.conv_mish(h, wp[0], w[0], b[0], klen, g, impl=impl, contiguous=contig)
-        h = posconv.conv_mish(c, wp[1], w[1], b[1], klen, g, residual=h, impl=impl)
-        cos, sin = self.rope(n)
+        seg = packed.segments if packed is not None else None
+        c = posconv.conv_mish(h, wp[0], w[0], b[0], klen, g, impl=impl, contiguous=contig, segments=seg)
+        h = posconv.conv_mish(c, wp[1], w[1], b[1], klen, g, residual=h, impl=impl, segments=seg)
+        cos, sin = (packed.cos, packed.sin) if packed is not None else self.rope(n)
         pending: tuple[Tensor, ...] | None = None
         if self.defer_residual:
             # the first block gets a zero residual rather than None: one compiled graph serves
@@ -465,7 +398,7 @@ class FusedDiT:
         for blk, mod in zip(self.blocks, mods.unbind(0), strict=True):
             h, ff, gate = self._block_fn(
                 h, mod, cos, sin, kbias, blk.qkv, blk.out, blk.ff1, blk.ff2,
-                self.heads, self.attn_mode, self.gelu_epilogue, pending, self.defer_residual, klen,
+                self.heads, self.attn_mode, self.gelu_epilogue, pending, self.defer_residual, klen, packed,
             )  # fmt: skip
             pending = _deferred(ff, gate, blk.ff2) if self.defer_residual else None
         if pending is not None:
@@ -475,6 +408,21 @@ class FusedDiT:
         pred = F.linear(h, self.w_out, self.b_out).float()
         pc, pu = pred.chunk(2)
         return pc + (pc - pu) * cfg_strength
+
+    def pack(self, lengths: Sequence[int]) -> Packed:
+        """The :class:`Packed` layout for lines of these frame counts (both CFG halves)."""
+        dev = self.device
+        total = sum(lengths)
+        seg = posconv.segment_bounds(list(lengths), total, dev)
+        starts = torch.tensor([0, *itertools.accumulate(lengths)], dtype=torch.int32)
+        cu = torch.cat((starts[:-1], starts + total)).to(dev)  # both halves' lines, then 2T
+        pos = (torch.arange(total, device=dev, dtype=torch.int32) - seg[0]).long()
+        cos, sin = self.rope(max(lengths))
+        mask = None
+        if dev.type != "cuda":
+            same = seg[0][:, None] == seg[0][None, :]
+            mask = torch.where(same, 0.0, float("-inf"))
+        return Packed(seg, cu, max(lengths), mask, cos[:, :, pos], sin[:, :, pos])
 
     def uses_triton_conv(self, h: Tensor) -> bool:
         return posconv.use_triton(self.conv_impl, h, self.conv_w[0].shape[1])

@@ -58,11 +58,15 @@ def reference(
     groups: int,
     residual: Tensor | None,
     contiguous: bool = False,
+    segments: Tensor | None = None,
 ) -> Tensor:
     """The same computation with ``F.conv1d`` (cuDNN on CUDA): ``x`` (B, N, D) with frames past
     ``lengths`` zeroed on input and output; returns (B, N, D), plus ``residual`` when given.
     cuDNN gets (B, D, N) as a transposed view (it converts layouts itself) or, with
-    ``contiguous``, a copy: which is faster depends on the shape (``FusedDiT.tune_conv``)."""
+    ``contiguous``, a copy: which is faster depends on the shape (``FusedDiT.tune_conv``).
+    ``segments``: a packed batch (:func:`segment_bounds`); each line convolves on its own."""
+    if segments is not None:
+        return _segmented_reference(x, w, b, groups, residual, segments)
     c = x.transpose(1, 2)
     if contiguous:
         c = c.contiguous()
@@ -75,6 +79,37 @@ def reference(
     if keep is not None:
         c = c.masked_fill(~keep, 0.0)
     out = c.transpose(1, 2)
+    return out if residual is None else residual + out
+
+
+def segment_bounds(lengths: list[int], total: int, device: torch.device | str = "cpu") -> Tensor:
+    """int32 [2, total]: for each frame of lines packed one after another, the first frame of its
+    line and one past its last (``lo``, ``hi``); frames past the lines (padding up to ``total``)
+    get ``lo = hi = t``, an empty line, so they read nothing and come out zero."""
+    bounds = torch.arange(total, dtype=torch.int32).repeat(2, 1)
+    start = 0
+    for n in lengths:
+        bounds[0, start : start + n] = start
+        bounds[1, start : start + n] = start + n
+        start += n
+    if start > total:
+        raise ValueError(f"{start} packed frames do not fit {total}")
+    return bounds.to(device)
+
+
+def _segmented_reference(
+    x: Tensor, w: Tensor, b: Tensor | None, groups: int, residual: Tensor | None, segments: Tensor
+) -> Tensor:
+    out = torch.zeros_like(x)
+    lo, hi = segments.tolist()
+    t = 0
+    while t < x.shape[1]:
+        a, z = lo[t], hi[t]
+        if z > a:  # one line: its frames convolve with zero padding at both of its ends
+            out[:, a:z] = reference(x[:, a:z], w, b, None, groups, None)
+            t = z
+        else:
+            t += 1
     return out if residual is None else residual + out
 
 
@@ -106,14 +141,17 @@ def conv_mish(
     impl: str = "auto",
     config: tuple[int, int, int] | None = None,
     contiguous: bool = False,
+    segments: Tensor | None = None,
 ) -> Tensor:
     """``mish(conv1d(x) + b)`` over (B, N, D) ``x``, masked to ``lengths`` (int32 [B]; None: all
     frames valid), plus ``residual`` when given. ``w_packed`` is :func:`pack_weight` of ``w``.
     ``config``: (rows per program, warps, pipeline stages) for the Triton kernel (the probe's sweep);
-    ``contiguous``: the cuDNN path's input layout (see :func:`reference`)."""
+    ``contiguous``: the cuDNN path's input layout (see :func:`reference`). ``segments``
+    (:func:`segment_bounds`, instead of ``lengths``): lines packed one after another along N,
+    each convolved on its own, as if it were alone."""
     if not use_triton(impl, x, w.shape[1]):
-        return reference(x, w, b, lengths, groups, residual, contiguous)
-    return _triton_conv_mish(x, w_packed, b, lengths, groups, residual, config)
+        return reference(x, w, b, lengths, groups, residual, contiguous, segments)
+    return _triton_conv_mish(x, w_packed, b, lengths, groups, residual, config, segments)
 
 
 def _triton_conv_mish(
@@ -124,6 +162,7 @@ def _triton_conv_mish(
     groups: int,
     residual: Tensor | None,
     config: tuple[int, int, int] | None = None,
+    segments: Tensor | None = None,
 ) -> Tensor:
     bsz, n, d = x.shape
     g, k, c_in, c_out = wp.shape
@@ -139,10 +178,11 @@ def _triton_conv_mish(
     bm, warps, stages = config or (block_rows(bsz, n), 4, 3)
     kernel = _kernel()
     grid = (-(-n // bm), g, bsz)
+    seg = segments if segments is not None else lengths  # a valid pointer either way
     kernel[grid](
-        x, wp, bias, lengths, res, y, n,
+        x, wp, bias, lengths, seg, res, y, n,
         x.stride(0), x.stride(1), res.stride(0), res.stride(1), y.stride(0), y.stride(1),
-        C=c_in, K=k, PAD=k // 2, BM=bm, HAS_RES=residual is not None,
+        C=c_in, K=k, PAD=k // 2, BM=bm, HAS_RES=residual is not None, SEG=segments is not None,
         IEEE=x.dtype == torch.float32, num_warps=warps, num_stages=stages,
     )  # fmt: skip
     return y
@@ -157,23 +197,28 @@ def _kernel() -> Any:
     # Triton reads the annotations (constexpr), so the parameters carry no Python types.
     @triton.jit  # type: ignore[untyped-decorator]
     def posconv_kernel(  # type: ignore[no-untyped-def]
-        X, W, Bias, Len, R, Y, N,
+        X, W, Bias, Len, Seg, R, Y, N,
         sxb, sxn, srb, srn, syb, syn,
         C: tl.constexpr, K: tl.constexpr, PAD: tl.constexpr, BM: tl.constexpr,
-        HAS_RES: tl.constexpr, IEEE: tl.constexpr,
+        HAS_RES: tl.constexpr, SEG: tl.constexpr, IEEE: tl.constexpr,
     ):  # fmt: skip
         pid_t = tl.program_id(0)
         grp = tl.program_id(1)
         row = tl.program_id(2)
-        length = tl.load(Len + row)
         t = pid_t * BM + tl.arange(0, BM)
+        if SEG:  # packed lines: each frame reads only inside its own line [lo, hi)
+            lo = tl.load(Seg + t, mask=t < N, other=0)
+            hi = tl.load(Seg + N + t, mask=t < N, other=0)
+        else:  # one line per row, valid up to its length
+            lo = tl.zeros((BM,), dtype=tl.int32)
+            hi = lo + tl.load(Len + row)
         ch = tl.arange(0, C)
         xg = X + row * sxb + grp * C
         wg = W + grp * K * C * C
         acc = tl.zeros((BM, C), dtype=tl.float32)
         for k in range(K):
             src = t + (k - PAD)
-            ok = (src >= 0) & (src < length)  # zero padding at both ends and past the length
+            ok = (src >= lo) & (src < hi)  # zero padding at both ends of the line
             a = tl.load(xg + src[:, None] * sxn + ch[None, :], mask=ok[:, None], other=0.0)
             wk = tl.load(wg + k * C * C + ch[:, None] * C + ch[None, :])
             if IEEE:  # noqa: SIM108 (a constexpr branch: Triton compiles only one side)
@@ -186,7 +231,7 @@ def _kernel() -> Any:
         e = tl.exp(tl.minimum(z, 20.0))
         nn = e * (e + 2.0)
         m = tl.where(z > 20.0, z, z * nn / (nn + 2.0))
-        m = tl.where((t < length)[:, None], m, 0.0)
+        m = tl.where((t < hi)[:, None], m, 0.0)
         inside = (t < N)[:, None]
         if HAS_RES:
             r = tl.load(R + row * srb + t[:, None] * srn + grp * C + ch[None, :], mask=inside, other=0.0)
