@@ -163,6 +163,13 @@ class _PrepPlan:
         return self.out
 
 
+def _text_encoder(dit: Any, dtype: torch.dtype) -> Any:
+    """The text encoder in the compute dtype (as the stock path runs it in the model dtype): in
+    fp32 its ConvNeXt matmuls cost ~1 ms per chunk on an H100."""
+    te = dit.text_embed
+    return copy.deepcopy(te).to(dtype) if next(te.parameters()).dtype != dtype else te
+
+
 def _sampler() -> Any:
     from ishowttsd.engine.f5 import sampler
 
@@ -199,12 +206,11 @@ class FastSampler:
         fp8_gemm: str = "auto",
         pack: bool = False,
     ) -> None:
-        """``pack``: several jobs run as one packed batch (:meth:`sample_packed`) instead of
-        one padded batch. ``fused``: share another sampler's fused weights (and compiled block), e.g. for a
+        """``fused``: share another sampler's fused weights (and compiled block), e.g. for a
         different NFE; ``dtype``/``quant``/``compile`` then come from it. ``quant``: 'none',
         'fp8' (with ``dtype = 'bf16'``; CUDA only), 'fp8_static' or 'int8' (these two need
         :meth:`calibrate` before the first sample; both run on CPU too). ``fp8=True`` means
-        ``quant='fp8'``."""
+        ``quant='fp8'``. ``pack``: two or more jobs run as one packed batch (:meth:`sample_packed`)."""
         self.device = next(dit.parameters()).device
         if fp8:
             quant = "fp8"
@@ -236,12 +242,7 @@ class FastSampler:
         self.cuda_graph = cuda_graph
         self.bucket = bucket_frames
         self.pack = pack
-        # The text encoder in the compute dtype (as the stock path runs it in the model dtype):
-        # in fp32 its ConvNeXt matmuls cost ~1 ms per chunk on an H100.
-        te = dit.text_embed
-        if next(te.parameters()).dtype != self.fused.dtype:
-            te = copy.deepcopy(te).to(self.fused.dtype)
-        self.text_embed = te
+        self.text_embed = _text_encoder(dit, self.fused.dtype)
         self.plans: dict[tuple[int, int, bool], _Plan] = {}
         self.prep_plans: dict[tuple[int, int], _PrepPlan] = {}
         self.max_prep_plans = 256
