@@ -31,7 +31,12 @@ def resolve_attn_mode(mode: str, device: torch.device) -> str:
     padding), batched-against-alone error unchanged."""
     if mode != "auto":
         return mode
-    return "flash_seqlen" if device.type == "cuda" and _flash_seqlen_runs(device.index or 0) else "sdpa"
+    return "flash_seqlen" if flash_available(device) else "sdpa"
+
+
+def flash_available(device: torch.device) -> bool:
+    """Whether FA2's varlen entry runs on this device (CUDA, and a torch built with it)."""
+    return device.type == "cuda" and _flash_seqlen_runs(device.index or 0)
 
 
 @functools.cache
@@ -103,14 +108,15 @@ class Packed(NamedTuple):
     segments: Tensor  # int32 [2, T]: per frame, its line's first frame and one past its last
     cu: Tensor  # int32 [2S + 1]: where each line starts in the two halves' 2T rows, then 2T
     max_len: int  # the longest line
-    mask: Tensor | None  # off CUDA: the [T, T] additive block-diagonal mask SDPA takes instead
+    mask: Tensor | None  # where FA2 does not run: the [T, T] additive block-diagonal mask for SDPA
     cos: Tensor  # [1, 1, T, dh]: RoPE per frame, positions counted from its line's start
     sin: Tensor
 
 
 def packed_attention(q: Tensor, k: Tensor, v: Tensor, packed: Packed) -> Tensor:
-    """[2, H, T, D] attention within each packed line: FA2's varlen entry on CUDA (each line one
-    sequence of the flattened rows), SDPA with a block-diagonal mask elsewhere."""
+    """[2, H, T, D] attention within each packed line: FA2's varlen entry (each line one
+    sequence of the flattened rows), or SDPA with the block-diagonal mask where FA2 does not run
+    (``packed.mask`` is set then)."""
     if packed.mask is not None:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=packed.mask.to(q.dtype))
     b, h, n, d = q.shape
