@@ -209,9 +209,9 @@ def _kernel() -> Any:
         if SEG:  # packed lines: each frame reads only inside its own line [lo, hi)
             lo = tl.load(Seg + t, mask=t < N, other=0)
             hi = tl.load(Seg + N + t, mask=t < N, other=0)
-        else:  # one line per row, valid up to its length
-            lo = tl.zeros((BM,), dtype=tl.int32)
-            hi = lo + tl.load(Len + row)
+        else:  # one line per row, valid up to its length (scalars: the unpacked kernel as before)
+            lo = 0
+            hi = tl.load(Len + row)
         ch = tl.arange(0, C)
         xg = X + row * sxb + grp * C
         wg = W + grp * K * C * C
