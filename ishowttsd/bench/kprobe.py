@@ -219,23 +219,28 @@ SWEEP = [
 """Tiles swept at one line's rows: (BM, BN, BK, warps, stages)."""
 
 
+def _operands(m: int, k: int, n: int, name: str) -> tuple[torch.Tensor, ...]:
+    """One layer's fp8 GEMM operands at ``m`` rows for the sweeps: (xq, wq_t, y, x_scale,
+    w_global, w_scale, bias, out_inv); FF1 writes fp8 (its epilogue quantises FF2's input)."""
+    dev = torch.device("cuda")
+    x = torch.randn(m, k, device=dev)
+    w = torch.randn(n, k, device=dev) / math.sqrt(k)
+    b = 0.1 * torch.randn(n, device=dev)
+    wq, ws = quant.quantize_weight(w, "fp8")
+    wg = ws.amax().reshape(())
+    xs = quant.static_scale(x.abs().amax(dim=0))
+    xq = (x / xs).clamp(-quant.FP8_MAX, quant.FP8_MAX).to(torch.float8_e4m3fn)
+    y = torch.empty(m, n, device=dev, dtype=torch.float8_e4m3fn if name == "ff1" else torch.bfloat16)
+    return xq, wq, y, xs, wg, ws / wg, b, torch.tensor(0.5, device=dev)
+
+
 def sweep(rows: tuple[int, ...] = (1160, 1996)) -> None:
     """The plain kernel at every tile in :data:`SWEEP`, per layer and row count (best three)."""
-    dev = torch.device("cuda")
     kern = fp8gemm._kernel().fn
     for m in rows:
         for name, (k, n) in LAYERS.items():
-            x = torch.randn(m, k, device=dev)
-            w = torch.randn(n, k, device=dev) / math.sqrt(k)
-            b = 0.1 * torch.randn(n, device=dev)
-            wq, ws = quant.quantize_weight(w, "fp8")
-            wg = ws.amax().reshape(())
-            xs = quant.static_scale(x.abs().amax(dim=0))
-            xq = (x / xs).clamp(-quant.FP8_MAX, quant.FP8_MAX).to(torch.float8_e4m3fn)
+            xq, wq, y, xs, wg, wr, b, oi = _operands(m, k, n, name)
             gelu = name == "ff1"
-            oi = torch.tensor(0.5, device=dev)
-            y = torch.empty(m, n, device=dev, dtype=torch.float8_e4m3fn if gelu else torch.bfloat16)
-            wr = ws / wg
             res = []
             for bm, bn, bk, warps, stages in SWEEP:
                 grid = (-(-m // bm) * -(-n // bn),)
@@ -268,17 +273,8 @@ def sweep_tma(m: int = 31936) -> None:
     kern = fp8gemm._tma_kernel().fn
     sms = torch.cuda.get_device_properties(dev).multi_processor_count
     for name, (k, n) in LAYERS.items():
-        x = torch.randn(m, k, device=dev)
-        w = torch.randn(n, k, device=dev) / math.sqrt(k)
-        b = 0.1 * torch.randn(n, device=dev)
-        wq, ws = quant.quantize_weight(w, "fp8")
-        wg = ws.amax().reshape(())
-        xs = quant.static_scale(x.abs().amax(dim=0))
-        xq = (x / xs).clamp(-quant.FP8_MAX, quant.FP8_MAX).to(torch.float8_e4m3fn)
+        xq, wq, y, xs, wg, wr, b, oi = _operands(m, k, n, name)
         gelu = name == "ff1"
-        oi = torch.tensor(0.5, device=dev)
-        y = torch.empty(m, n, device=dev, dtype=torch.float8_e4m3fn if gelu else torch.bfloat16)
-        wr = ws / wg
         res = []
         for bm, bn, warps, stages in TMA_SWEEP:
             grid = (min(sms, -(-m // bm) * -(-n // bn)),)
