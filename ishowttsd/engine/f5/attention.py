@@ -20,10 +20,6 @@ MASKED_LOGIT = -5000.0
 """Added to padded keys' logits: exp() of it is 0, and divided by the softmax scale it still fits fp16."""
 
 
-SEQLEN_MODES = ("flash_seqlen",)
-"""Attention modes that skip padded keys by each sequence's length inside the kernel (CUDA)."""
-
-
 def resolve_attn_mode(mode: str, device: torch.device) -> str:
     """``auto``: ``flash_seqlen`` where FA2's varlen entry runs on this device, else ``sdpa``.
     Measured on an H200 (docs/perf-log.md, session 6): padded batches 15 % faster end to end
@@ -44,7 +40,7 @@ def _flash_seqlen_runs(index: int) -> bool:
     """Whether this torch build has FA2 for this GPU (a JetPack or older-GPU build may not)."""
     try:
         t = torch.zeros(2, 8, 1, 64, device=torch.device("cuda", index), dtype=torch.float16)
-        seqlen_attention(t, t, t, torch.ones(2, device=t.device, dtype=torch.int32), "flash_seqlen")
+        seqlen_attention(t, t, t, torch.ones(2, device=t.device, dtype=torch.int32))
     except (RuntimeError, NotImplementedError):
         return False
     return True
@@ -64,9 +60,9 @@ def attention(
     scale = 1.0 / math.sqrt(q.shape[-1])
     if kbias is None:
         return F.scaled_dot_product_attention(q, k, v)
-    if mode in SEQLEN_MODES and klen is not None and q.is_cuda:
-        return seqlen_attention(q, k, v, klen, mode)
-    if mode == "sdpa" or mode in SEQLEN_MODES:
+    if mode == "flash_seqlen" and klen is not None and q.is_cuda:
+        return seqlen_attention(q, k, v, klen)
+    if mode in ("sdpa", "flash_seqlen"):
         mask = kbias[:, None, None, :].to(q.dtype)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     b, h, n, d = q.shape
@@ -81,20 +77,27 @@ def attention(
     return out[..., :d]
 
 
-def seqlen_attention(q: Tensor, k: Tensor, v: Tensor, klen: Tensor, mode: str) -> Tensor:
+def seqlen_attention(q: Tensor, k: Tensor, v: Tensor, klen: Tensor) -> Tensor:
     """[B, H, N, D] attention where sequence ``i`` has ``klen[i]`` valid keys (``flash_seqlen``):
     FA2's varlen entry with every sequence N long and ``seqused_k``, so the kernel stops at each
     sequence's last valid key. PyTorch's SDPA takes a padding mask only as a dense additive bias,
     which sends it to a slower kernel (H200, 32 x 998 frames, half of them 620 long: 553.6 us
     against 412.2; docs/perf-log.md, session 6). Rows past a sequence's length are not its
     frames (nothing reads them: the caller drops them, and their keys are never used)."""
-    b, h, n, d = q.shape
-    if mode != "flash_seqlen":
-        raise ValueError(f"no length-aware attention mode {mode!r}")
+    b, n = q.shape[0], q.shape[2]
     cu = torch.arange(0, (b + 1) * n, n, device=q.device, dtype=torch.int32)
-    flat = (t.transpose(1, 2).reshape(b * n, h, d) for t in (q, k, v))  # [B*N, H, D]
+    return _fa2_varlen(q, k, v, cu, n, klen)
+
+
+def _fa2_varlen(
+    q: Tensor, k: Tensor, v: Tensor, cu: Tensor, max_len: int, seqused_k: Tensor | None
+) -> Tensor:
+    """FA2's varlen entry (``aten._flash_attention_forward``) on [B, H, N, D] tensors: the rows
+    flattened to [B*N, H, D], sequences starting at ``cu`` (int32, then B*N), back as [B, H, N, D]."""
+    b, h, n, d = q.shape
+    flat = (t.transpose(1, 2).reshape(b * n, h, d) for t in (q, k, v))
     fa2 = torch.ops.aten._flash_attention_forward
-    out = fa2(*flat, cu, cu, n, n, 0.0, False, False, seqused_k=klen)[0]
+    out = fa2(*flat, cu, cu, max_len, max_len, 0.0, False, False, seqused_k=seqused_k)[0]
     return out.view(b, n, h, d).transpose(1, 2)
 
 
@@ -119,8 +122,4 @@ def packed_attention(q: Tensor, k: Tensor, v: Tensor, packed: Packed) -> Tensor:
     (``packed.mask`` is set then)."""
     if packed.mask is not None:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=packed.mask.to(q.dtype))
-    b, h, n, d = q.shape
-    flat = (t.transpose(1, 2).reshape(b * n, h, d) for t in (q, k, v))  # [2T, H, D]
-    fa2 = torch.ops.aten._flash_attention_forward
-    out = fa2(*flat, packed.cu, packed.cu, packed.max_len, packed.max_len, 0.0, False, False)[0]
-    return out.view(b, n, h, d).transpose(1, 2)
+    return _fa2_varlen(q, k, v, packed.cu, packed.max_len, None)

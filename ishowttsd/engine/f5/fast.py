@@ -266,8 +266,7 @@ class FastSampler:
         key = (batch, frames, masked)
         p = self.plans.get(key)
         if p is None:
-            if self.fused.quant in CALIBRATED and not self.fused.calibrated:
-                raise RuntimeError(f"{self.fused.quant} fast path: calibrate() on a few jobs before sampling")
+            self._require_calibrated()
             t0 = time.perf_counter()
             p = _Plan(self, batch, frames, masked)
             if self.cuda_graph:
@@ -276,6 +275,10 @@ class FastSampler:
             _log.info("fast plan ready", batch=batch, frames=frames, masked=masked, graph=self.cuda_graph,
                       seconds=round(time.perf_counter() - t0, 3))  # fmt: skip
         return p
+
+    def _require_calibrated(self) -> None:
+        if self.fused.quant in CALIBRATED and not self.fused.calibrated:
+            raise RuntimeError(f"{self.fused.quant} fast path: calibrate() on a few jobs before sampling")
 
     def shape_for(self, frame_counts: Sequence[int], slots: int | None = None) -> tuple[int, int, bool]:
         """(batch slots, bucket frames, masked) that a batch of these lengths runs as."""
@@ -385,8 +388,7 @@ class FastSampler:
         Every packed batch has its own length, so it runs without a CUDA graph: its kernels are
         few and large, and the host queues them well ahead of the GPU. The compiled block takes
         the new length as a dynamic dimension after the second one it sees."""
-        if self.fused.quant in CALIBRATED and not self.fused.calibrated:
-            raise RuntimeError(f"{self.fused.quant} fast path: calibrate() on a few jobs before sampling")
+        self._require_calibrated()
         f = self.fused
         for j in jobs:
             self.prepare(j)
@@ -419,5 +421,5 @@ class FastSampler:
                               packed=packed)  # fmt: skip
 
         out = _sampler().sample(cond, x, step=step)
-        starts = [0, *itertools.accumulate(lengths)]
-        return [out[0, a : a + n] for a, n in zip(starts, lengths, strict=False)]
+        starts = [0, *itertools.accumulate(lengths)][:-1]
+        return [out[0, a : a + n] for a, n in zip(starts, lengths, strict=True)]

@@ -237,8 +237,8 @@ class FusedDiT:
             raise ValueError("fp8_static folds v's scale into the output projection: it stays unquantised")
         self.fast_accum = fast_accum
         self.calibrated = False
-        self.attn_mode = resolve_attn_mode(attn_mode, next(dit.parameters()).device)
         self.device = next(dit.parameters()).device
+        self.attn_mode = resolve_attn_mode(attn_mode, self.device)
         if fp8_gemm not in FP8_GEMMS:
             raise ValueError(f"fp8_gemm must be one of {FP8_GEMMS}, got {fp8_gemm!r}")
         self.fp8_epilogue = fp8_gemm == "triton" or (fp8_gemm == "auto" and fp8gemm.available(self.device))
