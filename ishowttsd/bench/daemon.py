@@ -1,7 +1,8 @@
 """The daemon's own F5 engine in the bench: full-size F5TTS_v1_Base random weights written in
 F5's checkpoint layout and loaded by ``F5Engine.load``, warmed up as the daemon warms up
 (``warmup = "all"``, which also measures the GPU time per shape that the first-chunk rule uses),
-then the bench's line alone (as an idle worker speaks it) and the 16 mixed chat lines as one
+then the bench's line alone (as an idle worker speaks it: its first audio) and from a backlog (as
+one ``synthesize_many`` call: whole, the GPU time a line costs), and the 16 mixed chat lines as one
 ``synthesize_many`` call (what the worker does with 16 waiting jobs).
 
 Numbers are what a listener waits for: wall time from the request until the last (or first)
@@ -103,8 +104,22 @@ def _timed_line(e: Any, text: str) -> tuple[float, float, float, int]:
     return (time.perf_counter() - t0) * 1e3, (first or 0.0) * 1e3, audio, n
 
 
+def _timed_queued(e: Any, text: str) -> float:
+    """ms until the whole line's PCM is in host memory when the worker takes it from a backlog
+    (``synthesize_many``, which never splits for first audio): the GPU time a line costs the
+    lines queued behind it."""
+    from ishowttsd.engine.base import CancelToken, SynthRequest
+
+    t0 = time.perf_counter()
+    for s in e.synthesize_many([SynthRequest(text, None, CancelToken())]):
+        for _c in s:
+            pass
+    return (time.perf_counter() - t0) * 1e3
+
+
 def measure_engine(e: Any, reps: int) -> dict[str, Any]:
-    """The line alone, a long line alone, and the 16 mixed lines batched, after ``e.warmup``."""
+    """The line alone (idle: first audio) and queued (whole: GPU time), a long line alone, and the
+    16 mixed lines batched, after ``e.warmup``."""
     from ishowttsd.engine.base import CancelToken, SynthRequest
 
     t0 = time.perf_counter()
@@ -128,6 +143,8 @@ def measure_engine(e: Any, reps: int) -> dict[str, Any]:
             "chunks": rows[0][3],
         }
         out[key]["rtf"] = out[key]["total_ms"] / 1e3 / out[key]["audio_s"]
+    _timed_queued(e, workload.LINE)
+    out["line"]["queued_ms"] = statistics.median(_timed_queued(e, workload.LINE) for _ in range(reps))
     lines = list(workload.MIXED_LINES)
     times, audio = [], 0.0
     for i in range(reps + 1):  # the first run captures the batch shapes' graphs

@@ -192,8 +192,9 @@ def measure_daemon(b: Bench, quant: str) -> None:
     res["options"] = e._fast.fs.options if e._fast is not None else None
     b.out["daemon"][quant] = res
     line, m16 = res["line"], res["mixed_16"]
-    b.say(f"daemon[{quant}]: line {line['total_ms']:.2f} ms (first audio {line['ttfa_ms']:.2f} ms, "
-          f"{line['chunks']} chunk(s)); long line first audio {res['long_line']['ttfa_ms']:.2f} ms of "
+    b.say(f"daemon[{quant}]: line queued {line['queued_ms']:.2f} ms; alone first audio "
+          f"{line['ttfa_ms']:.2f} ms of {line['total_ms']:.2f} ({line['chunks']} chunk(s)); "
+          f"long line first audio {res['long_line']['ttfa_ms']:.2f} ms of "
           f"{res['long_line']['total_ms']:.2f}; 16 mixed {m16['wall_ms']:.1f} ms = {m16['x_realtime']:.0f}x; "
           f"warm-up {res['warmup_s']:.1f} s")  # fmt: skip
     e.close()

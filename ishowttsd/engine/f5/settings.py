@@ -86,12 +86,15 @@ class F5Settings:
     """A line longer than this may speak a short first chunk (up to a clause or word boundary):
     only when the worker is idle and that first chunk is predicted to come at least
     ``first_chunk_gain_ms`` sooner than the whole line would (see ``first_chunk_gain_ms``)."""
-    first_chunk_gain_ms: float = 10.0
+    first_chunk_gain_ms: float = 2.0
     """Split off a short first chunk only when it brings the first audio this much sooner than
     synthesising the line whole, as predicted from the GPU time per shape measured at warm-up
     (docs/PERFORMANCE.md, "The daemon's path"). Every extra chunk carries the reference through
     all steps again (+16 ms of GPU per line on an H200), so under a backlog lines are never split
-    for latency, only where they exceed ``max_total_s``. 0: always split when idle."""
+    for latency, only where they exceed ``max_total_s``. When idle that extra GPU time delays no
+    one: the next line cannot play before this one's audio (seconds) has played, long after its
+    second chunk is ready. So the bar is only a margin over the per-shape timings' noise
+    (~0.5 ms); 0: always split when idle."""
     min_chunk_s: float = 0.6
     """Shortest generated audio per chunk; very short texts get at least this much time."""
     fast: FastSettings = field(default_factory=FastSettings)
