@@ -99,7 +99,7 @@ def test_batched_jobs_sound_as_they_do_alone_and_as_the_reference_sampler(fast: 
 def test_packed_batches_sound_as_the_jobs_do_alone(fast: F5Engine) -> None:
     """``[f5.fast] pack``: the worker's rounds run as packed batches (no padded plan is built),
     and every job's audio is what it is alone."""
-    packed = engine(**FAST, pack=True)
+    packed = engine(**FAST, pack=True, pack_min_frames=0)
     assert packed._fast is not None and packed._fast.fs.pack
     streams = packed.synthesize_many([SynthRequest(t, None, CancelToken()) for t in LINES])
     pcms = [np.concatenate([c.pcm for c in s]) for s in streams]
@@ -107,6 +107,12 @@ def test_packed_batches_sound_as_the_jobs_do_alone(fast: F5Engine) -> None:
     assert all(b == 1 and not masked for b, _frames, masked in packed._fast.fs.plans)
     for text, pcm in zip(LINES, pcms, strict=True):
         assert steps(pcm, alone(fast, text)) <= TOL, text
+    # a round smaller than pack_min_frames runs as padded batches, as without pack
+    small = engine(**FAST, pack=True, pack_min_frames=10**6)
+    for s in small.synthesize_many([SynthRequest(t, None, CancelToken()) for t in LINES[:3]]):
+        for _c in s:
+            pass
+    assert small._fast is not None and any(b > 1 for b, _frames, _m in small._fast.fs.plans)
 
 
 def test_full_warm_up_runs_the_batched_shapes_too() -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from ishowttsd.confread import Table
 
-ATTN_MODES = ("auto", "sdpa", "augment", "flash_seqlen")
+ATTN_MODES = ("auto", "sdpa", "augment", "flash_seqlen", "cudnn_seqlen")
 QUANTS = ("none", "fp8", "fp8_static", "int8", "auto")
 DTYPES = ("bf16", "fp16", "fp32")
 FP8_GEMMS = ("auto", "triton", "cublas")
@@ -65,7 +65,8 @@ class FastSettings:
     attn_mode: str = "auto"
     """How padded keys are masked: 'flash_seqlen' (FA2 told each sequence's key count: padded
     batches 15 % faster than 'sdpa', H200, session 6), 'sdpa' (SDPA's ``attn_mask``, 3-9 % faster
-    than 'augment'), 'augment'; 'auto': flash_seqlen where FA2 runs, else sdpa."""
+    than 'augment'), 'augment'; 'cudnn_seqlen': padded batches as flash_seqlen, packed lines
+    (``pack``) through cuDNN's varlen attention; 'auto': flash_seqlen where FA2 runs, else sdpa."""
     conv_layout: str = "view"
     """Positional conv input: 'view' (transposed view), 'contiguous', or 'auto' (timed per shape);
     'view' and 'contiguous' measured equal inside the graph."""
@@ -89,6 +90,11 @@ class FastSettings:
     padded length groups; no padding rows, no CUDA graph. Off until it is measured on a GPU
     (docs/perf-log.md, session 6: the padded groups of 16 mixed lines carry 16 % more rows and
     34 % more attention than their lines)."""
+    pack_min_frames: int = 6144
+    """With ``pack``, only a batch of this many frames or more (reference included) is packed;
+    smaller ones run as padded, captured batches. A packed batch runs without a CUDA graph and
+    its host side (~105 ms for 8 steps on the H200's host) outlasts the GPU work of a small one
+    (docs/perf-log.md, session 7)."""
 
 
 def parse_fast(t: Table) -> FastSettings:
@@ -112,6 +118,7 @@ def parse_fast(t: Table) -> FastSettings:
         batch_window_ms=t.number("batch_window_ms", d.batch_window_ms, min=0.0, max=100.0),
         max_batch=t.integer("max_batch", d.max_batch, min=1, max=SLOT_SIZES[-1]),
         pack=t.flag("pack", d.pack),
+        pack_min_frames=t.integer("pack_min_frames", d.pack_min_frames, min=0, max=1_000_000),
     )
     if s.fp8 and s.dtype != "bf16":
         raise t.error("fp8", "fp8 matmuls write bf16: set dtype = 'bf16' with fp8 = true")

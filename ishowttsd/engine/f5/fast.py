@@ -205,12 +205,13 @@ class FastSampler:
         fp8_layers: Sequence[str] | None = None,
         fp8_gemm: str = "auto",
         pack: bool = False,
+        pack_min_frames: int = 0,
     ) -> None:
         """``fused``: share another sampler's fused weights (and compiled block), e.g. for a
         different NFE; ``dtype``/``quant``/``compile`` then come from it. ``quant``: 'none',
         'fp8' (with ``dtype = 'bf16'``; CUDA only), 'fp8_static' or 'int8' (these two need
         :meth:`calibrate` before the first sample; both run on CPU too). ``fp8=True`` means
-        ``quant='fp8'``. ``pack``: two or more jobs run as one packed batch (:meth:`sample_packed`)."""
+        ``quant='fp8'``. ``pack``, ``pack_min_frames``: :meth:`packs`."""
         self.device = next(dit.parameters()).device
         if fp8:
             quant = "fp8"
@@ -242,6 +243,7 @@ class FastSampler:
         self.cuda_graph = cuda_graph
         self.bucket = bucket_frames
         self.pack = pack
+        self.pack_min_frames = pack_min_frames
         self.text_embed = _text_encoder(dit, self.fused.dtype)
         self.plans: dict[tuple[int, int, bool], _Plan] = {}
         self.prep_plans: dict[tuple[int, int], _PrepPlan] = {}
@@ -258,7 +260,7 @@ class FastSampler:
             "compile_dynamic": compile_dynamic, "cuda_graph": cuda_graph, "bucket_frames": bucket_frames,
             "attn_mode": self.fused.attn_mode, "conv_layout": conv_layout, "conv_impl": conv_impl,
             "gelu_epilogue": self.fused.gelu_epilogue, "defer_residual": self.fused.defer_residual,
-            "pack": pack,
+            "pack": pack, "pack_min_frames": pack_min_frames,
         }  # fmt: skip
 
     def plan(self, batch: int, frames: int, masked: bool) -> _Plan:
@@ -344,10 +346,10 @@ class FastSampler:
 
         All jobs run as one padded, masked batch; ``slots`` pads the batch dimension too (so a
         graph captured for B slots serves fewer jobs). With ``pack``, two or more jobs run as one
-        packed batch instead (:meth:`sample_packed`; ``slots`` does not apply). Nothing here
-        waits for the GPU.
+        packed batch instead (:meth:`sample_packed`; ``slots`` does not apply) where
+        :meth:`packs` says so. Nothing here waits for the GPU.
         """
-        if self.pack and len(jobs) > 1 and not eager:
+        if self.packs(jobs) and not eager:
             return self.sample_packed(jobs)
         n = len(jobs)
         b, frames, masked = self.shape_for([j.frames for j in jobs], slots)
@@ -380,6 +382,14 @@ class FastSampler:
         return [out[i, : j.frames] for i, j in enumerate(jobs)]
 
     @torch.no_grad()
+    def packs(self, jobs: Sequence[FastJob]) -> bool:
+        """Whether these jobs run as one packed batch: ``pack`` is on, there are two or more, and
+        they hold ``pack_min_frames`` frames in all. A packed batch has no CUDA graph, so the host
+        queues its kernels one by one (~105 ms for 8 steps on the H200's host: 4 short lines took
+        111 ms packed against 45 ms as a padded, captured batch); only a batch whose GPU time
+        hides that gains from dropping the padding (docs/perf-log.md, session 7)."""
+        return self.pack and len(jobs) > 1 and sum(j.frames for j in jobs) >= self.pack_min_frames
+
     def sample_packed(self, jobs: Sequence[FastJob]) -> list[Tensor]:
         """Mel (N_i, D) fp32 per job, like :meth:`sample`, from one packed batch: the jobs one
         after another along the frame axis (``FusedDiT.pack``), so the linear layers run over

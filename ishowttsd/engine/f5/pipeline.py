@@ -190,10 +190,11 @@ class FastPipeline:
     def run_grouped(self, jobs: Sequence[FastJob]) -> list[Pcm]:
         """Concurrent jobs as length groups (``batch.group_by_length``), each one padded batch in
         a captured batch size; all groups are queued before the host waits. Output in input order.
-        With ``pack`` (``[f5.fast] pack``) they run as one packed batch instead."""
+        With ``pack`` (``[f5.fast] pack``) they run as one packed batch instead where
+        ``FastSampler.packs`` says so."""
         from ishowttsd.engine.f5 import batch
 
-        if self.fs.pack and len(jobs) > 1:
+        if self.fs.packs(jobs):
             return self.run(jobs)
         groups = batch.group_by_length([j.frames for j in jobs], self.fs.bucket)
         waits = [(g, self.enqueue([jobs[i] for i in g], batch.slots_for(len(g)))) for g in groups]
@@ -256,6 +257,7 @@ def build_pipeline(
         cuda_graph=settings.cuda_graph, bucket_frames=settings.bucket_frames,
         attn_mode=settings.attn_mode, conv_layout=settings.conv_layout, conv_impl=settings.conv_impl,
         gelu_epilogue=settings.gelu_epilogue, fp8_gemm=settings.fp8_gemm, pack=settings.pack,
+        pack_min_frames=settings.pack_min_frames,
     )  # fmt: skip
     return FastPipeline(fs, vocoder, int16=int16)
 
