@@ -45,20 +45,17 @@ def test_flash_seqlen_equals_masked_sdpa_on_every_valid_row(dtype: torch.dtype) 
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("cudnn", [False, True])
-def test_packed_attention_keeps_each_line_to_itself(cudnn: bool) -> None:
-    """``[f5.fast] pack``: FA2's (or, ``attn_mode = "cudnn_seqlen"``, cuDNN's) varlen entry over
-    lines packed one after another (both CFG halves) against SDPA on each line alone."""
+def test_packed_attention_keeps_each_line_to_itself() -> None:
+    """``[f5.fast] pack``: FA2's varlen entry over lines packed one after another (both CFG
+    halves) against SDPA on each line alone."""
     dev = torch.device("cuda")
-    if cudnn and not attention.cudnn_varlen_available(dev):
-        pytest.skip("this torch/cuDNN has no varlen attention")
     torch.manual_seed(1)
     lens = [509, 998, 1, 661]
     total, h, d = sum(lens), 16, 64
     seg = posconv.segment_bounds(lens, total, dev)
     starts = torch.tensor([0, *itertools.accumulate(lens)], dtype=torch.int32)
     cu = torch.cat((starts[:-1], starts + total)).to(dev)
-    packed = attention.Packed(seg, cu, max(lens), None, torch.empty(0), torch.empty(0), cudnn)
+    packed = attention.Packed(seg, cu, max(lens), None, torch.empty(0), torch.empty(0))
     qkv = torch.randn(2, total, 3, h, d, device=dev, dtype=torch.bfloat16)
     q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # [2, H, T, D]
     got = attention.packed_attention(q, k, v, packed)

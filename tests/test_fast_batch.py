@@ -86,8 +86,6 @@ def test_attn_mode_auto_is_the_default_and_resolves_per_device() -> None:
     assert resolve_attn_mode("auto", cpu) == "sdpa"
     for mode in ("sdpa", "augment", "flash_seqlen"):
         assert resolve_attn_mode(mode, cpu) == mode
-    # cuDNN's varlen entry needs CUDA: on the CPU the packed lines fall back with everything else
-    assert resolve_attn_mode("cudnn_seqlen", cpu) == "sdpa"
 
 
 def test_auto_quant_follows_the_measurement() -> None:

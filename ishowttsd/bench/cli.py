@@ -40,9 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--main", default="bf16", help="the variant the top-level figures report")
     p.add_argument("--sweep", default="6,7,8,12,16,32", help="NFE sweep (comma list; empty: none)")
     p.add_argument("--no-ablations", action="store_true", help="skip eager / graph-only ablations")
-    p.add_argument(
-        "--attn-mode", choices=("auto", "sdpa", "augment", "flash_seqlen", "cudnn_seqlen"), default="auto"
-    )
+    p.add_argument("--attn-mode", choices=("auto", "sdpa", "augment", "flash_seqlen"), default="auto")
     p.add_argument("--conv-layout", choices=("view", "contiguous", "auto"), default="view")
     p.add_argument("--conv-impl", choices=("auto", "triton", "cudnn"), default="auto")
     p.add_argument("--bucket-frames", type=int, default=32)

@@ -22,7 +22,6 @@ def variant_options(name: str) -> dict[str, Any]:
     ``_all`` (and for the attention output projection),
     ``_sdpa`` (mask through SDPA's attn_mask), ``_exact`` (no length buckets), ``_dyn`` (one
     dynamic-shape compile), ``_eager`` (no compile, no graph), ``_graph`` (graph, no compile),
-    ``_cuvar`` (``attn_mode = "cudnn_seqlen"``: packed lines through cuDNN's varlen attention),
     ``_cudnn`` (the positional conv through cuDNN instead of the fused Triton kernel), ``_nogelu``
     (FF GELU as its own kernel), ``_nodefer`` (each block adds its own FF residual), ``_maxat``
     (compile mode max-autotune-no-cudagraphs), ``_cublas`` (fp8s through cuBLASLt with the
@@ -43,8 +42,6 @@ def variant_options(name: str) -> dict[str, Any]:
             opts["attn_mode"] = "sdpa"
         elif m == "fa2":
             opts["attn_mode"] = "flash_seqlen"
-        elif m == "cuvar":
-            opts["attn_mode"] = "cudnn_seqlen"
         elif m == "pack":
             opts["pack"] = True
         elif m == "exact":

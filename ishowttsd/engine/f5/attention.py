@@ -16,43 +16,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-SEQLEN_MODES = ("flash_seqlen", "cudnn_seqlen")
-"""The modes whose padded batches give FA2 each sequence's key count (cuDNN's varlen entry takes
-whole sequences only, so ``cudnn_seqlen`` differs only for packed lines)."""
-
 MASKED_LOGIT = -5000.0
 """Added to padded keys' logits: exp() of it is 0, and divided by the softmax scale it still fits fp16."""
 
 
 def resolve_attn_mode(mode: str, device: torch.device) -> str:
     """``auto``: ``flash_seqlen`` where FA2's varlen entry runs on this device, else ``sdpa``.
-    ``cudnn_seqlen`` falls back to ``flash_seqlen`` where cuDNN's varlen entry does not run.
     Measured on an H200 (docs/perf-log.md, session 6): padded batches 15 % faster end to end
     (16 mixed lines in length groups 223.2 against 261.2 ms), one line unchanged (it has no
     padding), batched-against-alone error unchanged."""
-    if mode == "cudnn_seqlen" and not cudnn_varlen_available(device):
-        mode = "auto"
     if mode != "auto":
         return mode
     return "flash_seqlen" if flash_available(device) else "sdpa"
-
-
-def cudnn_varlen_available(device: torch.device) -> bool:
-    """Whether cuDNN's varlen attention (``aten._cudnn_attention_forward`` with cumulative
-    sequence starts) runs on this device: CUDA, FA2 for padded batches, and a cuDNN that takes
-    ragged sequences."""
-    return flash_available(device) and _cudnn_varlen_runs(device.index or 0)
-
-
-@functools.cache
-def _cudnn_varlen_runs(index: int) -> bool:
-    try:
-        t = torch.zeros(1, 8, 2, 64, device=torch.device("cuda", index), dtype=torch.bfloat16)
-        cu = torch.tensor([0, 1, 2], device=t.device, dtype=torch.int32)
-        _varlen(t, t, t, cu, 1, None, cudnn=True)
-    except (RuntimeError, NotImplementedError):
-        return False
-    return True
 
 
 def flash_available(device: torch.device) -> bool:
@@ -85,9 +60,9 @@ def attention(
     scale = 1.0 / math.sqrt(q.shape[-1])
     if kbias is None:
         return F.scaled_dot_product_attention(q, k, v)
-    if mode in SEQLEN_MODES and klen is not None and q.is_cuda:
+    if mode == "flash_seqlen" and klen is not None and q.is_cuda:
         return seqlen_attention(q, k, v, klen)
-    if mode == "sdpa" or mode in SEQLEN_MODES:
+    if mode in ("sdpa", "flash_seqlen"):
         mask = kbias[:, None, None, :].to(q.dtype)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     b, h, n, d = q.shape
@@ -111,24 +86,18 @@ def seqlen_attention(q: Tensor, k: Tensor, v: Tensor, klen: Tensor) -> Tensor:
     frames (nothing reads them: the caller drops them, and their keys are never used)."""
     b, n = q.shape[0], q.shape[2]
     cu = torch.arange(0, (b + 1) * n, n, device=q.device, dtype=torch.int32)
-    return _varlen(q, k, v, cu, n, klen)
+    return _fa2_varlen(q, k, v, cu, n, klen)
 
 
-def _varlen(
-    q: Tensor, k: Tensor, v: Tensor, cu: Tensor, max_len: int, seqused_k: Tensor | None, cudnn: bool = False
+def _fa2_varlen(
+    q: Tensor, k: Tensor, v: Tensor, cu: Tensor, max_len: int, seqused_k: Tensor | None
 ) -> Tensor:
-    """A varlen attention entry on [B, H, N, D] tensors: the rows flattened to [B*N, H, D],
-    sequences starting at ``cu`` (int32, then B*N), back as [B, H, N, D]. FA2's
-    (``aten._flash_attention_forward``, which also takes ``seqused_k``), or with ``cudnn``
-    cuDNN's (``aten._cudnn_attention_forward``: sequences only, each exactly ``cu``'s span)."""
+    """FA2's varlen entry (``aten._flash_attention_forward``) on [B, H, N, D] tensors: the rows
+    flattened to [B*N, H, D], sequences starting at ``cu`` (int32, then B*N), back as [B, H, N, D]."""
     b, h, n, d = q.shape
-    flat = [t.transpose(1, 2).reshape(b * n, h, d) for t in (q, k, v)]
-    if cudnn:
-        assert seqused_k is None
-        out = torch.ops.aten._cudnn_attention_forward(*flat, None, cu, cu, max_len, max_len, False)[0]
-    else:
-        fa2 = torch.ops.aten._flash_attention_forward
-        out = fa2(*flat, cu, cu, max_len, max_len, 0.0, False, False, seqused_k=seqused_k)[0]
+    flat = (t.transpose(1, 2).reshape(b * n, h, d) for t in (q, k, v))
+    fa2 = torch.ops.aten._flash_attention_forward
+    out = fa2(*flat, cu, cu, max_len, max_len, 0.0, False, False, seqused_k=seqused_k)[0]
     return out.view(b, n, h, d).transpose(1, 2)
 
 
@@ -145,13 +114,12 @@ class Packed(NamedTuple):
     mask: Tensor | None  # where FA2 does not run: the [T, T] additive block-diagonal mask for SDPA
     cos: Tensor  # [1, 1, T, dh]: RoPE per frame, positions counted from its line's start
     sin: Tensor
-    cudnn: bool = False  # cuDNN's varlen entry rather than FA2's (attn_mode = "cudnn_seqlen")
 
 
 def packed_attention(q: Tensor, k: Tensor, v: Tensor, packed: Packed) -> Tensor:
-    """[2, H, T, D] attention within each packed line: FA2's or cuDNN's varlen entry (each line
-    one sequence of the flattened rows), or SDPA with the block-diagonal mask where FA2 does not
-    run (``packed.mask`` is set then)."""
+    """[2, H, T, D] attention within each packed line: FA2's varlen entry (each line one
+    sequence of the flattened rows), or SDPA with the block-diagonal mask where FA2 does not run
+    (``packed.mask`` is set then)."""
     if packed.mask is not None:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=packed.mask.to(q.dtype))
-    return _varlen(q, k, v, packed.cu, packed.max_len, None, cudnn=packed.cudnn)
+    return _fa2_varlen(q, k, v, packed.cu, packed.max_len, None)

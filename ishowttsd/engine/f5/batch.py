@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from ishowttsd.confread import Table
 
-ATTN_MODES = ("auto", "sdpa", "augment", "flash_seqlen", "cudnn_seqlen")
+ATTN_MODES = ("auto", "sdpa", "augment", "flash_seqlen")
 QUANTS = ("none", "fp8", "fp8_static", "int8", "auto")
 DTYPES = ("bf16", "fp16", "fp32")
 FP8_GEMMS = ("auto", "triton", "cublas")
@@ -65,8 +65,7 @@ class FastSettings:
     attn_mode: str = "auto"
     """How padded keys are masked: 'flash_seqlen' (FA2 told each sequence's key count: padded
     batches 15 % faster than 'sdpa', H200, session 6), 'sdpa' (SDPA's ``attn_mask``, 3-9 % faster
-    than 'augment'), 'augment'; 'cudnn_seqlen': padded batches as flash_seqlen, packed lines
-    (``pack``) through cuDNN's varlen attention; 'auto': flash_seqlen where FA2 runs, else sdpa."""
+    than 'augment'), 'augment'; 'auto': flash_seqlen where FA2 runs, else sdpa."""
     conv_layout: str = "view"
     """Positional conv input: 'view' (transposed view), 'contiguous', or 'auto' (timed per shape);
     'view' and 'contiguous' measured equal inside the graph."""

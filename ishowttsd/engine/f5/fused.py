@@ -428,8 +428,7 @@ class FusedDiT:
         if not flash_available(dev):  # the CPU (tests), or a torch built without FA2
             same = seg[0][:, None] == seg[0][None, :]
             mask = torch.where(same, 0.0, float("-inf"))
-        cudnn = self.attn_mode == "cudnn_seqlen"
-        return Packed(seg, cu, max(lengths), mask, cos[:, :, pos], sin[:, :, pos], cudnn)
+        return Packed(seg, cu, max(lengths), mask, cos[:, :, pos], sin[:, :, pos])
 
     def uses_triton_conv(self, h: Tensor) -> bool:
         return posconv.use_triton(self.conv_impl, h, self.conv_w[0].shape[1])
