@@ -394,7 +394,11 @@ class F5Engine:
         ``FastPipeline.run_grouped``; the round's seconds by stage."""
         t0 = time.perf_counter()
         with torch.inference_mode():
-            jobs = [self._fast_job(v, chunk) for v, chunk in items]
+            jobs = []
+            for v, chunk in items:
+                # its conditioning is queued on the GPU while the host builds the next job's
+                # tokens; the batch's sampling needs them all (its GPU time is in no stage then)
+                jobs.append(self._fast.fs.prepare(self._fast_job(v, chunk)))
             t1 = time.perf_counter()
             pcms = self._fast.run_grouped(jobs)
         # Each length group's CUDA-event stages are shared by its jobs' Pcm: count each group once.

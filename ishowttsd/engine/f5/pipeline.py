@@ -81,7 +81,9 @@ class Vocoder:
                 return self._out(self.decode(mel[None].float())[0])
         g[1].copy_(mel)
         g[0].replay()
-        return g[2]
+        # A copy: the graph's output buffer is overwritten by its next replay, and a batch whose
+        # jobs share a length replays it once per job before any of them is copied out.
+        return g[2].clone()
 
     def _capture(self, frames: int, device: torch.device) -> tuple[torch.cuda.CUDAGraph, Tensor, Tensor]:
         static = torch.zeros(self.vocos.backbone.embed.in_channels, frames, device=device)
@@ -128,17 +130,12 @@ class FastPipeline:
         self.fs, self.vocoder = fs, Vocoder(vocoder, int16=int16)
         self.dtype = torch.int16 if int16 else torch.float32
         self.cuda = fs.device.type == "cuda"
-        # Two pinned buffers, used in turn: one enqueue may run ahead of the previous finish().
-        self._pinned: list[Tensor | None] = [None, None]
-        self._turn = 0
 
     def _host(self, n: int) -> Tensor:
-        self._turn ^= 1
-        buf = self._pinned[self._turn]
-        if buf is None or buf.numel() < n:
-            buf = torch.empty(max(n, 1 << 20), dtype=self.dtype, pin_memory=self.cuda)
-            self._pinned[self._turn] = buf
-        return buf
+        """A pinned buffer of its own for each enqueue: any number may be queued before the first
+        finish() (``run_grouped`` queues every length group first). torch's caching host
+        allocator reuses a freed block only after the copies that used it are done."""
+        return torch.empty(max(n, 1), dtype=self.dtype, pin_memory=self.cuda)
 
     def _event(self) -> Any:
         if not self.cuda:
