@@ -124,6 +124,20 @@ def test_full_warm_up_runs_the_batched_shapes_too() -> None:
     shapes = {(b, masked) for b, _frames, masked in e._fast.fs.plans}
     # an unmasked pair and masked batches of two sizes: what torch.compile needs to have seen
     assert {(2, False), (4, True), (8, True)} <= shapes
+    assert e._fast.fs.packed_runs == 0
+
+
+def test_warm_up_with_pack_runs_two_packed_batches_over_the_threshold() -> None:
+    doc = f5_doc(**dict(F5, warmup="all", bucket_ratio=1.0))
+    doc["f5"]["fast"] = dict(FAST, pack=True, pack_min_frames=2000)
+    e = F5Engine(*config.f5_sections(config.parse(doc, None)))
+    e.load(lambda _m: None)
+    batches = e._packed_warmup_batches()
+    totals = [sum(f for t in b for _c, f in e.plan(t, idle=False)) for b in batches]
+    assert len(totals) == 2 and min(totals) >= 2000 and totals[0] != totals[1]
+    e.warmup(lambda _m: None)
+    # the five-line batch is under the threshold (padded); the two packed ones are over it
+    assert e._fast is not None and e._fast.fs.packed_runs == 2
 
 
 def test_cancelled_closed_and_unknown_jobs_leave_the_others_alone(fast: F5Engine) -> None:

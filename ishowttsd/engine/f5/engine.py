@@ -204,11 +204,26 @@ class F5Engine:
         (bench/results/f5_batch_check-h200-tiny.json). An unmasked pair, then masked batches of
         two sizes; a new batch shape's CUDA graph is still captured on its first use."""
         lines = ["Warm up.", "Warm up, a longer line.", "Warm.", "Warm up, the longest line of these.", "Up."]
-        for batch in (["Warm up."] * 2, lines[:3], lines):
+        for batch in (["Warm up."] * 2, lines[:3], lines, *self._packed_warmup_batches()):
             progress(f"warming up F5 batches ({len(batch)} lines)")
             for stream in self.synthesize_many([SynthRequest(t, None, CancelToken()) for t in batch]):
                 for _chunk in stream:
                     pass
+
+    def _packed_warmup_batches(self) -> list[list[str]]:
+        """With ``[f5.fast] pack``: two batches of different total length, each over
+        ``pack_min_frames``, so the packed block is compiled (and its length dynamic) before
+        READY rather than on the first big backlog. None where no batch of ``max_batch`` lines
+        would be packed."""
+        fast = self._s.fast
+        if self._fast is None or not fast.pack:
+            return []
+        line, longer = "Warm up, a longer line.", "Warm up, the longest line of these."
+        v = next(iter(self._voices.values()))
+        k = max(2, -(-fast.pack_min_frames // self.frames_for(v, line)))
+        if k > fast.max_batch:
+            return []
+        return [[line] * k, [line] * (k - 1) + [longer]]
 
     def close(self) -> None:
         on_cuda = self._m is not None and self._m.device.type == "cuda"

@@ -244,6 +244,7 @@ class FastSampler:
         self.bucket = bucket_frames
         self.pack = pack
         self.pack_min_frames = pack_min_frames
+        self.packed_runs = 0  # packed batches sampled so far (the warm-up's are counted too)
         self.text_embed = _text_encoder(dit, self.fused.dtype)
         self.plans: dict[tuple[int, int, bool], _Plan] = {}
         self.prep_plans: dict[tuple[int, int], _PrepPlan] = {}
@@ -399,6 +400,7 @@ class FastSampler:
         few and large, and the host queues them well ahead of the GPU. The compiled block takes
         the new length as a dynamic dimension after the second one it sees."""
         self._require_calibrated()
+        self.packed_runs += 1
         f = self.fused
         for j in jobs:
             self.prepare(j)
