@@ -117,7 +117,7 @@ def test_packed_batches_sound_as_the_jobs_do_alone(fast: F5Engine) -> None:
 
 def test_full_warm_up_runs_the_batched_shapes_too() -> None:
     doc = f5_doc(**dict(F5, warmup="all", bucket_ratio=1.0))  # exact lengths: two shapes to warm
-    doc["f5"]["fast"] = FAST
+    doc["f5"]["fast"] = dict(FAST, pack=False)
     e = F5Engine(*config.f5_sections(config.parse(doc, None)))
     e.load(lambda _m: None)
     e.warmup(lambda _m: None)
