@@ -242,8 +242,7 @@ class FastSampler:
         self.mods, self.final = self.fused.modulations(self.schedule)
         self.cuda_graph = cuda_graph
         self.bucket = bucket_frames
-        self.pack = pack
-        self.pack_min_frames = pack_min_frames
+        self.pack, self.pack_min_frames = pack, pack_min_frames
         self.packed_runs = 0  # packed batches sampled so far (the warm-up's are counted too)
         self.text_embed = _text_encoder(dit, self.fused.dtype)
         self.plans: dict[tuple[int, int, bool], _Plan] = {}
