@@ -95,6 +95,10 @@ class _LogWriter(io.TextIOBase):
         return len(s)
 
 
+WARMUP_LINES = ("Warm up.", "Warm up, a longer line.", "Warm.", "Warm up, the longest line of these.", "Up.")
+"""The warm-up's batched lines, of different lengths."""
+
+
 class F5Engine:
     name = "f5"
 
@@ -203,7 +207,7 @@ class F5Engine:
         it every first batch took 0.08-0.29 s, for 17 s more warm-up
         (bench/results/f5_batch_check-h200-tiny.json). An unmasked pair, then masked batches of
         two sizes; a new batch shape's CUDA graph is still captured on its first use."""
-        lines = ["Warm up.", "Warm up, a longer line.", "Warm.", "Warm up, the longest line of these.", "Up."]
+        lines = list(WARMUP_LINES)
         for batch in (["Warm up."] * 2, lines[:3], lines, *self._packed_warmup_batches()):
             progress(f"warming up F5 batches ({len(batch)} lines)")
             for stream in self.synthesize_many([SynthRequest(t, None, CancelToken()) for t in batch]):
@@ -218,7 +222,7 @@ class F5Engine:
         fast = self._s.fast
         if self._fast is None or not fast.pack:
             return []
-        line, longer = "Warm up, a longer line.", "Warm up, the longest line of these."
+        line, longer = WARMUP_LINES[1], WARMUP_LINES[3]
         v = next(iter(self._voices.values()))
         k = max(2, -(-fast.pack_min_frames // self.frames_for(v, line)))
         if k > fast.max_batch:
@@ -409,11 +413,9 @@ class F5Engine:
         ``FastPipeline.run_grouped``; the round's seconds by stage."""
         t0 = time.perf_counter()
         with torch.inference_mode():
-            jobs = []
-            for v, chunk in items:
-                # its conditioning is queued on the GPU while the host builds the next job's
-                # tokens; the batch's sampling needs them all (its GPU time is in no stage then)
-                jobs.append(self._fast.fs.prepare(self._fast_job(v, chunk)))
+            # each job's conditioning is queued on the GPU while the host builds the next job's
+            # tokens; the batch's sampling needs them all (its GPU time is in no stage then)
+            jobs = [self._fast.fs.prepare(self._fast_job(v, chunk)) for v, chunk in items]
             t1 = time.perf_counter()
             pcms = self._fast.run_grouped(jobs)
         # Each length group's CUDA-event stages are shared by its jobs' Pcm: count each group once.
