@@ -24,6 +24,7 @@ from ishowttsd.daemon.scheduler import Limits, Scheduler
 from ishowttsd.daemon.worker import Worker
 from ishowttsd.engine.base import BatchingEngine, CancelToken, SynthRequest, UnknownVoice
 from ishowttsd.engine.f5.engine import F5Engine
+from ishowttsd.engine.f5.fast import pack_shape
 from ishowttsd.job import Job
 from ishowttsd.sinks.pcm import PcmSink
 
@@ -133,8 +134,11 @@ def test_warm_up_with_pack_runs_two_packed_batches_over_the_threshold() -> None:
     e = F5Engine(*config.f5_sections(config.parse(doc, None)))
     e.load(lambda _m: None)
     batches = e._packed_warmup_batches()
-    totals = [sum(f for t in b for _c, f in e.plan(t, idle=False)) for b in batches]
-    assert len(totals) == 2 and min(totals) >= 2000 and totals[0] != totals[1]
+    lengths = [[f for t in b for _c, f in e.plan(t, idle=False)] for b in batches]
+    assert len(lengths) == 2 and min(sum(n) for n in lengths) >= 2000
+    # they differ in total and in the longest line's step: compile has seen both move
+    shapes = [pack_shape(n, e._s.fast.pack_bucket_frames) for n in lengths]
+    assert shapes[0][1] != shapes[1][1] and sum(lengths[0]) != sum(lengths[1])
     e.warmup(lambda _m: None)
     # the five-line batch is under the threshold (padded); the two packed ones are over it
     assert e._fast is not None and e._fast.fs.packed_runs == 2

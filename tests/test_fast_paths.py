@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from ishowttsd.bench import models, workload
 from ishowttsd.engine.base import float_to_int16
 from ishowttsd.engine.f5 import sampler, upstream
-from ishowttsd.engine.f5.fast import FastJob, FastSampler
+from ishowttsd.engine.f5.fast import FastJob, FastSampler, pack_shape
 from ishowttsd.engine.f5.linears import Linear, quantize_fp8
 from ishowttsd.engine.f5.pipeline import FastPipeline, Vocoder
 from ishowttsd.engine.f5.settings import InferenceConfig
@@ -104,6 +104,37 @@ def test_packed_batch_matches_each_job_alone(env: dict[str, Any]) -> None:
         assert packed[i].shape == alone.shape
         assert rel(packed[i], alone) < TOL, t
         assert torch.equal(packed[i][: jobs[i].ref_frames], env["ref_mel"].float())
+
+
+def test_packed_batches_on_the_ladder_share_a_plan_and_match_each_job_alone(env: dict[str, Any]) -> None:
+    """``pack_bucket_frames``: a packed batch is padded to the ladder with dummy lines (and idle
+    FA2 slots), so two batches of different lines run in one plan, refilled; each job must still
+    come out as the stock sampler makes it alone, whatever the plan held before."""
+    fs = FastSampler(env["m"].dit, env["cfg"], bucket_frames=0, pack=True, pack_bucket_frames=256)
+    mixed = workload.MIXED_LINES
+    rounds = [list(mixed[:3]), [mixed[3], mixed[13], mixed[9]]]  # 709 and 679 frames: one shape
+    for r, texts in enumerate(rounds):
+        jobs = [make_job(env, t, 200 + 10 * r + i) for i, t in enumerate(texts)]
+        frames, _max_len, segments, _slots = pack_shape([j.frames for j in jobs], 256)
+        assert frames > sum(j.frames for j in jobs) and len(segments) > len(jobs)  # dummies pad it
+        packed = [m.clone() for m in fs.sample(jobs)]
+        for i, t in enumerate(texts):
+            alone = stock_mel(env, t, 200 + 10 * r + i)
+            assert packed[i].shape == alone.shape
+            assert rel(packed[i], alone) < TOL, (r, t)
+    assert len(fs.packed_plans) == 1 and fs.packed_runs == 2 and not fs.plans
+
+
+def test_pack_shape_pads_to_the_ladder() -> None:
+    # exact: the lines as they are
+    assert pack_shape([300, 500], 0) == (800, 500, [300, 500], 2)
+    # 1,700 frames pad to 2,048 with dummy lines no longer than the longest line's bucket (512)
+    frames, max_len, segments, slots = pack_shape([400, 500, 800], 1024)
+    assert (frames, max_len) == (2048, 1024) and segments == [400, 500, 800, 348] and slots == 4
+    frames, max_len, segments, slots = pack_shape([200, 250, 100, 120, 90], 1024)
+    assert (frames, max_len) == (1024, 256) and sum(segments) == 1024
+    assert max(segments[5:]) <= 256 and slots == 8 and len(segments) == 7
+    assert pack_shape([1024], 1024) == (1024, 1024, [1024], 4)
 
 
 def test_pipeline_audio_matches_stock_audio(env: dict[str, Any]) -> None:

@@ -69,3 +69,27 @@ def test_every_batched_job_gets_its_own_audio(env: dict[str, Any], pack: bool) -
         assert rel(together[i], alone[i]) < 2e-2, (text, rel(together[i], alone[i]))
     # the two jobs of one length are different lines: their audio must differ
     assert rel(together[0], together[1]) > 0.3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_packed_graph_replays_other_lines_of_its_shape(env: dict[str, Any]) -> None:
+    """``pack_bucket_frames``: packed batches on the ladder replay one captured graph; a second
+    batch of the same shape (the same lines in another order: every line's place, RoPE
+    positions, conv bounds and FA2 sequences move) must not hear the first's layout."""
+    pipe: FastPipeline = env["pipe"]
+    fs = pipe.fs
+    order = [4, 2, 0, 3, 1]
+    fs.pack, fs.pack_min_frames, fs.pack_bucket = True, 0, 1024
+    try:
+        first = [p.samples for p in pipe.run_grouped(jobs(env))]
+        second = [p.samples for p in pipe.run_grouped([jobs(env)[i] for i in order])]
+        plans = list(fs.packed_plans.values())
+    finally:
+        fs.pack, fs.pack_bucket = False, 0
+    assert len(plans) == 1 and plans[0].graph is not None
+    alone = [pipe.run([j])[0].samples for j in jobs(env)]
+    for i, text in enumerate(TEXTS):
+        again = second[order.index(i)]
+        assert first[i].shape == again.shape == alone[i].shape, text
+        assert rel(first[i], alone[i]) < 2e-2, (text, rel(first[i], alone[i]))
+        assert rel(again, alone[i]) < 2e-2, (text, rel(again, alone[i]))

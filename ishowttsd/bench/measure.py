@@ -168,8 +168,8 @@ def run_all(b: Bench) -> dict[str, Any]:
 
 def measure_daemon(b: Bench, quant: str) -> None:
     """The daemon's engine (``bench.daemon``) with ``[f5.fast] quant = quant``, full size;
-    ``quant+mode`` also sets ``attn_mode = mode``, ``quant+pack`` sets ``pack = true`` (the
-    result keeps the whole name)."""
+    ``quant+mode`` also sets ``attn_mode = mode``, ``quant+pack`` sets ``pack = true``,
+    ``quant+packexact`` that with ``pack_bucket_frames = 0`` (the result keeps the whole name)."""
     import gc
     import tempfile
     from pathlib import Path
@@ -185,8 +185,12 @@ def measure_daemon(b: Bench, quant: str) -> None:
     t0 = time.perf_counter()
     q, *extra = quant.split("+")
     fast: dict[str, Any] = {"quant": q}
-    for x in extra:  # "pack" sets [f5.fast] pack; anything else is an attn_mode
-        fast.update({"pack": True} if x == "pack" else {"attn_mode": x})
+    # "pack" sets [f5.fast] pack, "packexact" also pack_bucket_frames = 0 (no graphs: session
+    # 7's packed path); anything else is an attn_mode
+    exact = {"pack": True, "pack_bucket_frames": 0}
+    packs: dict[str, dict[str, Any]] = {"pack": {"pack": True}, "packexact": exact}
+    for x in extra:
+        fast.update(packs.get(x, {"attn_mode": x}))
     e = daemon.load_engine(doc, fast, b.plan.nfe)
     res = {"load_s": time.perf_counter() - t0, **daemon.measure_engine(e, b.plan.daemon_reps)}
     res["options"] = e._fast.fs.options if e._fast is not None else None

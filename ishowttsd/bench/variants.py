@@ -25,7 +25,9 @@ def variant_options(name: str) -> dict[str, Any]:
     ``_cudnn`` (the positional conv through cuDNN instead of the fused Triton kernel), ``_nogelu``
     (FF GELU as its own kernel), ``_nodefer`` (each block adds its own FF residual), ``_maxat``
     (compile mode max-autotune-no-cudagraphs), ``_cublas`` (fp8s through cuBLASLt with the
-    scales, bias and GELU in elementwise kernels, not the Triton GEMM's epilogue).
+    scales, bias and GELU in elementwise kernels, not the Triton GEMM's epilogue), ``_pack``
+    (batches packed, exact lengths, uncaptured), ``_packg`` (packed on the 1024-frame ladder,
+    one captured graph per shape).
     Without suffixes, the daemon's ``[f5.fast]`` defaults."""
     base, *mods = name.split("_")
     quant = {"fp8s": "fp8_static"}.get(base, base if base in ("fp8", "int8") else "none")
@@ -44,6 +46,8 @@ def variant_options(name: str) -> dict[str, Any]:
             opts["attn_mode"] = "flash_seqlen"
         elif m == "pack":
             opts["pack"] = True
+        elif m == "packg":
+            opts.update(pack=True, pack_bucket_frames=1024)
         elif m == "exact":
             opts["bucket_frames"] = 0
         elif m == "dyn":
@@ -73,7 +77,7 @@ def fast_sampler(b: Bench, dtype: str, *, quant: str = "none", fast_accum: bool 
                  bucket_frames: int | None = None, compile_dynamic: bool | None = None,
                  conv_impl: str | None = None, gelu_epilogue: bool = True, defer_residual: bool = True,
                  compile_mode: str = "default", fp8_gemm: str = "auto",
-                 pack: bool = False) -> FastSampler:  # fmt: skip
+                 pack: bool = False, pack_bucket_frames: int = 0) -> FastSampler:  # fmt: skip
     fs = FastSampler(
         b.m.dit, cfg or b.cfg, dtype=dtype, quant=quant, fast_accum=fast_accum, fp8_layers=fp8_layers,
         compile=compile and b.plan.compile, cuda_graph=graph,
@@ -82,7 +86,7 @@ def fast_sampler(b: Bench, dtype: str, *, quant: str = "none", fast_accum: bool 
         compile_dynamic=b.plan.compile_dynamic if compile_dynamic is None else compile_dynamic,
         conv_layout=b.plan.conv_layout, conv_impl=conv_impl or b.plan.conv_impl,
         gelu_epilogue=gelu_epilogue, compile_mode=compile_mode, defer_residual=defer_residual,
-        fp8_gemm=fp8_gemm, pack=pack,
+        fp8_gemm=fp8_gemm, pack=pack, pack_bucket_frames=pack_bucket_frames,
     )  # fmt: skip
     if fs.fused.quant in CALIBRATED:  # on three chat lines that are not the measured ones
         fs.calibrate([b.job(t, 90 + i) for i, t in enumerate(CALIBRATION_LINES)])

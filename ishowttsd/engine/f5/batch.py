@@ -94,6 +94,11 @@ class FastSettings:
     smaller ones run as padded, captured batches. A packed batch runs without a CUDA graph and
     its host side (~105 ms for 8 steps on the H200's host) outlasts the GPU work of a small one
     (docs/perf-log.md, session 7)."""
+    pack_bucket_frames: int = 1024
+    """A packed batch's total is padded up to a multiple of this (a dummy line fills the rest),
+    so batches of different lines share one shape, captured as a CUDA graph on its first use
+    (``fast.pack_shape``): the host then no longer queues every kernel of a packed batch itself.
+    0: each packed batch runs at its exact length, uncaptured (session 7's path)."""
 
 
 def parse_fast(t: Table) -> FastSettings:
@@ -118,6 +123,7 @@ def parse_fast(t: Table) -> FastSettings:
         max_batch=t.integer("max_batch", d.max_batch, min=1, max=SLOT_SIZES[-1]),
         pack=t.flag("pack", d.pack),
         pack_min_frames=t.integer("pack_min_frames", d.pack_min_frames, min=0, max=1_000_000),
+        pack_bucket_frames=t.integer("pack_bucket_frames", d.pack_bucket_frames, min=0, max=16384),
     )
     if s.fp8 and s.dtype != "bf16":
         raise t.error("fp8", "fp8 matmuls write bf16: set dtype = 'bf16' with fp8 = true")

@@ -97,6 +97,9 @@ class _LogWriter(io.TextIOBase):
 
 WARMUP_LINES = ("Warm up.", "Warm up, a longer line.", "Warm.", "Warm up, the longest line of these.", "Up.")
 """The warm-up's batched lines, of different lengths."""
+WARMUP_LONG_LINE = "Warm up, a line much longer than the others, so that a batch's longest line changes too."
+"""The second packed warm-up batch's longest line: it moves the batch's ``max_len`` to another
+step of the ladder, so torch.compile has seen that change before READY too."""
 
 
 class F5Engine:
@@ -215,14 +218,15 @@ class F5Engine:
                     pass
 
     def _packed_warmup_batches(self) -> list[list[str]]:
-        """With ``[f5.fast] pack``: two batches of different total length, each over
-        ``pack_min_frames``, so the packed block is compiled (and its length dynamic) before
-        READY rather than on the first big backlog. None where no batch of ``max_batch`` lines
-        would be packed."""
+        """With ``[f5.fast] pack``: two batches, each over ``pack_min_frames``, that differ in
+        total length and longest line, so the packed block is compiled for any packed shape
+        (``fast.pack_shape``) before READY rather than on the first big backlog (a full-size
+        compile is seconds of silence). None where no batch of ``max_batch`` lines would be
+        packed."""
         fast = self._s.fast
         if self._fast is None or not fast.pack:
             return []
-        line, longer = WARMUP_LINES[1], WARMUP_LINES[3]
+        line, longer = WARMUP_LINES[1], WARMUP_LONG_LINE
         v = next(iter(self._voices.values()))
         k = max(2, -(-fast.pack_min_frames // self.frames_for(v, line)))
         if k > fast.max_batch:

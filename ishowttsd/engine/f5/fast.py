@@ -49,6 +49,35 @@ def bucket_for(frames: int, granularity: int) -> int:
     return -(-frames // granularity) * granularity
 
 
+PACK_LINE_STEP = 256
+"""A packed batch's longest line is rounded up to this for its graph: FA2 launches one 128-row
+query tile per line per ``max_len`` step, so a line past its own length wastes at most two
+early-exiting tiles, while a coarser ladder means fewer graphs."""
+PACK_SLOT_STEP = 4
+"""A packed batch's line count (FA2's sequences, idle ones empty) is rounded up to this."""
+
+
+def pack_shape(lengths: Sequence[int], bucket: int) -> tuple[int, int, list[int], int]:
+    """``(frames, max_len, segments, slots)`` that packed lines of these frame counts run as.
+
+    ``bucket`` > 0 (``[f5.fast] pack_bucket_frames``): the total is padded up to a multiple of
+    it with dummy lines (each no longer than the longest real one, so FA2's ``max_len`` holds
+    them), the longest line to :data:`PACK_LINE_STEP` and the line count to
+    :data:`PACK_SLOT_STEP`, so that batches of different lines share one captured graph.
+    ``bucket`` 0: the exact lengths (no graph)."""
+    total = sum(lengths)
+    if bucket <= 0:
+        return total, max(lengths), list(lengths), len(lengths)
+    frames = bucket_for(total, bucket)
+    max_len = bucket_for(max(lengths), PACK_LINE_STEP)
+    segments = list(lengths)
+    rest = frames - total
+    while rest > 0:
+        segments.append(min(rest, max_len))
+        rest -= segments[-1]
+    return frames, max_len, segments, bucket_for(len(segments), PACK_SLOT_STEP)
+
+
 # --------------------------------------------------------------------------------------------
 # Batches of jobs on static buffers, replayed through CUDA graphs. The loop itself is the
 # reference sampler's (``sampler.sample``) with the fused velocity as its step function.
@@ -136,6 +165,53 @@ class _Plan:
         return self.out
 
 
+class _PackedPlan(_Plan):
+    """Static buffers (and, on CUDA, one captured graph) for packed batches of one shape: total
+    frames, longest line (``max_len``) and line slots (:func:`pack_shape`). :meth:`fill` lays
+    out each batch's lines, then the graph replays, so lines of any lengths that pack into
+    this shape share it. The frame and slot dimensions are marked dynamic for
+    ``torch.compile``: the compiled block then serves every packed shape from its first
+    compile (and from its second, when ``max_len`` first changes)."""
+
+    def __init__(
+        self, fs: FastSampler, frames: int, max_len: int, slots: int, segments: Sequence[int]
+    ) -> None:
+        super().__init__(fs, 1, frames, False)
+        self.max_len, self.slots = max_len, slots
+        self.packed = fs.fused.pack(segments, frames, slots, max_len)
+        marks = [(self.x, 1), (self.consts, 1), (self.ref_mel, 1), (self.ref_mask, 1)]
+        marks += [(self.packed.segments, 1), (self.packed.cu, 0), (self.packed.cos, 2), (self.packed.sin, 2)]
+        for t, dim in marks:
+            torch._dynamo.maybe_mark_dynamic(t, dim)
+
+    def _step(self, x: Tensor, t: Tensor, c: Any) -> Tensor:
+        i = self._calls
+        self._calls += 1
+        fs = self.fs
+        return fs.fused.velocity(x, self.consts, None, None, fs.mods[i], fs.final[i], fs.cfg.cfg_strength,
+                                 packed=self.packed)  # fmt: skip
+
+    def fill(self, jobs: Sequence[FastJob], segments: Sequence[int]) -> None:
+        """The jobs one after another, then the dummy lines (zeros) up to ``frames``."""
+        layout = self.fs.fused.pack(segments, self.frames, self.slots, self.max_len)
+        for dst, src in zip(self.packed, layout, strict=True):
+            if isinstance(dst, Tensor) and isinstance(src, Tensor):
+                dst.copy_(src)
+        self.x.zero_()
+        self.consts.zero_()
+        self.ref_mel.zero_()
+        self.ref_mask.zero_()
+        start = 0
+        for j in jobs:
+            assert j.consts is not None
+            n, r = j.frames, j.ref_frames
+            self.x[0, start : start + n].copy_(j.noise[:n], non_blocking=True)
+            self.consts[:, start : start + n].copy_(j.consts)
+            self.ref_mel[0, start : start + r].copy_(j.ref_mel, non_blocking=True)
+            self.ref_mask[0, start : start + r] = True
+            start += n
+
+
 class _PrepPlan:
     """A captured graph of :meth:`FastSampler._conditioning` for one (frames, reference) shape;
     the text ids sit in a buffer of ``frames`` slots, -1 padded."""
@@ -176,6 +252,16 @@ def _sampler() -> Any:
     return sampler
 
 
+def _for_device(
+    device: torch.device, dtype: str, quant: str, compile: bool, cuda_graph: bool
+) -> tuple[str, str, bool, bool]:
+    """``(dtype, quant, compile, cuda_graph)`` as they run on ``device``: off CUDA, fp32, eager,
+    uncaptured, and no dynamic fp8 (its GEMMs are CUDA's)."""
+    if device.type == "cuda":
+        return dtype, quant, compile, cuda_graph
+    return "fp32", "none" if quant == "fp8" else quant, False, False
+
+
 class FastSampler:
     """Samples mels for one or many jobs at once; shapes bucketed, loops graph-captured on CUDA.
 
@@ -206,19 +292,18 @@ class FastSampler:
         fp8_gemm: str = "auto",
         pack: bool = False,
         pack_min_frames: int = 0,
+        pack_bucket_frames: int = 0,
     ) -> None:
         """``fused``: share another sampler's fused weights (and compiled block), e.g. for a
         different NFE; ``dtype``/``quant``/``compile`` then come from it. ``quant``: 'none',
         'fp8' (with ``dtype = 'bf16'``; CUDA only), 'fp8_static' or 'int8' (these two need
         :meth:`calibrate` before the first sample; both run on CPU too). ``fp8=True`` means
-        ``quant='fp8'``. ``pack``, ``pack_min_frames``: :meth:`packs`."""
+        ``quant='fp8'``. ``pack``, ``pack_min_frames``: :meth:`packs`; ``pack_bucket_frames``:
+        :meth:`sample_packed`."""
         self.device = next(dit.parameters()).device
-        if fp8:
-            quant = "fp8"
-        if self.device.type != "cuda":
-            dtype, compile, cuda_graph = "fp32", False, False
-            if quant == "fp8":
-                quant = "none"
+        dtype, quant, compile, cuda_graph = _for_device(
+            self.device, dtype, "fp8" if fp8 else quant, compile, cuda_graph
+        )
         fp8 = quant == "fp8"
         if quant in FP8 and dtype != "bf16" and self.device.type == "cuda":
             raise ValueError("fp8 matmuls write bf16: set dtype = 'bf16' with fp8 = true")
@@ -242,12 +327,13 @@ class FastSampler:
         self.mods, self.final = self.fused.modulations(self.schedule)
         self.cuda_graph = cuda_graph
         self.bucket = bucket_frames
-        self.pack, self.pack_min_frames = pack, pack_min_frames
+        self.pack, self.pack_min_frames, self.pack_bucket = pack, pack_min_frames, pack_bucket_frames
         self.packed_runs = 0  # packed batches sampled so far (the warm-up's are counted too)
         self.text_embed = _text_encoder(dit, self.fused.dtype)
         self.plans: dict[tuple[int, int, bool], _Plan] = {}
+        self.packed_plans: dict[tuple[int, int, int], _PackedPlan] = {}
         self.prep_plans: dict[tuple[int, int], _PrepPlan] = {}
-        self.max_prep_plans = 256
+        self.max_packed_plans, self.max_prep_plans = 32, 256
         if self.device.type == "cuda":
             # cuDNN picks the conv algorithms by timing them (the positional conv is grouped, k=31)
             torch.backends.cudnn.benchmark = True
@@ -260,7 +346,7 @@ class FastSampler:
             "compile_dynamic": compile_dynamic, "cuda_graph": cuda_graph, "bucket_frames": bucket_frames,
             "attn_mode": self.fused.attn_mode, "conv_layout": conv_layout, "conv_impl": conv_impl,
             "gelu_epilogue": self.fused.gelu_epilogue, "defer_residual": self.fused.defer_residual,
-            "pack": pack, "pack_min_frames": pack_min_frames,
+            "pack": pack, "pack_min_frames": pack_min_frames, "pack_bucket_frames": pack_bucket_frames,
         }  # fmt: skip
 
     def plan(self, batch: int, frames: int, masked: bool) -> _Plan:
@@ -384,10 +470,10 @@ class FastSampler:
     @torch.no_grad()
     def packs(self, jobs: Sequence[FastJob]) -> bool:
         """Whether these jobs run as one packed batch: ``pack`` is on, there are two or more, and
-        they hold ``pack_min_frames`` frames in all. A packed batch has no CUDA graph, so the host
-        queues its kernels one by one (~105 ms for 8 steps on the H200's host: 4 short lines took
-        111 ms packed against 45 ms as a padded, captured batch); only a batch whose GPU time
-        hides that gains from dropping the padding (docs/perf-log.md, session 7)."""
+        they hold ``pack_min_frames`` frames in all. Without ``pack_bucket_frames`` a packed batch
+        has no CUDA graph, and the host queues its kernels one by one (~105 ms for 8 steps on the
+        H200's host: 4 short lines took 111 ms packed against 45 ms as a padded, captured batch;
+        docs/perf-log.md, session 7)."""
         return self.pack and len(jobs) > 1 and sum(j.frames for j in jobs) >= self.pack_min_frames
 
     def sample_packed(self, jobs: Sequence[FastJob]) -> list[Tensor]:
@@ -395,42 +481,31 @@ class FastSampler:
         after another along the frame axis (``FusedDiT.pack``), so the linear layers run over
         real frames only and attention and the positional conv stay inside each job.
 
-        Every packed batch has its own length, so it runs without a CUDA graph: its kernels are
-        few and large, and the host queues them well ahead of the GPU. The compiled block takes
-        the new length as a dynamic dimension after the second one it sees."""
+        With ``pack_bucket_frames`` the batch runs in the plan of its :func:`pack_shape` (dummy
+        lines pad it to the ladder), captured as a CUDA graph on its first use; without, in a
+        plan of its exact length, uncaptured (the host then queues every kernel itself)."""
         self._require_calibrated()
         self.packed_runs += 1
-        f = self.fused
         for j in jobs:
             self.prepare(j)
         lengths = [j.frames for j in jobs]
-        total = sum(lengths)
-        dev = f.device
-        x = torch.zeros(1, total, f.mel_dim, device=dev, dtype=torch.float32)
-        consts = torch.zeros(2, total, f.dim, device=dev, dtype=f.dtype)
-        ref_mel = torch.zeros(1, total, f.mel_dim, device=dev, dtype=torch.float32)
-        ref_mask = torch.zeros(1, total, 1, device=dev, dtype=torch.bool)
-        start = 0
-        for j in jobs:
-            assert j.consts is not None
-            n, r = j.frames, j.ref_frames
-            x[0, start : start + n].copy_(j.noise[:n], non_blocking=True)
-            consts[:, start : start + n].copy_(j.consts)
-            ref_mel[0, start : start + r].copy_(j.ref_mel, non_blocking=True)
-            ref_mask[0, start : start + r] = True
-            start += n
-        packed = f.pack(lengths)
-        cond = _sampler().Conditioning(
-            dit=f.dit, cond_in=x, text_in=x, rope=(None, 1.0), ref_mel=ref_mel, ref_mask=ref_mask,
-            cfg_strength=self.cfg.cfg_strength, t=self.schedule.to(dev),
-        )  # fmt: skip
-        calls = iter(range(len(self.mods)))
-
-        def step(xs: Tensor, t: Tensor, c: Any) -> Tensor:
-            i = next(calls)
-            return f.velocity(xs, consts, None, None, self.mods[i], self.final[i], self.cfg.cfg_strength,
-                              packed=packed)  # fmt: skip
-
-        out = _sampler().sample(cond, x, step=step)
+        frames, max_len, segments, slots = pack_shape(lengths, self.pack_bucket)
+        key = (frames, max_len, slots)
+        p = self.packed_plans.get(key)
+        if p is None:
+            t0 = time.perf_counter()
+            p = _PackedPlan(self, frames, max_len, slots, segments)
+            p.fill(jobs, segments)
+            if self.pack_bucket > 0:
+                if self.cuda_graph:
+                    p.capture()
+                if len(self.packed_plans) >= self.max_packed_plans:
+                    self.packed_plans.pop(next(iter(self.packed_plans)))
+                self.packed_plans[key] = p
+                _log.info("fast packed plan ready", frames=frames, max_len=max_len, slots=slots,
+                          graph=self.cuda_graph, seconds=round(time.perf_counter() - t0, 3))  # fmt: skip
+        else:
+            p.fill(jobs, segments)
+        out = p.run()
         starts = [0, *itertools.accumulate(lengths)][:-1]
         return [out[0, a : a + n] for a, n in zip(starts, lengths, strict=True)]

@@ -401,6 +401,10 @@ class FusedDiT:
             # the first block gets a zero residual rather than None: one compiled graph serves
             # every block (None vs a tuple doubled the compiles: warm-up 13.1 s vs 8.7 s, H200)
             pending = _deferred(torch.zeros_like(h), torch.zeros_like(mods[0, 0]), self.blocks[0].ff2)
+        if packed is not None:
+            # every packed batch has a length of its own: compile the block for any from the first
+            for t in (h, *(pending or ())[:1]):
+                torch._dynamo.maybe_mark_dynamic(t, 1)
         for blk, mod in zip(self.blocks, mods.unbind(0), strict=True):
             h, ff, gate = self._block_fn(
                 h, mod, cos, sin, kbias, blk.qkv, blk.out, blk.ff1, blk.ff2,
@@ -415,20 +419,35 @@ class FusedDiT:
         pc, pu = pred.chunk(2)
         return pc + (pc - pu) * cfg_strength
 
-    def pack(self, lengths: Sequence[int]) -> Packed:
-        """The :class:`Packed` layout for lines of these frame counts (both CFG halves)."""
+    def pack(
+        self,
+        lengths: Sequence[int],
+        frames: int | None = None,
+        slots: int | None = None,
+        max_len: int | None = None,
+    ) -> Packed:
+        """The :class:`Packed` layout for lines of these frame counts (both CFG halves): ``frames``
+        in all (the lines must fill them), ``slots`` FA2 sequences per half (the ones past the
+        lines empty), attention tiles for lines of up to ``max_len`` (defaults: exactly these)."""
         dev = self.device
         total = sum(lengths)
-        seg = posconv.segment_bounds(list(lengths), total, dev)
-        starts = torch.tensor([0, *itertools.accumulate(lengths)], dtype=torch.int32)
-        cu = torch.cat((starts[:-1], starts + total)).to(dev)  # both halves' lines, then 2T
-        pos = (torch.arange(total, device=dev, dtype=torch.int32) - seg[0]).long()
-        cos, sin = self.rope(max(lengths))
+        frames = total if frames is None else frames
+        slots = len(lengths) if slots is None else slots
+        max_len = max(lengths) if max_len is None else max_len
+        if total != frames or slots < len(lengths) or max_len < max(lengths):
+            raise ValueError(f"lines of {list(lengths)} frames do not pack into {frames} frames, "
+                             f"{slots} slots, {max_len} per line")  # fmt: skip
+        seg = posconv.segment_bounds(list(lengths), frames, dev)
+        ends = [0, *itertools.accumulate(lengths)] + [frames] * (slots - len(lengths))
+        starts = torch.tensor(ends, dtype=torch.int32)
+        cu = torch.cat((starts[:-1], starts + frames)).to(dev)  # both halves' lines, then 2T
+        pos = (torch.arange(frames, device=dev, dtype=torch.int32) - seg[0]).long()
+        cos, sin = self.rope(max_len)
         mask = None
         if not flash_available(dev):  # the CPU (tests), or a torch built without FA2
             same = seg[0][:, None] == seg[0][None, :]
             mask = torch.where(same, 0.0, float("-inf"))
-        return Packed(seg, cu, max(lengths), mask, cos[:, :, pos], sin[:, :, pos])
+        return Packed(seg, cu, max_len, mask, cos[:, :, pos], sin[:, :, pos])
 
     def uses_triton_conv(self, h: Tensor) -> bool:
         return posconv.use_triton(self.conv_impl, h, self.conv_w[0].shape[1])

@@ -254,7 +254,7 @@ def build_pipeline(
         cuda_graph=settings.cuda_graph, bucket_frames=settings.bucket_frames,
         attn_mode=settings.attn_mode, conv_layout=settings.conv_layout, conv_impl=settings.conv_impl,
         gelu_epilogue=settings.gelu_epilogue, fp8_gemm=settings.fp8_gemm, pack=settings.pack,
-        pack_min_frames=settings.pack_min_frames,
+        pack_min_frames=settings.pack_min_frames, pack_bucket_frames=settings.pack_bucket_frames,
     )  # fmt: skip
     return FastPipeline(fs, vocoder, int16=int16)
 
