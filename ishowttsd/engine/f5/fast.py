@@ -176,7 +176,7 @@ class _PackedPlan(_Plan):
     def __init__(
         self, fs: FastSampler, frames: int, max_len: int, slots: int, segments: Sequence[int]
     ) -> None:
-        super().__init__(fs, 1, frames, False)
+        super().__init__(fs, batch=1, frames=frames, masked=False)
         self.max_len, self.slots = max_len, slots
         self.packed = fs.fused.pack(segments, frames, slots, max_len)
         marks = [(self.x, 1), (self.consts, 1), (self.ref_mel, 1), (self.ref_mask, 1)]
