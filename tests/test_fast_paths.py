@@ -433,3 +433,20 @@ def test_nfe_7_uses_f5s_own_epss_schedule() -> None:
     cfg8 = InferenceConfig(nfe_step=8, cfg_strength=2.0, sway_sampling_coef=None, use_epss=True)
     assert torch.allclose(sampler.timesteps(cfg8, "cpu", torch.float32), torch.linspace(0, 1, 9))
     assert InferenceConfig().nfe_step == 8
+
+
+def test_the_bench_floor_takes_attention_out_and_puts_it_back(env: dict[str, Any]) -> None:
+    """``ishowtts-bench``'s ``_noattn`` floor: while it lasts the block has no attention (the
+    mel changes); afterwards the fast path is the stock sampler's again."""
+    from ishowttsd.bench.measure import without_attention
+
+    ref = stock_mel(env, workload.FIRST_CHUNK, 11)
+    with without_attention():
+        floor = FastSampler(env["m"].dit, env["cfg"], bucket_frames=0).sample(
+            [make_job(env, workload.FIRST_CHUNK, 11)]
+        )
+    assert rel(floor[0], ref) > 1e-2
+    again = FastSampler(env["m"].dit, env["cfg"], bucket_frames=0).sample(
+        [make_job(env, workload.FIRST_CHUNK, 11)]
+    )
+    assert rel(again[0], ref) < TOL

@@ -13,9 +13,10 @@ the warm-up probes.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -117,6 +118,31 @@ def measure_stock(b: Bench) -> None:
     b.out["stock"] = res
 
 
+FLOOR_SUFFIX = "_noattn"
+"""A variant named with this suffix runs with attention taken out of every block (``v`` passes
+through): not speech, but the time of everything else in the line, which no attention kernel,
+however fast, can go below (docs/perf-log.md, session 8)."""
+
+
+@contextlib.contextmanager
+def without_attention() -> Iterator[None]:
+    """The fused block's attention (padded and packed) replaced by its value input while the
+    ``with`` lasts; torch.compile's guards on the block's globals retrace it either way."""
+    from ishowttsd.engine.f5 import fused
+
+    def passthrough(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *_a: Any, **_k: Any) -> torch.Tensor:
+        return v
+
+    saved = {name: getattr(fused, name) for name in ("attention", "packed_attention")}
+    for name in saved:
+        setattr(fused, name, passthrough)
+    try:
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(fused, name, fn)
+
+
 def run_all(b: Bench) -> dict[str, Any]:
     """Everything, in an order that puts the cheap, most important numbers first."""
     p = b.plan
@@ -131,12 +157,15 @@ def run_all(b: Bench) -> dict[str, Any]:
     for v in variants:
 
         def one(v: str = v) -> None:
-            t0 = time.perf_counter()
-            fs = fast_sampler(b, **variant_options(v))
-            fs_build = time.perf_counter() - t0
-            samplers[v] = fs
-            fast[v] = measure_variant(b, v, fs, full=True)
+            floor = v.endswith(FLOOR_SUFFIX)
+            with without_attention() if floor else contextlib.nullcontext():
+                t0 = time.perf_counter()
+                fs = fast_sampler(b, **variant_options(v.removesuffix(FLOOR_SUFFIX)))
+                fs_build = time.perf_counter() - t0
+                fast[v] = measure_variant(b, v, fs, full=not floor)
             fast[v]["build_s"] = fs_build
+            if not floor:  # its audio is noise: it takes no part in fidelity or the sweeps
+                samplers[v] = fs
 
         guarded(b, f"fast_{v}", one)
     main_fs = samplers.get(main)
