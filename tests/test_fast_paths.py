@@ -450,3 +450,17 @@ def test_the_bench_floor_takes_attention_out_and_puts_it_back(env: dict[str, Any
         [make_job(env, workload.FIRST_CHUNK, 11)]
     )
     assert rel(again[0], ref) < TOL
+
+
+def test_a_packed_batch_conditions_its_jobs_together_as_each_alone(env: dict[str, Any]) -> None:
+    """``prepare_many``: one text-encoder pass over jobs of different texts and lengths (each to
+    its own length) gives each job the conditioning it gets alone."""
+    fs = FastSampler(env["m"].dit, env["cfg"], bucket_frames=0)
+    texts = [workload.MIXED_LINES[i] for i in (0, 7, 3, 10)]
+    together = [make_job(env, t, 1) for t in texts]
+    fs.prepare_many(together)
+    for t, j in zip(texts, together, strict=True):
+        alone = fs.prepare(make_job(env, t, 1))
+        assert j.consts is not None and alone.consts is not None
+        assert j.consts.shape == alone.consts.shape == (2, j.frames, fs.fused.dim)
+        assert rel(j.consts, alone.consts) < TOL, t

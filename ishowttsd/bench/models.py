@@ -68,9 +68,10 @@ def rerandomise(dit: Any) -> None:
     dit.proj_out.reset_parameters()
 
 
-def build(size: str, device: torch.device, seed: int = 0) -> BenchModels:
-    """``size``: 'full' (F5TTS_v1_Base, 337 M parameters) or 'tiny'. fp32 weights on ``device``."""
-    arch = full_arch() if size == "full" else dict(tiny.TINY_ARCH)
+def build(size: str, device: torch.device, seed: int = 0, **arch_changes: Any) -> BenchModels:
+    """``size``: 'full' (F5TTS_v1_Base, 337 M parameters) or 'tiny', with ``arch_changes`` to
+    its DiT architecture (e.g. ``dim``). fp32 weights on ``device``."""
+    arch = {**(full_arch() if size == "full" else tiny.TINY_ARCH), **arch_changes}
     voc = vocab()
     cfm = tiny.build_cfm(arch, len(voc), seed, init=rerandomise)
     cfm.vocab_char_map = voc  # the stock path's ``CFM.sample`` tokenises with it

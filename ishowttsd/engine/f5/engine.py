@@ -418,8 +418,12 @@ class F5Engine:
         t0 = time.perf_counter()
         with torch.inference_mode():
             # each job's conditioning is queued on the GPU while the host builds the next job's
-            # tokens; the batch's sampling needs them all (its GPU time is in no stage then)
-            jobs = [self._fast.fs.prepare(self._fast_job(v, chunk)) for v, chunk in items]
+            # tokens (a packed batch conditions its jobs together, in sample_packed); the
+            # batch's sampling needs them all (its GPU time is in no stage then)
+            fs = self._fast.fs
+            jobs = [self._fast_job(v, chunk) for v, chunk in items]
+            if not fs.packs(jobs):
+                jobs = [fs.prepare(j) for j in jobs]
             t1 = time.perf_counter()
             pcms = self._fast.run_grouped(jobs)
         # Each length group's CUDA-event stages are shared by its jobs' Pcm: count each group once.
