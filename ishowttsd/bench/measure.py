@@ -215,9 +215,10 @@ def measure_daemon(b: Bench, quant: str) -> None:
     q, *extra = quant.split("+")
     fast: dict[str, Any] = {"quant": q}
     # "pack" sets [f5.fast] pack, "packexact" also pack_bucket_frames = 0 (no graphs: session
-    # 7's packed path); anything else is an attn_mode
+    # 7's packed path), "packall" pack_min_frames = 0; anything else is an attn_mode
     exact = {"pack": True, "pack_bucket_frames": 0}
-    packs: dict[str, dict[str, Any]] = {"pack": {"pack": True}, "packexact": exact}
+    every = {"pack": True, "pack_min_frames": 0}  # "packall": every batch of two or more packed
+    packs: dict[str, dict[str, Any]] = {"pack": {"pack": True}, "packexact": exact, "packall": every}
     for x in extra:
         fast.update(packs.get(x, {"attn_mode": x}))
     e = daemon.load_engine(doc, fast, b.plan.nfe)
