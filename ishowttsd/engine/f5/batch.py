@@ -86,14 +86,14 @@ class FastSettings:
     pack: bool = True
     """Jobs synthesised together run packed: one after another along the frame axis, each line
     attending and convolving only within itself (``FastSampler.sample_packed``), instead of as
-    padded length groups; no padding rows, no CUDA graph. Measured through the daemon's engine
-    (H200, docs/perf-log.md, session 7): 16 mixed lines 199x -> 238x real time (fp8_static),
-    the same audio as alone (tests/test_pipeline_gpu.py); only batches of ``pack_min_frames``."""
+    padded length groups; no padding rows. Measured through the daemon's engine (H200,
+    docs/perf-log.md, sessions 7 and 8): 16 mixed lines 199x -> 236-240x real time
+    (fp8_static), the same audio as alone (tests/test_pipeline_gpu.py); only batches of
+    ``pack_min_frames``."""
     pack_min_frames: int = 6144
     """With ``pack``, only a batch of this many frames or more (reference included) is packed;
-    smaller ones run as padded, captured batches. A packed batch runs without a CUDA graph and
-    its host side (~105 ms for 8 steps on the H200's host) outlasts the GPU work of a small one
-    (docs/perf-log.md, session 7)."""
+    smaller ones run as padded, captured batches (session 7 set it while packed batches had no
+    CUDA graph: their host side, ~105 ms for 8 steps, outlasted a small batch's GPU work)."""
     pack_bucket_frames: int = 1024
     """A packed batch's total is padded up to a multiple of this (a dummy line fills the rest),
     so batches of different lines share one shape, captured as a CUDA graph on its first use
