@@ -61,8 +61,8 @@ def pack_shape(lengths: Sequence[int], bucket: int) -> tuple[int, int, list[int]
     """``(frames, max_len, segments, slots)`` that packed lines of these frame counts run as.
 
     ``bucket`` > 0 (``[f5.fast] pack_bucket_frames``): the total is padded up to a multiple of
-    it with dummy lines (each no longer than the longest real one, so FA2's ``max_len`` holds
-    them), the longest line to :data:`PACK_LINE_STEP` and the line count to
+    it with dummy lines (each no longer than ``max_len``, so FA2's query tiles cover them), the
+    longest line to :data:`PACK_LINE_STEP` and the line count to
     :data:`PACK_SLOT_STEP`, so that batches of different lines share one captured graph.
     ``bucket`` 0: the exact lengths (no graph)."""
     total = sum(lengths)
