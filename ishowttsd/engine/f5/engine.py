@@ -417,9 +417,9 @@ class F5Engine:
         ``FastPipeline.run_grouped``; the round's seconds by stage."""
         t0 = time.perf_counter()
         with torch.inference_mode():
-            # each job's conditioning is queued on the GPU while the host builds the next job's
-            # tokens (a packed batch conditions its jobs together, in sample_packed); the
-            # batch's sampling needs them all (its GPU time is in no stage then)
+            # the jobs' conditioning is queued before the batch's sampling, which needs it all
+            # (its GPU time is in no stage then); a packed batch conditions its jobs together,
+            # in sample_packed
             fs = self._fast.fs
             jobs = [self._fast_job(v, chunk) for v, chunk in items]
             if not fs.packs(jobs):

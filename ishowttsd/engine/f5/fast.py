@@ -178,10 +178,15 @@ class _PackedPlan(_Plan):
     ) -> None:
         super().__init__(fs, batch=1, frames=frames, masked=False)
         self.max_len, self.slots = max_len, slots
+        self.segments = list(segments)
         self.packed = fs.fused.pack(segments, frames, slots, max_len)
-        marks = [(self.x, 1), (self.consts, 1), (self.ref_mel, 1), (self.ref_mask, 1)]
-        marks += [(self.packed.segments, 1), (self.packed.cu, 0), (self.packed.cos, 2), (self.packed.sin, 2)]
-        for t, dim in marks:
+        # the layout tensors the compiled block takes (its activations are marked in velocity)
+        for t, dim in (
+            (self.packed.segments, 1),
+            (self.packed.cu, 0),
+            (self.packed.cos, 2),
+            (self.packed.sin, 2),
+        ):
             torch._dynamo.maybe_mark_dynamic(t, dim)
 
     def _step(self, x: Tensor, t: Tensor, c: Any) -> Tensor:
@@ -192,11 +197,14 @@ class _PackedPlan(_Plan):
                                  packed=self.packed)  # fmt: skip
 
     def fill(self, jobs: Sequence[FastJob], segments: Sequence[int]) -> None:
-        """The jobs one after another, then the dummy lines (zeros) up to ``frames``."""
-        layout = self.fs.fused.pack(segments, self.frames, self.slots, self.max_len)
-        for dst, src in zip(self.packed, layout, strict=True):
-            if isinstance(dst, Tensor) and isinstance(src, Tensor):
-                dst.copy_(src)
+        """The jobs one after another, then the dummy lines (zeros) up to ``frames``; the line
+        layout is laid out again only where these lines' lengths differ from the last batch's."""
+        if list(segments) != self.segments:
+            layout = self.fs.fused.pack(segments, self.frames, self.slots, self.max_len)
+            for dst, src in zip(self.packed, layout, strict=True):
+                if isinstance(dst, Tensor) and isinstance(src, Tensor):
+                    dst.copy_(src)
+            self.segments = list(segments)
         self.x.zero_()
         self.consts.zero_()
         self.ref_mel.zero_()
@@ -419,11 +427,7 @@ class FastSampler:
             ids = j.text[0, : j.frames]
             text[i, : ids.shape[0]] = ids
             cond[i, : j.ref_frames] = j.ref_mel.to(f.device, f.dtype)
-        text = text.to(f.device)
-        lens = torch.tensor([j.frames for j in todo], device=f.device)
-        te = self.text_embed
-        text_in = torch.cat((te(text, seq_len=lens, drop_text=False), te(text, seq_len=lens, drop_text=True)))
-        out = f.project_conditioning(torch.cat((cond, torch.zeros_like(cond))), text_in.to(f.dtype))
+        out = self._guided(text.to(f.device), cond, torch.tensor([j.frames for j in todo], device=f.device))
         for i, j in enumerate(todo):
             j.consts = torch.stack((out[i, : j.frames], out[b + i, : j.frames]))
 
@@ -431,12 +435,20 @@ class FastSampler:
         """What ``sampler.prepare`` computes for the guided case, then projected: text embeddings
         with and without text, the reference mel padded (and zeros for the unconditional half).
         ``text`` may be -1 padded up to ``frames`` (the text encoder pads with the same filler)."""
-        te = self.text_embed
-        text_c = te(text, seq_len=frames, drop_text=False)
-        text_u = te(text, seq_len=frames, drop_text=True)
         cond = F.pad(ref_mel[None], (0, 0, 0, frames - ref_mel.shape[0]), value=0.0)
-        cond_in = torch.cat((cond, torch.zeros_like(cond)))
-        return self.fused.project_conditioning(cond_in, torch.cat((text_c, text_u)).to(cond.dtype))
+        return self._guided(text, cond, frames)
+
+    def _guided(self, text: Tensor, cond: Tensor, seq_len: int | Tensor) -> Tensor:
+        """[2B, N, dim]: the projected conditioning of B jobs, the conditional halves first, from
+        their token ids [B, T] and reference mels padded to N frames [B, N, mel]; ``seq_len`` is
+        N, or each job's own length (the text encoder's per-sample lengths)."""
+        te = self.text_embed
+        text_in = torch.cat(
+            (te(text, seq_len=seq_len, drop_text=False), te(text, seq_len=seq_len, drop_text=True))
+        )
+        return self.fused.project_conditioning(
+            torch.cat((cond, torch.zeros_like(cond))), text_in.to(cond.dtype)
+        )
 
     @torch.no_grad()
     def calibrate(self, jobs: Sequence[FastJob]) -> None:
@@ -518,24 +530,23 @@ class FastSampler:
         lengths = [j.frames for j in jobs]
         frames, max_len, segments, slots = pack_shape(lengths, self.pack_bucket)
         key = (frames, max_len, slots)
+        t0 = time.perf_counter()
         p = self.packed_plans.get(key)
+        fresh = p is None
         if p is None:
-            t0 = time.perf_counter()
             p = _PackedPlan(self, frames, max_len, slots, segments)
-            p.fill(jobs, segments)
-            if self.pack_bucket > 0:
-                # cuDNN's conv knows no line bounds, and the bounded reference reads them on
-                # the host: only the Triton kernel's packed conv can be captured
-                graph = self.cuda_graph and self.fused.uses_triton_conv(p.consts)
-                if graph:
-                    p.capture()
-                if len(self.packed_plans) >= self.max_packed_plans:
-                    self.packed_plans.pop(next(iter(self.packed_plans)))
-                self.packed_plans[key] = p
-                _log.info("fast packed plan ready", frames=frames, max_len=max_len, slots=slots,
-                          graph=graph, seconds=round(time.perf_counter() - t0, 3))  # fmt: skip
-        else:
-            p.fill(jobs, segments)
+        p.fill(jobs, segments)
+        if fresh and self.pack_bucket > 0:
+            # cuDNN's conv knows no line bounds, and the bounded reference reads them on the
+            # host: only the Triton kernel's packed conv can be captured
+            graph = self.cuda_graph and self.fused.uses_triton_conv(p.consts)
+            if graph:
+                p.capture()
+            if len(self.packed_plans) >= self.max_packed_plans:
+                self.packed_plans.pop(next(iter(self.packed_plans)))
+            self.packed_plans[key] = p
+            _log.info("fast packed plan ready", frames=frames, max_len=max_len, slots=slots,
+                      graph=graph, seconds=round(time.perf_counter() - t0, 3))  # fmt: skip
         out = p.run()
         starts = [0, *itertools.accumulate(lengths)][:-1]
         return [out[0, a : a + n] for a, n in zip(starts, lengths, strict=True)]
